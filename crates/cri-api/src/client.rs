@@ -9,7 +9,11 @@ use tonic::transport::{Channel, Endpoint, Uri};
 /// Connects a gRPC channel to `path`, which may be a plain path or a
 /// `unix://` URL (the form kubelet's `--container-runtime-endpoint` uses).
 pub async fn connect_unix(path: impl AsRef<Path>) -> Result<Channel, tonic::transport::Error> {
-    let path: PathBuf = match path.as_ref().to_str().and_then(|s| s.strip_prefix("unix://")) {
+    let path: PathBuf = match path
+        .as_ref()
+        .to_str()
+        .and_then(|s| s.strip_prefix("unix://"))
+    {
         Some(p) => PathBuf::from(p),
         None => path.as_ref().to_path_buf(),
     };

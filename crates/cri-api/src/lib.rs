@@ -11,7 +11,7 @@ pub mod v1 {
 }
 
 mod client;
-pub use client::{connect_unix, CriClient};
+pub use client::{connect_unix, CriClient, MAX_MESSAGE};
 
 /// Fully-qualified gRPC service names, for logs and health checks.
 pub const RUNTIME_SERVICE: &str = "runtime.v1.RuntimeService";

@@ -110,7 +110,11 @@ fn proto_matches_kubernetes_reference() {
         "proto/ differs from the reference\nmissing from ours:\n{missing:#?}\nonly in ours:\n{extra:#?}"
     );
     // Sanity: the comparison really covered the API.
-    assert!(theirs.len() > 800, "only {} descriptor facts compared", theirs.len());
+    assert!(
+        theirs.len() > 800,
+        "only {} descriptor facts compared",
+        theirs.len()
+    );
     assert!(theirs.contains(
         "field runtime.v1.Mount.recursive_read_only = 8 type=Bool label=Optional type_name= oneof= proto3_optional=false"
     ));

@@ -1,1 +1,104 @@
-fn main(){}
+//! `crius`: the daemon's command line.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use crius::config::{Config, LogFormat, LogLevel, Overrides};
+use crius::server::Server;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "crius",
+    version,
+    about = "A Kubernetes CRI container runtime daemon"
+)]
+struct Cli {
+    /// TOML configuration file (see conf/crius.toml). Without it crius uses
+    /// its embedded defaults.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Unix socket to serve CRI on (path or unix:///path).
+    #[arg(long, global = true, value_name = "SOCKET")]
+    listen: Option<PathBuf>,
+    /// Persistent state directory.
+    #[arg(long, global = true, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// Volatile state directory.
+    #[arg(long, global = true, value_name = "DIR")]
+    runroot: Option<PathBuf>,
+    #[arg(long, global = true, value_enum)]
+    log_level: Option<LogLevel>,
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the effective configuration (defaults, file, flags) as TOML.
+    Config,
+}
+
+fn effective_config(cli: &Cli) -> anyhow::Result<Config> {
+    let base = match &cli.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    Ok(base.with_overrides(&Overrides {
+        listen: cli.listen.clone(),
+        root: cli.root.clone(),
+        runroot: cli.runroot.clone(),
+        log_level: cli.log_level,
+        log_format: cli.log_format,
+    })?)
+}
+
+fn run_daemon(config: Config) -> anyhow::Result<()> {
+    crius::logging::init(config.log_level, config.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("crius")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let server = Server::bind(config)?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing SIGTERM handler")?;
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .context("installing SIGINT handler")?;
+        let shutdown = async move {
+            let sig = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            tracing::info!(signal = sig, "received shutdown signal");
+        };
+        server.run(shutdown).await?;
+        tracing::info!("crius stopped");
+        Ok(())
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = effective_config(&cli).and_then(|config| match cli.command {
+        Some(Command::Config) => {
+            print!("{}", config.to_toml());
+            Ok(())
+        }
+        None => run_daemon(config),
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if crius::logging::initialised() {
+                tracing::error!("{e:#}");
+            } else {
+                eprintln!("crius: {e:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! The daemon's configuration: embedded defaults, a TOML file, command-line
+//! overrides, in that order of precedence (lowest first).
+//!
+//! Everything here is pure: parsing, merging and validation take values and
+//! return values, so they are unit-tested without touching the filesystem.
+//! `conf/crius.toml` documents every key; a test proves it equals the defaults.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The effective configuration of one crius daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Unix socket the CRI gRPC services listen on.
+    pub listen: PathBuf,
+    /// Persistent state: image store, metadata database, the daemon lock.
+    pub root: PathBuf,
+    /// Volatile state (tmpfs): per-pod and per-container runtime state.
+    pub runroot: PathBuf,
+    /// Minimum level of log records; `RUST_LOG` directives refine it.
+    pub log_level: LogLevel,
+    /// Log record format on stderr.
+    pub log_format: LogFormat,
+    /// How long in-flight RPCs may run after SIGTERM/SIGINT before the
+    /// daemon exits anyway. Containers are never stopped by a shutdown.
+    pub shutdown_timeout_seconds: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: PathBuf::from("/run/crius/crius.sock"),
+            root: PathBuf::from("/var/lib/crius"),
+            runroot: PathBuf::from("/run/crius"),
+            log_level: LogLevel::Info,
+            log_format: LogFormat::Text,
+            shutdown_timeout_seconds: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Values given on the command line; each one set replaces the file's value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    pub listen: Option<PathBuf>,
+    pub root: Option<PathBuf>,
+    pub runroot: Option<PathBuf>,
+    pub log_level: Option<LogLevel>,
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("reading config file {path}: {message}")]
+    Read { path: PathBuf, message: String },
+    /// toml's message names the offending key (for unknown keys:
+    /// "unknown field `x`, expected one of ...") and its line.
+    #[error("invalid config{}: {message}", path.as_ref().map(|p| format!(" file {}", p.display())).unwrap_or_default())]
+    Parse {
+        path: Option<PathBuf>,
+        message: String,
+    },
+    #[error("invalid config: `{key}` {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+impl Config {
+    /// Parses a TOML document; keys it leaves out keep their defaults.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: None,
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        config.normalized()
+    }
+
+    /// Reads and parses a config file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Self::from_toml_str(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: Some(path.to_path_buf()),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Applies command-line overrides, then validates the result.
+    pub fn with_overrides(mut self, o: &Overrides) -> Result<Self, ConfigError> {
+        if let Some(v) = &o.listen {
+            self.listen = v.clone();
+        }
+        if let Some(v) = &o.root {
+            self.root = v.clone();
+        }
+        if let Some(v) = &o.runroot {
+            self.runroot = v.clone();
+        }
+        if let Some(v) = o.log_level {
+            self.log_level = v;
+        }
+        if let Some(v) = o.log_format {
+            self.log_format = v;
+        }
+        self.normalized()
+    }
+
+    /// The configuration as TOML, as `crius config` prints it.
+    pub fn to_toml(&self) -> String {
+        // Serialising plain paths, enums and integers cannot fail.
+        toml::to_string(self).unwrap_or_default()
+    }
+
+    /// Accepts `unix:///path` for `listen` (the form kubelet and crictl use)
+    /// and checks that every path is absolute.
+    fn normalized(mut self) -> Result<Self, ConfigError> {
+        if let Some(p) = self.listen.to_str().and_then(|s| s.strip_prefix("unix://")) {
+            self.listen = PathBuf::from(p);
+        }
+        for (key, path) in [
+            ("listen", &self.listen),
+            ("root", &self.root),
+            ("runroot", &self.runroot),
+        ] {
+            if !path.is_absolute() {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: format!(
+                        "must be an absolute path, got {:?}",
+                        path.display().to_string()
+                    ),
+                });
+            }
+        }
+        if self.root == self.runroot {
+            return Err(ConfigError::Invalid {
+                key: "runroot",
+                reason: "must differ from `root`".into(),
+            });
+        }
+        Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHIPPED: &str = include_str!("../../../conf/crius.toml");
+
+    #[test]
+    fn shipped_config_equals_embedded_defaults() {
+        assert_eq!(Config::from_toml_str(SHIPPED).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn shipped_config_documents_every_key() {
+        // Every key of the defaults appears, commented, in conf/crius.toml.
+        let defaults = Config::default().to_toml();
+        for line in defaults.lines().filter(|l| l.contains(" = ")) {
+            let key = line.split(" = ").next().unwrap();
+            assert!(
+                SHIPPED.lines().any(|l| l.starts_with(&format!("{key} = "))),
+                "conf/crius.toml lacks `{key}`"
+            );
+        }
+    }
+
+    #[test]
+    fn toml_round_trips() {
+        let c = Config {
+            listen: "/tmp/x.sock".into(),
+            root: "/tmp/root".into(),
+            runroot: "/tmp/run".into(),
+            log_level: LogLevel::Trace,
+            log_format: LogFormat::Json,
+            shutdown_timeout_seconds: 3,
+        };
+        assert_eq!(Config::from_toml_str(&c.to_toml()).unwrap(), c);
+    }
+
+    #[test]
+    fn parse_table() {
+        struct Case {
+            toml: &'static str,
+            want: Result<fn(&mut Config), &'static str>,
+        }
+        let cases = [
+            Case {
+                toml: "",
+                want: Ok(|_| {}),
+            },
+            Case {
+                toml: "root = \"/srv/crius\"",
+                want: Ok(|c| c.root = "/srv/crius".into()),
+            },
+            Case {
+                toml: "listen = \"unix:///tmp/c.sock\"",
+                want: Ok(|c| c.listen = "/tmp/c.sock".into()),
+            },
+            Case {
+                toml: "log_level = \"debug\"\nlog_format = \"json\"",
+                want: Ok(|c| {
+                    c.log_level = LogLevel::Debug;
+                    c.log_format = LogFormat::Json
+                }),
+            },
+            Case {
+                toml: "bogus_key = 1",
+                want: Err("unknown field `bogus_key`"),
+            },
+            Case {
+                toml: "log_level = \"loud\"",
+                want: Err("log_level"),
+            },
+            Case {
+                toml: "root = 5",
+                want: Err("root"),
+            },
+            Case {
+                toml: "root = \"relative/dir\"",
+                want: Err("`root` must be an absolute path"),
+            },
+            Case {
+                toml: "runroot = \"/var/lib/crius\"",
+                want: Err("`runroot` must differ"),
+            },
+            Case {
+                toml: "shutdown_timeout_seconds = -1",
+                want: Err("shutdown_timeout_seconds"),
+            },
+            Case {
+                toml: "root = ",
+                want: Err("invalid config"),
+            },
+        ];
+        for case in cases {
+            let got = Config::from_toml_str(case.toml);
+            match case.want {
+                Ok(edit) => {
+                    let mut want = Config::default();
+                    edit(&mut want);
+                    assert_eq!(got, Ok(want), "toml: {:?}", case.toml);
+                }
+                Err(fragment) => {
+                    let msg = got.expect_err(case.toml).to_string();
+                    assert!(
+                        msg.contains(fragment),
+                        "toml {:?}: {msg:?} lacks {fragment:?}",
+                        case.toml
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn overrides_replace_file_values() {
+        let file = Config::from_toml_str("root = \"/a\"\nlog_level = \"warn\"").unwrap();
+        let o = Overrides {
+            root: Some("/b".into()),
+            listen: Some("unix:///b/c.sock".into()),
+            ..Default::default()
+        };
+        let c = file.with_overrides(&o).unwrap();
+        assert_eq!(c.root, PathBuf::from("/b"));
+        assert_eq!(c.listen, PathBuf::from("/b/c.sock"));
+        assert_eq!(
+            c.log_level,
+            LogLevel::Warn,
+            "unset override keeps the file's value"
+        );
+        let bad = Config::default().with_overrides(&Overrides {
+            runroot: Some("rel".into()),
+            ..Default::default()
+        });
+        assert!(bad.unwrap_err().to_string().contains("`runroot`"));
+    }
+}

@@ -1,0 +1,168 @@
+//! The gRPC server: the root lock, the unix socket, both CRI services, the
+//! per-RPC tracing layer and graceful shutdown.
+
+pub mod image_service;
+mod listener;
+mod lock;
+pub mod runtime_service;
+mod trace;
+pub(crate) mod unimplemented;
+
+use crate::config::Config;
+use crius_cri_api::v1::image_service_server::ImageServiceServer;
+use crius_cri_api::v1::runtime_service_server::RuntimeServiceServer;
+use crius_cri_api::MAX_MESSAGE;
+use std::future::Future;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+
+pub use listener::SOCKET_MODE;
+pub use lock::{RootLock, LOCK_FILE};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("another crius{} holds root {root}; only one daemon may use a root", holder.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    RootInUse { root: PathBuf, holder: Option<u32> },
+    #[error("socket {0} is in use by a running process; stop it or choose another --listen")]
+    SocketInUse(PathBuf),
+    #[error("listen path {0} exists and is not a socket; refusing to remove it")]
+    ListenPathNotSocket(PathBuf),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("serving gRPC: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// A daemon that holds its root and its socket, ready to serve.
+pub struct Server {
+    config: Arc<Config>,
+    listener: UnixListener,
+    socket_ino: (u64, u64),
+    _lock: RootLock,
+}
+
+fn create_private_dir(path: &Path) -> Result<(), ServerError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|e| ServerError::Io {
+            what: format!("creating {}", path.display()),
+            source: e,
+        })
+}
+
+impl Server {
+    /// Creates the state directories, takes the root lock and binds the
+    /// socket. Fails without side effects on the socket if the root is held.
+    pub fn bind(config: Config) -> Result<Self, ServerError> {
+        create_private_dir(&config.root)?;
+        let lock = RootLock::acquire(&config.root)?;
+        create_private_dir(&config.runroot)?;
+        let listener = listener::bind(&config.listen)?;
+        let meta = std::fs::symlink_metadata(&config.listen).map_err(|e| ServerError::Io {
+            what: format!("stat {}", config.listen.display()),
+            source: e,
+        })?;
+        tracing::info!(
+            listen = %config.listen.display(),
+            root = %config.root.display(),
+            runroot = %config.runroot.display(),
+            lock = %lock.path().display(),
+            "crius {} serving CRI v1",
+            env!("CARGO_PKG_VERSION"),
+        );
+        Ok(Self {
+            config: Arc::new(config),
+            listener,
+            socket_ino: (meta.dev(), meta.ino()),
+            _lock: lock,
+        })
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting connections and
+    /// lets in-flight RPCs finish for at most `shutdown_timeout_seconds`.
+    /// Containers are not touched: they outlive the daemon.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        let Server {
+            config,
+            listener,
+            socket_ino,
+            _lock,
+        } = self;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let router = tonic::transport::Server::builder()
+            .layer(trace::RpcTraceLayer)
+            .add_service(
+                RuntimeServiceServer::new(runtime_service::RuntimeServiceImpl::new(config.clone()))
+                    .max_decoding_message_size(MAX_MESSAGE)
+                    .max_encoding_message_size(MAX_MESSAGE),
+            )
+            .add_service(
+                ImageServiceServer::new(image_service::ImageServiceImpl)
+                    .max_decoding_message_size(MAX_MESSAGE)
+                    .max_encoding_message_size(MAX_MESSAGE),
+            );
+        let mut serve = tokio::spawn(router.serve_with_incoming_shutdown(
+            UnixListenerStream::new(listener),
+            async {
+                let _ = stop_rx.await;
+            },
+        ));
+
+        let early = tokio::select! {
+            () = shutdown => None,
+            result = &mut serve => Some(result),
+        };
+        let result = match early {
+            Some(result) => result,
+            None => {
+                let grace = Duration::from_secs(config.shutdown_timeout_seconds);
+                tracing::info!(
+                    grace_seconds = grace.as_secs(),
+                    "shutting down: no new connections, waiting for in-flight RPCs"
+                );
+                let _ = stop_tx.send(());
+                match tokio::time::timeout(grace, &mut serve).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        tracing::warn!(
+                            grace_seconds = grace.as_secs(),
+                            "in-flight RPCs did not finish in time; exiting anyway"
+                        );
+                        serve.abort();
+                        Ok(Ok(()))
+                    }
+                }
+            }
+        };
+        remove_socket_if_ours(&config.listen, socket_ino);
+        match result {
+            Ok(r) => r.map_err(ServerError::from),
+            Err(join) => Err(ServerError::Io {
+                what: "gRPC server task".into(),
+                source: std::io::Error::other(join.to_string()),
+            }),
+        }
+    }
+}
+
+/// Removes the socket unless another process has replaced it meanwhile.
+fn remove_socket_if_ours(path: &Path, ino: (u64, u64)) {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if (m.dev(), m.ino()) == ino => {
+            if let Err(e) = std::fs::remove_file(path) {
+                tracing::warn!(path = %path.display(), error = %e, "removing socket");
+            }
+        }
+        _ => {}
+    }
+}

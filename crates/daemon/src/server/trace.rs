@@ -1,0 +1,102 @@
+//! One tracing span per RPC, named after the method, with its duration and
+//! gRPC status logged when it completes. Handlers add their own fields (pod
+//! and container ids) inside this span.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+use tonic::codegen::http;
+use tower::{Layer, Service};
+use tracing::Instrument;
+
+#[derive(Clone, Copy, Default)]
+pub struct RpcTraceLayer;
+
+impl<S> Layer<S> for RpcTraceLayer {
+    type Service = RpcTrace<S>;
+    fn layer(&self, inner: S) -> RpcTrace<S> {
+        RpcTrace { inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct RpcTrace<S> {
+    inner: S,
+}
+
+/// `/runtime.v1.RuntimeService/Version` -> `Version`.
+pub fn rpc_name(path: &str) -> &str {
+    path.rsplit('/')
+        .next()
+        .filter(|s| !s.is_empty())
+        .unwrap_or(path)
+}
+
+impl<S, B, RB> Service<http::Request<B>> for RpcTrace<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+    S::Error: std::fmt::Display,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let span = tracing::info_span!("rpc", rpc = rpc_name(req.uri().path()));
+        let start = Instant::now();
+        let fut = {
+            let _enter = span.enter();
+            self.inner.call(req)
+        };
+        Box::pin(
+            async move {
+                let result = fut.await;
+                let elapsed_us = start.elapsed().as_micros() as u64;
+                match &result {
+                    // Errors from handlers arrive as "trailers-only" responses:
+                    // the status is in the headers. Success is reported in the
+                    // trailers, after the body, so a missing header means OK.
+                    Ok(resp) => match resp
+                        .headers()
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                    {
+                        None | Some("0") => tracing::debug!(elapsed_us, "rpc ok"),
+                        Some(code) => {
+                            let message = resp
+                                .headers()
+                                .get("grpc-message")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("");
+                            tracing::info!(elapsed_us, grpc_status = code, message, "rpc failed")
+                        }
+                    },
+                    Err(e) => tracing::warn!(elapsed_us, error = %e, "rpc transport error"),
+                }
+                result
+            }
+            .instrument(span),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rpc_names() {
+        for (path, want) in [
+            ("/runtime.v1.RuntimeService/Version", "Version"),
+            ("/runtime.v1.ImageService/PullImage", "PullImage"),
+            ("Version", "Version"),
+            ("/", "/"),
+        ] {
+            assert_eq!(super::rpc_name(path), want);
+        }
+    }
+}

@@ -22,6 +22,7 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct DaemonBuilder {
     bin: PathBuf,
     root: Option<PathBuf>,
+    listen: Option<PathBuf>,
     config_toml: Option<String>,
     args: Vec<String>,
     env: Vec<(String, String)>,
@@ -30,6 +31,11 @@ pub struct DaemonBuilder {
 impl DaemonBuilder {
     pub fn root(mut self, root: impl Into<PathBuf>) -> Self {
         self.root = Some(root.into());
+        self
+    }
+    /// Serve on this socket instead of one in the temporary directory.
+    pub fn listen(mut self, socket: impl Into<PathBuf>) -> Self {
+        self.listen = Some(socket.into());
         self
     }
     /// Writes this TOML to a file and passes it with `--config`.
@@ -51,7 +57,10 @@ impl DaemonBuilder {
         let dir = tempfile::Builder::new().prefix("crius-test-").tempdir()?;
         let root = self.root.clone().unwrap_or_else(|| dir.path().join("root"));
         let mut d = Daemon {
-            socket: dir.path().join("sock/crius.sock"),
+            socket: self
+                .listen
+                .clone()
+                .unwrap_or_else(|| dir.path().join("sock/crius.sock")),
             runroot: dir.path().join("run"),
             log_path: dir.path().join("crius.log"),
             config_path: None,
@@ -97,6 +106,7 @@ impl Daemon {
         DaemonBuilder {
             bin: bin.into(),
             root: None,
+            listen: None,
             config_toml: None,
             args: Vec::new(),
             env: Vec::new(),
@@ -227,11 +237,23 @@ impl Daemon {
         Ok(())
     }
 
-    /// SIGTERM, then waits for the exit status (graceful shutdown).
-    pub fn stop(&mut self) -> Result<ExitStatus> {
+    /// SIGTERM, then waits for the exit status (graceful shutdown). Async so
+    /// that the test's own client connections can answer the daemon's GOAWAY
+    /// meanwhile, as kubelet's would.
+    pub async fn stop(&mut self) -> Result<ExitStatus> {
         self.signal(Signal::SIGTERM)?;
         let mut child = self.child.take().context("daemon not started")?;
-        match wait_timeout(&mut child, STOP_TIMEOUT)? {
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        let status = loop {
+            if let Some(s) = child.try_wait()? {
+                break Some(s);
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        match status {
             Some(status) => Ok(status),
             None => {
                 let _ = child.kill();

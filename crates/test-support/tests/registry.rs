@@ -97,21 +97,12 @@ async fn wrong_password_and_anonymous_push_are_refused() {
         .push_as(&registry, "denied:1", Some(&wrong))
         .await
         .unwrap_err();
-    eprintln!("wrong password: {err:#}");
-    assert!(
-        format!("{err:#}").to_lowercase().contains("unauthorized")
-            || format!("{err:#}").contains("401"),
-        "{err:#}"
-    );
+    assert!(format!("{err:#}").contains("code: 401"), "{err:#}");
     let err = image
         .push_as(&registry, "denied:1", None)
         .await
         .unwrap_err();
-    assert!(
-        format!("{err:#}").to_lowercase().contains("unauthorized")
-            || format!("{err:#}").contains("401"),
-        "{err:#}"
-    );
+    assert!(format!("{err:#}").contains("code: 401"), "{err:#}");
     // Nothing was stored under that name.
     assert!(
         fetch_manifest(&registry, "denied:1", registry.credentials())

@@ -48,7 +48,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let span = tracing::info_span!("rpc", rpc = rpc_name(req.uri().path()));
+        let span = tracing::info_span!("rpc", rpc = %rpc_name(req.uri().path()));
         let start = Instant::now();
         let fut = {
             let _enter = span.enter();
@@ -58,24 +58,18 @@ where
             async move {
                 let result = fut.await;
                 let elapsed_us = start.elapsed().as_micros() as u64;
+                // Errors from handlers arrive as "trailers-only" responses, the
+                // status in the headers. Success is reported in the trailers,
+                // after the body, so no status in the headers means OK.
                 match &result {
-                    // Errors from handlers arrive as "trailers-only" responses:
-                    // the status is in the headers. Success is reported in the
-                    // trailers, after the body, so a missing header means OK.
-                    Ok(resp) => match resp
-                        .headers()
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok())
-                    {
-                        None | Some("0") => tracing::debug!(elapsed_us, "rpc ok"),
-                        Some(code) => {
-                            let message = resp
-                                .headers()
-                                .get("grpc-message")
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or("");
-                            tracing::info!(elapsed_us, grpc_status = code, message, "rpc failed")
-                        }
+                    Ok(resp) => match tonic::Status::from_header_map(resp.headers()) {
+                        Some(status) if status.code() != tonic::Code::Ok => tracing::info!(
+                            elapsed_us,
+                            grpc_code = ?status.code(),
+                            grpc_message = status.message(),
+                            "rpc failed"
+                        ),
+                        _ => tracing::debug!(elapsed_us, "rpc ok"),
                     },
                     Err(e) => tracing::warn!(elapsed_us, error = %e, "rpc transport error"),
                 }

@@ -1,0 +1,54 @@
+# crius — build, run, test.
+#
+#   make          release build (target/release/crius)
+#   make run      build and run the daemon with its embedded defaults (root)
+#   make test     install missing system packages, then run every test (root)
+#   make lint     rustfmt check + clippy -D warnings
+#   make bench    benchmarks, printing their figures
+
+CARGO ?= cargo
+PREFIX ?= /usr/local
+
+# System packages the tests use: OCI runtimes, CNI plugins, a registry,
+# busybox for test images, and the tools compared against in benchmarks.
+APT_PACKAGES := runc crun containernetworking-plugins docker-registry busybox-static \
+	iproute2 iptables skopeo umoci conmon
+
+.PHONY: all build run test deps lint bench install clean
+
+all: build
+
+build:
+	$(CARGO) build --release --locked
+
+run: build
+	./target/release/crius
+
+# Installs only what is missing, so a prepared machine pays nothing.
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		if [ "$$(id -u)" != 0 ]; then echo "make deps: need root to apt-get install$$missing" >&2; exit 1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+test: deps
+	$(CARGO) test --workspace --locked
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+bench: deps
+	$(CARGO) bench --workspace --locked
+
+install: build
+	install -D -m 0755 target/release/crius $(DESTDIR)$(PREFIX)/bin/crius
+	install -D -m 0644 conf/crius.toml $(DESTDIR)/etc/crius/crius.toml.example
+	install -D -m 0644 contrib/systemd/crius.service $(DESTDIR)/etc/systemd/system/crius.service
+
+clean:
+	$(CARGO) clean

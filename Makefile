@@ -14,7 +14,12 @@ PREFIX ?= /usr/local
 APT_PACKAGES := runc crun containernetworking-plugins docker-registry busybox-static \
 	iproute2 iptables skopeo umoci conmon
 
-.PHONY: all build run test deps lint bench install clean
+# A Python client generated from the reference CRI proto (grpcio-tools from
+# PyPI) stands in for crictl in the interop test. Rebuilt from PyPI when absent.
+PYENV := target/pyenv
+PY_PACKAGES := grpcio grpcio-tools
+
+.PHONY: all build run test deps pyenv lint bench install clean
 
 all: build
 
@@ -35,7 +40,11 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-test: deps
+pyenv:
+	@$(PYENV)/bin/python -c 'import grpc, grpc_tools' 2>/dev/null || \
+		{ python3 -m venv $(PYENV) && $(PYENV)/bin/pip install -q --disable-pip-version-check $(PY_PACKAGES); }
+
+test: deps pyenv
 	$(CARGO) test --workspace --locked
 
 lint:

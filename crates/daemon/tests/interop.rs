@@ -1,0 +1,69 @@
+//! A CRI client that never saw crius's proto — Python stubs generated from the
+//! Kubernetes reference `api.proto` by grpcio-tools, standing in for crictl,
+//! which Debian does not package — talks to the real daemon over its socket.
+//!
+//! Needs `make test`'s Python environment (target/pyenv with grpcio-tools)
+//! and `../shared/cri-api/api.proto`; CI always has both.
+
+use crius_test_support::Daemon;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::Command;
+
+fn workspace() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+fn prerequisites() -> Option<(PathBuf, PathBuf)> {
+    let python = std::env::var_os("CRIUS_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/pyenv/bin/python"));
+    let proto = std::env::var_os("CRI_REFERENCE_PROTO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("../shared/cri-api/api.proto"));
+    if python.exists() && proto.exists() {
+        return Some((python, proto));
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI without {} or {}: run through `make test`",
+        python.display(),
+        proto.display()
+    );
+    eprintln!("skipping: {} or {} missing (run `make test`)", python.display(), proto.display());
+    None
+}
+
+#[tokio::test]
+async fn reference_built_client_interoperates() {
+    let Some((python, proto)) = prerequisites() else { return };
+    let d = Daemon::builder(env!("CARGO_BIN_EXE_crius")).start().await.unwrap();
+    let out = tokio::task::spawn_blocking({
+        let endpoint = format!("unix://{}", d.socket.display());
+        move || {
+            Command::new(python)
+                .arg(workspace().join("test/interop/cri_client.py"))
+                .arg("--proto")
+                .arg(proto)
+                .arg("--endpoint")
+                .arg(endpoint)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "client failed: {stderr}\ndaemon log:\n{}", d.log());
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["version"]["runtime_name"], "crius");
+    assert_eq!(r["version"]["runtime_api_version"], "v1");
+    assert_eq!(r["version"]["version"], "0.1.0");
+    assert_eq!(r["version"]["runtime_version"], env!("CARGO_PKG_VERSION"));
+    let types: Vec<_> = r["status"]["conditions"].as_array().unwrap().iter().map(|c| c["type"].clone()).collect();
+    assert_eq!(types, ["RuntimeReady", "NetworkReady"]);
+    assert_eq!(r["status"]["info_keys"], serde_json::json!(["config"]));
+    assert_eq!(r["run_pod_sandbox"]["code"], "UNIMPLEMENTED");
+    assert!(r["run_pod_sandbox"]["details"].as_str().unwrap().contains("RunPodSandbox"));
+    assert_eq!(r["list_images"]["code"], "UNIMPLEMENTED");
+}

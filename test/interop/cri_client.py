@@ -18,8 +18,7 @@ import grpc
 from grpc_tools import protoc
 
 
-def load_stubs(proto):
-    out = tempfile.mkdtemp(prefix="cri-stubs-")
+def load_stubs(proto, out):
     include = os.path.dirname(os.path.abspath(proto))
     well_known = os.path.join(os.path.dirname(protoc.__file__), "_proto")
     rc = protoc.main(["protoc", f"-I{include}", f"-I{well_known}", f"--python_out={out}",
@@ -35,7 +34,11 @@ def main():
     ap.add_argument("--proto", required=True)
     ap.add_argument("--endpoint", required=True)
     args = ap.parse_args()
-    pb, rpc = load_stubs(args.proto)
+    with tempfile.TemporaryDirectory(prefix="cri-stubs-") as out:
+        run(args, *load_stubs(args.proto, out))
+
+
+def run(args, pb, rpc):
     # grpc C-core sends the percent-encoded socket path as :authority, which
     # the HTTP/2 layer of crius (hyperium/h2) rejects as malformed. kubelet,
     # crictl and every grpc-go client send "localhost" for unix sockets; do

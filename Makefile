@@ -6,6 +6,7 @@
 #   make lint     rustfmt check + clippy -D warnings
 #   make bench    benchmarks, printing their figures
 
+SHELL := /bin/bash
 CARGO ?= cargo
 PREFIX ?= /usr/local
 
@@ -44,8 +45,12 @@ pyenv:
 	@$(PYENV)/bin/python -c 'import grpc, grpc_tools' 2>/dev/null || \
 		{ python3 -m venv $(PYENV) && $(PYENV)/bin/pip install -q --disable-pip-version-check $(PY_PACKAGES); }
 
+# Unit and integration tests of every crate (benches are run by `make bench`),
+# then one summary line over all test binaries.
 test: deps pyenv
-	$(CARGO) test --workspace --locked
+	@mkdir -p target
+	set -o pipefail; $(CARGO) test --workspace --locked --lib --bins --tests 2>&1 | tee target/test.log
+	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "%d passed, %d failed\n", p, f }' target/test.log
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -49,10 +49,10 @@ pub struct Server {
     _lock: RootLock,
 }
 
-fn create_private_dir(path: &Path) -> Result<(), ServerError> {
+fn create_dir(path: &Path, mode: u32) -> Result<(), ServerError> {
     std::fs::DirBuilder::new()
         .recursive(true)
-        .mode(0o700)
+        .mode(mode)
         .create(path)
         .map_err(|e| ServerError::Io {
             what: format!("creating {}", path.display()),
@@ -64,9 +64,11 @@ impl Server {
     /// Creates the state directories, takes the root lock and binds the
     /// socket. Fails without side effects on the socket if the root is held.
     pub fn bind(config: Config) -> Result<Self, ServerError> {
-        create_private_dir(&config.root)?;
+        create_dir(&config.root, 0o700)?;
         let lock = RootLock::acquire(&config.root)?;
-        create_private_dir(&config.runroot)?;
+        // 0711: the default socket lives here, and group members of the
+        // 0660 socket must be able to reach it.
+        create_dir(&config.runroot, 0o711)?;
         let listener = listener::bind(&config.listen)?;
         let meta = std::fs::symlink_metadata(&config.listen).map_err(|e| ServerError::Io {
             what: format!("stat {}", config.listen.display()),

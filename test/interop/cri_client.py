@@ -71,6 +71,7 @@ def run(args, pb, rpc):
     result["run_pod_sandbox"] = code_of(runtime.RunPodSandbox, pb.RunPodSandboxRequest(
         config=pb.PodSandboxConfig(metadata=pb.PodSandboxMetadata(name="p", namespace="n", uid="u"))))
     result["list_images"] = code_of(image.ListImages, pb.ListImagesRequest())
+    result["pull_invalid"] = code_of(image.PullImage, pb.PullImageRequest(image=pb.ImageSpec(image="Bad:Ref:x")))
     print(json.dumps(result))
 
 

@@ -72,7 +72,10 @@ async fn main() {
         c.runtime.version(VersionRequest::default()).await.unwrap();
         let v = t.elapsed();
         let t = Instant::now();
-        c.runtime.status(StatusRequest { verbose: false }).await.unwrap();
+        c.runtime
+            .status(StatusRequest { verbose: false })
+            .await
+            .unwrap();
         let s = t.elapsed();
         if i >= WARMUP {
             version.push(v);
@@ -85,14 +88,27 @@ async fn main() {
     let status = percentiles(status);
 
     println!("crius foundation benchmark ({ITERATIONS} iterations after {WARMUP} warm-up, µs)");
-    println!("{:<28} {:>9} {:>9} {:>9} {:>12}", "", "p50", "p90", "p99", "p50 / floor");
-    for (name, p) in [("unix echo floor (64 B)", floor), ("Version RPC", version), ("Status RPC", status)] {
+    println!(
+        "{:<28} {:>9} {:>9} {:>9} {:>12}",
+        "", "p50", "p90", "p99", "p50 / floor"
+    );
+    for (name, p) in [
+        ("unix echo floor (64 B)", floor),
+        ("Version RPC", version),
+        ("Status RPC", status),
+    ] {
         println!(
             "{name:<28} {:>9.1} {:>9.1} {:>9.1} {:>11.1}x",
-            p[0], p[1], p[2], p[0] / floor[0]
+            p[0],
+            p[1],
+            p[2],
+            p[0] / floor[0]
         );
     }
-    println!("daemon RSS: idle {idle_rss} KiB, after {} RPCs {busy_rss} KiB", 2 * (WARMUP + ITERATIONS));
+    println!(
+        "daemon RSS: idle {idle_rss} KiB, after {} RPCs {busy_rss} KiB",
+        2 * (WARMUP + ITERATIONS)
+    );
     println!(
         "{}",
         serde_json::json!({

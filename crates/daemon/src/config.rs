@@ -25,7 +25,25 @@ pub struct Config {
     /// How long in-flight RPCs may run after SIGTERM/SIGINT before the
     /// daemon exits anyway. Containers are never stopped by a shutdown.
     pub shutdown_timeout_seconds: u64,
+    /// containers-registries.conf(5) v2 file: search registries, mirrors,
+    /// insecure and blocked registries. Missing is fine only at the default path.
+    pub registries_conf: PathBuf,
+    /// Global pull credentials (docker config.json / containers auth.json
+    /// form), used when a pull carries no pull secret. kubelet's
+    /// `/var/lib/kubelet/config.json` is also consulted when present.
+    pub auth_file: PathBuf,
+    /// Total time one registry operation may spend retrying transient
+    /// failures (connect errors, timeouts, 5xx, 429) before the pull fails.
+    pub pull_retry_budget_seconds: u64,
+    /// After a pull of a reference fails, pulls of it fail fast for this long.
+    pub pull_failure_backoff_seconds: u64,
+    /// Layers of one image downloaded in parallel.
+    pub max_concurrent_downloads: usize,
 }
+
+pub const DEFAULT_REGISTRIES_CONF: &str = "/etc/containers/registries.conf";
+pub const DEFAULT_AUTH_FILE: &str = "/etc/crius/auth.json";
+pub const KUBELET_AUTH_FILE: &str = "/var/lib/kubelet/config.json";
 
 impl Default for Config {
     fn default() -> Self {
@@ -36,6 +54,11 @@ impl Default for Config {
             log_level: LogLevel::Info,
             log_format: LogFormat::Text,
             shutdown_timeout_seconds: 10,
+            registries_conf: PathBuf::from(DEFAULT_REGISTRIES_CONF),
+            auth_file: PathBuf::from(DEFAULT_AUTH_FILE),
+            pull_retry_budget_seconds: 60,
+            pull_failure_backoff_seconds: 10,
+            max_concurrent_downloads: 3,
         }
     }
 }
@@ -77,6 +100,8 @@ pub struct Overrides {
     pub runroot: Option<PathBuf>,
     pub log_level: Option<LogLevel>,
     pub log_format: Option<LogFormat>,
+    pub registries_conf: Option<PathBuf>,
+    pub auth_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -136,6 +161,12 @@ impl Config {
         if let Some(v) = o.log_format {
             self.log_format = v;
         }
+        if let Some(v) = &o.registries_conf {
+            self.registries_conf = v.clone();
+        }
+        if let Some(v) = &o.auth_file {
+            self.auth_file = v.clone();
+        }
         self.normalized()
     }
 
@@ -155,6 +186,8 @@ impl Config {
             ("listen", &self.listen),
             ("root", &self.root),
             ("runroot", &self.runroot),
+            ("registries_conf", &self.registries_conf),
+            ("auth_file", &self.auth_file),
         ] {
             if !path.is_absolute() {
                 return Err(ConfigError::Invalid {
@@ -165,6 +198,12 @@ impl Config {
                     ),
                 });
             }
+        }
+        if self.max_concurrent_downloads == 0 {
+            return Err(ConfigError::Invalid {
+                key: "max_concurrent_downloads",
+                reason: "must be at least 1".into(),
+            });
         }
         if self.root == self.runroot {
             return Err(ConfigError::Invalid {
@@ -209,6 +248,11 @@ mod tests {
             log_level: LogLevel::Trace,
             log_format: LogFormat::Json,
             shutdown_timeout_seconds: 3,
+            registries_conf: "/tmp/reg.conf".into(),
+            auth_file: "/tmp/auth.json".into(),
+            pull_retry_budget_seconds: 5,
+            pull_failure_backoff_seconds: 0,
+            max_concurrent_downloads: 8,
         };
         assert_eq!(Config::from_toml_str(&c.to_toml()).unwrap(), c);
     }

@@ -31,6 +31,12 @@ struct Cli {
     log_level: Option<LogLevel>,
     #[arg(long, global = true, value_enum)]
     log_format: Option<LogFormat>,
+    /// containers-registries.conf(5) file (search registries, mirrors).
+    #[arg(long, global = true, value_name = "FILE")]
+    registries_conf: Option<PathBuf>,
+    /// Global pull credentials (auth.json / docker config.json).
+    #[arg(long, global = true, value_name = "FILE")]
+    auth_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -52,6 +58,8 @@ fn effective_config(cli: &Cli) -> anyhow::Result<Config> {
         runroot: cli.runroot.clone(),
         log_level: cli.log_level,
         log_format: cli.log_format,
+        registries_conf: cli.registries_conf.clone(),
+        auth_file: cli.auth_file.clone(),
     })?)
 }
 

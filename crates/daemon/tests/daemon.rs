@@ -80,11 +80,11 @@ async fn unbuilt_rpcs_are_unimplemented_naming_the_rpc() {
     assert!(e.message().contains("RunPodSandbox"), "{}", e.message());
     let e = c
         .image
-        .pull_image(PullImageRequest::default())
+        .stream_images(StreamImagesRequest::default())
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unimplemented);
-    assert!(e.message().contains("PullImage"), "{}", e.message());
+    assert!(e.message().contains("StreamImages"), "{}", e.message());
     let e = c
         .runtime
         .get_container_events(GetEventsRequest::default())

@@ -30,14 +30,23 @@ fn prerequisites() -> Option<(PathBuf, PathBuf)> {
         python.display(),
         proto.display()
     );
-    eprintln!("skipping: {} or {} missing (run `make test`)", python.display(), proto.display());
+    eprintln!(
+        "skipping: {} or {} missing (run `make test`)",
+        python.display(),
+        proto.display()
+    );
     None
 }
 
 #[tokio::test]
 async fn reference_built_client_interoperates() {
-    let Some((python, proto)) = prerequisites() else { return };
-    let d = Daemon::builder(env!("CARGO_BIN_EXE_crius")).start().await.unwrap();
+    let Some((python, proto)) = prerequisites() else {
+        return;
+    };
+    let d = Daemon::builder(env!("CARGO_BIN_EXE_crius"))
+        .start()
+        .await
+        .unwrap();
     let out = tokio::task::spawn_blocking({
         let endpoint = format!("unix://{}", d.socket.display());
         move || {
@@ -54,16 +63,33 @@ async fn reference_built_client_interoperates() {
     .await
     .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "client failed: {stderr}\ndaemon log:\n{}", d.log());
+    assert!(
+        out.status.success(),
+        "client failed: {stderr}\ndaemon log:\n{}",
+        d.log()
+    );
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["version"]["runtime_name"], "crius");
     assert_eq!(r["version"]["runtime_api_version"], "v1");
     assert_eq!(r["version"]["version"], "0.1.0");
     assert_eq!(r["version"]["runtime_version"], env!("CARGO_PKG_VERSION"));
-    let types: Vec<_> = r["status"]["conditions"].as_array().unwrap().iter().map(|c| c["type"].clone()).collect();
+    let types: Vec<_> = r["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["type"].clone())
+        .collect();
     assert_eq!(types, ["RuntimeReady", "NetworkReady"]);
     assert_eq!(r["status"]["info_keys"], serde_json::json!(["config"]));
     assert_eq!(r["run_pod_sandbox"]["code"], "UNIMPLEMENTED");
-    assert!(r["run_pod_sandbox"]["details"].as_str().unwrap().contains("RunPodSandbox"));
-    assert_eq!(r["list_images"]["code"], "UNIMPLEMENTED");
+    assert!(r["run_pod_sandbox"]["details"]
+        .as_str()
+        .unwrap()
+        .contains("RunPodSandbox"));
+    assert_eq!(r["list_images"]["code"], "OK");
+    assert_eq!(r["pull_invalid"]["code"], "INVALID_ARGUMENT");
+    assert!(r["pull_invalid"]["details"]
+        .as_str()
+        .unwrap()
+        .contains("Bad:Ref:x"));
 }

@@ -1,6 +1,7 @@
 //! The gRPC server: the root lock, the unix socket, both CRI services, the
 //! per-RPC tracing layer and graceful shutdown.
 
+pub mod error;
 pub mod image_service;
 mod listener;
 mod lock;
@@ -12,6 +13,9 @@ use crate::config::Config;
 use crius_cri_api::v1::image_service_server::ImageServiceServer;
 use crius_cri_api::v1::runtime_service_server::RuntimeServiceServer;
 use crius_cri_api::MAX_MESSAGE;
+use crius_image_store::pull::RetryPolicy;
+use crius_image_store::registries::RegistriesConf;
+use crius_image_store::{ImageStore, StoreConfig};
 use std::future::Future;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -37,6 +41,8 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("image store: {0}")]
+    Images(String),
     #[error("serving gRPC: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
@@ -44,6 +50,7 @@ pub enum ServerError {
 /// A daemon that holds its root and its socket, ready to serve.
 pub struct Server {
     config: Arc<Config>,
+    images: Arc<ImageStore>,
     listener: UnixListener,
     socket_ino: (u64, u64),
     _lock: RootLock,
@@ -69,6 +76,7 @@ impl Server {
         // 0711: the default socket lives here, and group members of the
         // 0660 socket must be able to reach it.
         create_dir(&config.runroot, 0o711)?;
+        let images = Arc::new(open_image_store(&config)?);
         let listener = listener::bind(&config.listen)?;
         let meta = std::fs::symlink_metadata(&config.listen).map_err(|e| ServerError::Io {
             what: format!("stat {}", config.listen.display()),
@@ -84,6 +92,7 @@ impl Server {
         );
         Ok(Self {
             config: Arc::new(config),
+            images,
             listener,
             socket_ino: (meta.dev(), meta.ino()),
             _lock: lock,
@@ -96,6 +105,7 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         let Server {
             config,
+            images,
             listener,
             socket_ino,
             _lock,
@@ -109,7 +119,7 @@ impl Server {
                     .max_encoding_message_size(MAX_MESSAGE),
             )
             .add_service(
-                ImageServiceServer::new(image_service::ImageServiceImpl)
+                ImageServiceServer::new(image_service::ImageServiceImpl::new(images))
                     .max_decoding_message_size(MAX_MESSAGE)
                     .max_encoding_message_size(MAX_MESSAGE),
             );
@@ -155,6 +165,28 @@ impl Server {
             }),
         }
     }
+}
+
+/// The image store under `<root>/images`, with the registries.conf and auth
+/// files the config names.
+fn open_image_store(config: &Config) -> Result<ImageStore, ServerError> {
+    let err = |e: &dyn std::fmt::Display| ServerError::Images(e.to_string());
+    let default_path = config.registries_conf == Path::new(crate::config::DEFAULT_REGISTRIES_CONF);
+    let registries =
+        RegistriesConf::load(&config.registries_conf, default_path).map_err(|e| err(&e))?;
+    let mut cfg = StoreConfig::new(config.root.join("images"));
+    cfg.registries = registries;
+    cfg.auth_files = vec![
+        config.auth_file.clone(),
+        PathBuf::from(crate::config::KUBELET_AUTH_FILE),
+    ];
+    cfg.retry = RetryPolicy {
+        budget: Duration::from_secs(config.pull_retry_budget_seconds),
+        ..RetryPolicy::default()
+    };
+    cfg.failure_backoff = Duration::from_secs(config.pull_failure_backoff_seconds);
+    cfg.max_concurrent_downloads = config.max_concurrent_downloads;
+    ImageStore::open(cfg).map_err(|e| err(&e))
 }
 
 /// Removes the socket unless another process has replaced it meanwhile.

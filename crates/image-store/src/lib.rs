@@ -1,0 +1,19 @@
+//! The crius image and artifact store.
+//!
+//! - `reference`, `registries`, `auth`: pure logic — parsing references,
+//!   containers-registries.conf, pull secrets and auth files.
+//! - `pull`: one registry endpoint at a time, with retries and verification.
+//! - `layout`: blobs in an OCI image layout, written durably.
+//! - `db`: image records in sled.
+//! - `store`: `ImageStore`, what the daemon's ImageService calls.
+
+pub mod auth;
+pub mod db;
+pub mod layout;
+pub mod pull;
+pub mod reference;
+pub mod registries;
+pub mod store;
+
+pub use db::{ImageRecord, LayerRecord};
+pub use store::{FsUsage, ImageStore, StoreConfig, StoreError};

@@ -1,0 +1,762 @@
+//! The image store: pulls (short-name resolution, mirrors, credentials,
+//! de-duplicated blob downloads, fail-fast after failures), lookups, removal
+//! with garbage collection, and disk usage.
+
+use crate::auth::{Auth, AuthFile};
+use crate::db::{Db, DbError, ImageRecord, LayerRecord, RECORD_VERSION};
+use crate::layout::{Layout, LayoutError};
+use crate::pull::{self, FetchedManifest, RegistryError, Remote, RetryPolicy};
+use crate::reference::{self, ImageRef, ParsedRef, ReferenceError};
+use crate::registries::{RegistriesConf, RegistriesError};
+use futures_util::{StreamExt, TryStreamExt};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Directory of the store: `oci/` (the layout) and `db/` (sled).
+    pub root: PathBuf,
+    pub registries: RegistriesConf,
+    /// Auth files in priority order; missing ones are skipped.
+    pub auth_files: Vec<PathBuf>,
+    pub retry: RetryPolicy,
+    /// Layers of one image downloaded at once.
+    pub max_concurrent_downloads: usize,
+    /// After a failed pull of a reference, further pulls of it fail fast for
+    /// this long.
+    pub failure_backoff: Duration,
+}
+
+impl StoreConfig {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        StoreConfig {
+            root: root.into(),
+            registries: RegistriesConf::default(),
+            auth_files: Vec::new(),
+            retry: RetryPolicy::default(),
+            max_concurrent_downloads: 3,
+            failure_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    #[error(transparent)]
+    Registries(#[from] RegistriesError),
+    #[error("pulling {reference}: {source}")]
+    Registry {
+        reference: String,
+        #[source]
+        source: RegistryError,
+    },
+    #[error("pulling {reference}: {media_type} manifests are not supported")]
+    Unsupported {
+        reference: String,
+        media_type: String,
+    },
+    #[error("pulling {reference}: failed {ago:?} ago ({reason}); not retrying for another {remaining:?}")]
+    BackingOff {
+        reference: String,
+        ago: Duration,
+        remaining: Duration,
+        reason: String,
+    },
+    #[error("image {image} is in use by container {container}")]
+    InUse { image: String, container: String },
+    #[error("image store: {0}")]
+    Layout(#[from] LayoutError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("auth file: {0}")]
+    Auth(#[from] crate::auth::AuthError),
+}
+
+impl StoreError {
+    fn registry(reference: &ImageRef, source: RegistryError) -> Self {
+        StoreError::Registry {
+            reference: reference.to_string(),
+            source,
+        }
+    }
+}
+
+/// Disk usage of the store, for ImageFsInfo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsUsage {
+    pub bytes: u64,
+    pub inodes: u64,
+}
+
+/// The last result of a pull of one reference and when it finished.
+type PullSlot = tokio::sync::Mutex<Option<(Instant, ImageRecord)>>;
+
+pub struct ImageStore {
+    cfg: StoreConfig,
+    layout: Layout,
+    db: Db,
+    /// One download per blob digest at a time, across all pulls.
+    blob_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// One pull per reference at a time; latecomers reuse the result.
+    ref_locks: Mutex<HashMap<String, Arc<PullSlot>>>,
+    failures: Mutex<HashMap<String, (Instant, String)>>,
+    /// Blobs that in-progress pulls have stored or are storing but no
+    /// record names yet; garbage collection leaves them alone.
+    pinned: Mutex<HashMap<String, usize>>,
+    /// Serialises index.json rewrites.
+    index_lock: Mutex<()>,
+}
+
+fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic elsewhere must not wedge the store: the data is still valid.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ImageStore {
+    pub fn open(cfg: StoreConfig) -> Result<Self, StoreError> {
+        let layout = Layout::open(&cfg.root.join("oci"))?;
+        let db = Db::open(&cfg.root.join("db"))?;
+        Ok(ImageStore {
+            cfg,
+            layout,
+            db,
+            blob_locks: Mutex::default(),
+            ref_locks: Mutex::default(),
+            failures: Mutex::default(),
+            pinned: Mutex::default(),
+            index_lock: Mutex::new(()),
+        })
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.cfg.root
+    }
+
+    pub fn list(&self) -> Result<Vec<ImageRecord>, StoreError> {
+        Ok(self.db.list()?)
+    }
+
+    /// Finds a local image by id (`sha256:…` or bare hex), unique id prefix
+    /// (at least 12 hex digits), tag or digest reference, short names
+    /// normalised the docker way and through the search registries.
+    pub fn resolve(&self, image: &str) -> Result<Option<ImageRecord>, StoreError> {
+        let image = image.trim();
+        if let Some(r) = self.db.get(image)? {
+            return Ok(Some(r));
+        }
+        let hex = image.strip_prefix("sha256:").unwrap_or(image);
+        if hex.len() >= 12 && hex.len() <= 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let matches: Vec<_> = self
+                .db
+                .list()?
+                .into_iter()
+                .filter(|r| r.id.trim_start_matches("sha256:").starts_with(hex))
+                .collect();
+            if matches.len() == 1 {
+                return Ok(matches.into_iter().next());
+            }
+        }
+        let parsed = reference::parse(image)?;
+        let candidates = match &parsed {
+            ParsedRef::Qualified(r) => vec![r.clone()],
+            ParsedRef::Short { .. } => self.cfg.registries.candidates(&parsed)?,
+        };
+        for mut c in candidates {
+            if c.tag.is_none() && c.digest.is_none() {
+                c.tag = Some("latest".into());
+            }
+            if let Some(d) = &c.digest {
+                if let Some(r) = self.db.by_repo_digest(&format!("{}@{d}", c.name()))? {
+                    return Ok(Some(r));
+                }
+            } else if let Some(r) = self.db.by_tag(&c.to_string())? {
+                return Ok(Some(r));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Pulls `image` with explicit credentials (a CRI pull secret), falling
+    /// back to the auth files, then anonymous.
+    pub async fn pull(&self, image: &str, auth: Option<Auth>) -> Result<ImageRecord, StoreError> {
+        let parsed = reference::parse(image)?;
+        let candidates = match &parsed {
+            ParsedRef::Qualified(r) => vec![r.clone()],
+            ParsedRef::Short { .. } => self.cfg.registries.candidates(&parsed)?,
+        };
+        // Fail-fast and single-flight are per reference *and* credentials: a
+        // pull with a corrected secret is not held back by a wrong one.
+        let key = format!("{}#{}", image.trim(), auth_fingerprint(auth.as_ref()));
+        self.check_backoff(&key, image.trim())?;
+
+        // Single flight per reference: concurrent pulls of one image wait for
+        // the first and take its result rather than asking the registry again.
+        let arrived = Instant::now();
+        let slot = lock(&self.ref_locks)
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let mut guard = slot.lock().await;
+        if let Some((done, record)) = guard.as_ref() {
+            if *done >= arrived {
+                return Ok(record.clone());
+            }
+        }
+        let result = self.pull_candidates(&candidates, auth).await;
+        match &result {
+            Ok(record) => {
+                *guard = Some((Instant::now(), record.clone()));
+                lock(&self.failures).remove(&key);
+            }
+            Err(e) => {
+                if !self.cfg.failure_backoff.is_zero() {
+                    lock(&self.failures).insert(key.clone(), (Instant::now(), e.to_string()));
+                }
+                // Whatever the failed pull stored is unreferenced: collect it.
+                if let Err(gc) = self.gc() {
+                    tracing::warn!(error = %gc, "garbage collection after a failed pull");
+                }
+            }
+        }
+        drop(guard);
+        // Drop the slot when nobody else holds it, so the map stays small.
+        let mut map = lock(&self.ref_locks);
+        if map.get(&key).is_some_and(|s| Arc::strong_count(s) <= 2) {
+            map.remove(&key);
+        }
+        result
+    }
+
+    fn check_backoff(&self, key: &str, image: &str) -> Result<(), StoreError> {
+        let failures = lock(&self.failures);
+        if let Some((at, reason)) = failures.get(key) {
+            let ago = at.elapsed();
+            if ago < self.cfg.failure_backoff {
+                return Err(StoreError::BackingOff {
+                    reference: image.to_string(),
+                    ago,
+                    remaining: self.cfg.failure_backoff - ago,
+                    reason: reason.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn credentials_for(
+        &self,
+        registry: &str,
+        repository: &str,
+    ) -> Result<Option<Auth>, StoreError> {
+        for f in &self.cfg.auth_files {
+            if let Some(file) = AuthFile::load(f)? {
+                if let Some(a) = file.lookup(registry, repository) {
+                    return Ok(Some(a.clone()));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    async fn pull_candidates(
+        &self,
+        candidates: &[ImageRef],
+        auth: Option<Auth>,
+    ) -> Result<ImageRecord, StoreError> {
+        let mut last = None;
+        for (i, cand) in candidates.iter().enumerate() {
+            match self.pull_one(cand, auth.clone()).await {
+                Ok(r) => return Ok(r),
+                // A short name not found on one search registry: try the next.
+                Err(StoreError::Registry {
+                    source: RegistryError::NotFound { .. },
+                    ..
+                }) if i + 1 < candidates.len() => {
+                    tracing::debug!(candidate = %cand, "not found, trying next search registry");
+                }
+                Err(e) => return Err(e),
+            }
+            last = Some(cand);
+        }
+        // Unreachable with at least one candidate; registries.candidates never returns none.
+        Err(StoreError::Registry {
+            reference: last.map(|c| c.to_string()).unwrap_or_default(),
+            source: RegistryError::NotFound {
+                registry: String::new(),
+                what: "any candidate".into(),
+            },
+        })
+    }
+
+    async fn pull_one(&self, r: &ImageRef, auth: Option<Auth>) -> Result<ImageRecord, StoreError> {
+        let endpoints = self.cfg.registries.endpoints(r)?;
+        let mut errors = Vec::new();
+        for (i, ep) in endpoints.iter().enumerate() {
+            let last = i + 1 == endpoints.len();
+            let creds = match (ep.mirror, &auth) {
+                (false, Some(a)) => a.clone(),
+                _ => self
+                    .credentials_for(&ep.registry, &ep.repository)?
+                    .or_else(|| auth.clone())
+                    .unwrap_or(Auth::Anonymous),
+            };
+            tracing::info!(reference = %r, registry = %ep.registry, mirror = ep.mirror, auth = creds.kind(), "pulling");
+            let remote = Remote::new(ep.clone(), creds, self.cfg.retry.clone());
+            match self.pull_from(r, &remote).await {
+                Ok(rec) => return Ok(rec),
+                Err(e) if !last && ep.mirror => {
+                    tracing::warn!(reference = %r, mirror = %ep.registry, error = %e, "mirror failed, trying next endpoint");
+                    errors.push(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(errors.pop().unwrap_or_else(|| {
+            StoreError::registry(
+                r,
+                RegistryError::NotFound {
+                    registry: r.registry.clone(),
+                    what: "endpoint".into(),
+                },
+            )
+        }))
+    }
+
+    async fn pull_from(&self, r: &ImageRef, remote: &Remote) -> Result<ImageRecord, StoreError> {
+        let started = Instant::now();
+        let err = |e| StoreError::registry(r, e);
+        let top = remote
+            .manifest(r.tag.as_deref(), r.digest.as_deref())
+            .await
+            .map_err(err)?;
+        let (manifest, index) = match top.media_type.as_str() {
+            pull::MEDIA_OCI_INDEX | pull::MEDIA_DOCKER_LIST => {
+                let (os, arch, variant) = pull::host_platform();
+                let (digest, _, _) =
+                    pull::select_platform(&top.json, &os, &arch, variant.as_deref()).map_err(
+                        |available| {
+                            err(RegistryError::NoPlatform {
+                                reference: r.to_string(),
+                                wanted: format!(
+                                    "{os}/{arch}{}",
+                                    variant.map(|v| format!("/{v}")).unwrap_or_default()
+                                ),
+                                available,
+                            })
+                        },
+                    )?;
+                let m = remote.manifest(None, Some(&digest)).await.map_err(err)?;
+                (m, Some(top))
+            }
+            pull::MEDIA_OCI_MANIFEST | pull::MEDIA_DOCKER_MANIFEST => (top, None),
+            other => {
+                return Err(StoreError::Unsupported {
+                    reference: r.to_string(),
+                    media_type: other.to_string(),
+                })
+            }
+        };
+        if !matches!(
+            manifest.media_type.as_str(),
+            pull::MEDIA_OCI_MANIFEST | pull::MEDIA_DOCKER_MANIFEST
+        ) {
+            return Err(StoreError::Unsupported {
+                reference: r.to_string(),
+                media_type: manifest.media_type,
+            });
+        }
+
+        let config = descriptor(&manifest.json["config"])
+            .ok_or_else(|| bad_manifest(r, "config descriptor"))?;
+        let layers: Vec<_> = manifest.json["layers"]
+            .as_array()
+            .map(|a| a.iter().map(descriptor).collect::<Option<Vec<_>>>())
+            .unwrap_or(Some(Vec::new()))
+            .ok_or_else(|| bad_manifest(r, "layer descriptor"))?;
+
+        let _pins = self.pin(
+            std::iter::once(&config)
+                .chain(&layers)
+                .map(|d| d.digest.clone())
+                .chain([manifest.digest.clone()])
+                .chain(index.as_ref().map(|i| i.digest.clone())),
+        );
+        // Config first (small, and it gives the diff IDs), then layers in parallel.
+        self.fetch_blob(remote, &config).await.map_err(err)?;
+        let total: u64 = layers.iter().map(|l| l.size).sum();
+        let fetched: Vec<u64> = futures_util::stream::iter(
+            layers
+                .iter()
+                .cloned()
+                .map(|l| async move { self.fetch_blob(remote, &l).await }),
+        )
+        .buffer_unordered(self.cfg.max_concurrent_downloads.max(1))
+        .try_collect()
+        .await
+        .map_err(err)?;
+        let downloaded: u64 = fetched.iter().sum();
+        tracing::info!(
+            reference = %r,
+            layers = layers.len(),
+            bytes = total,
+            downloaded,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "pulled"
+        );
+
+        // Manifests last: an image is visible only once everything it names is stored.
+        self.layout.put_blob(&manifest.digest, &manifest.bytes)?;
+        if let Some(ix) = &index {
+            self.layout.put_blob(&ix.digest, &ix.bytes)?;
+        }
+        let record = self.record(r, &manifest, index.as_ref(), &config, &layers)?;
+        self.db.put(&record)?;
+        self.write_index()?;
+        Ok(self.db.get(&record.id)?.unwrap_or(record))
+    }
+
+    fn pin(&self, digests: impl Iterator<Item = String>) -> Pins<'_> {
+        let digests: Vec<String> = digests.collect();
+        let mut p = lock(&self.pinned);
+        for d in &digests {
+            *p.entry(d.clone()).or_default() += 1;
+        }
+        Pins {
+            store: self,
+            digests,
+        }
+    }
+
+    /// Downloads a blob unless stored; one download per digest at a time.
+    /// Returns the bytes fetched from the network (0 when already present).
+    async fn fetch_blob(&self, remote: &Remote, d: &Desc) -> Result<u64, RegistryError> {
+        let slot = lock(&self.blob_locks)
+            .entry(d.digest.clone())
+            .or_default()
+            .clone();
+        let _guard = slot.lock().await;
+        let result = if self.layout.has_blob(&d.digest, d.size) {
+            Ok(0)
+        } else {
+            remote
+                .blob(&self.layout, &d.digest, d.size, &d.media_type)
+                .await
+        };
+        drop(_guard);
+        let mut map = lock(&self.blob_locks);
+        if map
+            .get(&d.digest)
+            .is_some_and(|s| Arc::strong_count(s) <= 2)
+        {
+            map.remove(&d.digest);
+        }
+        result
+    }
+
+    fn record(
+        &self,
+        r: &ImageRef,
+        manifest: &FetchedManifest,
+        index: Option<&FetchedManifest>,
+        config: &Desc,
+        layers: &[Desc],
+    ) -> Result<ImageRecord, StoreError> {
+        let is_image_config = matches!(
+            config.media_type.as_str(),
+            "application/vnd.oci.image.config.v1+json"
+                | "application/vnd.docker.container.image.v1+json"
+        );
+        let (user, diff_ids) = if is_image_config {
+            let cfg: serde_json::Value =
+                serde_json::from_slice(&self.layout.read_blob(&config.digest)?)
+                    .map_err(|e| bad_manifest(r, &format!("image config is not JSON: {e}")))?;
+            let user = cfg["config"]["User"]
+                .as_str()
+                .filter(|u| !u.is_empty())
+                .map(str::to_string);
+            let diff_ids: Vec<String> = cfg["rootfs"]["diff_ids"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if diff_ids.len() != layers.len() {
+                return Err(bad_manifest(
+                    r,
+                    &format!(
+                        "{} layers but {} diff_ids in the config",
+                        layers.len(),
+                        diff_ids.len()
+                    ),
+                ));
+            }
+            (user, diff_ids)
+        } else {
+            (None, Vec::new())
+        };
+        let repo_digest = format!(
+            "{}@{}",
+            r.name(),
+            index.map(|i| &i.digest).unwrap_or(&manifest.digest)
+        );
+        let mut annotations = BTreeMap::new();
+        if let Some(a) = manifest.json["annotations"].as_object() {
+            for (k, v) in a {
+                if let Some(v) = v.as_str() {
+                    annotations.insert(k.clone(), v.to_string());
+                }
+            }
+        }
+        Ok(ImageRecord {
+            version: RECORD_VERSION,
+            id: config.digest.clone(),
+            repo_tags: r
+                .tag
+                .as_ref()
+                .map(|t| vec![format!("{}:{t}", r.name())])
+                .unwrap_or_default(),
+            repo_digests: vec![repo_digest],
+            manifest_digest: manifest.digest.clone(),
+            manifest_media_type: manifest.media_type.clone(),
+            manifest_size: manifest.bytes.len() as u64,
+            index_digest: index.map(|i| i.digest.clone()),
+            config_media_type: config.media_type.clone(),
+            config_size: config.size,
+            artifact_type: manifest.json["artifactType"].as_str().map(str::to_string),
+            layers: layers
+                .iter()
+                .enumerate()
+                .map(|(i, l)| LayerRecord {
+                    digest: l.digest.clone(),
+                    media_type: l.media_type.clone(),
+                    size: l.size,
+                    diff_id: diff_ids.get(i).cloned(),
+                    title: l.title.clone(),
+                })
+                .collect(),
+            size: config.size + layers.iter().map(|l| l.size).sum::<u64>(),
+            user,
+            pinned: false,
+            annotations,
+            created_at: now_nanos(),
+        })
+    }
+
+    /// Rewrites index.json from the records.
+    fn write_index(&self) -> Result<(), StoreError> {
+        let _g = lock(&self.index_lock);
+        let mut manifests = Vec::new();
+        for r in self.db.list()? {
+            let (digest, size, media_type) =
+                (&r.manifest_digest, r.manifest_size, &r.manifest_media_type);
+            let names: Vec<Option<&String>> = if r.repo_tags.is_empty() {
+                vec![None]
+            } else {
+                r.repo_tags.iter().map(Some).collect()
+            };
+            for name in names {
+                let mut d =
+                    serde_json::json!({"mediaType": media_type, "digest": digest, "size": size});
+                if let Some(n) = name {
+                    d["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": n});
+                }
+                manifests.push(d);
+            }
+        }
+        self.layout.write_index(&manifests)?;
+        Ok(())
+    }
+
+    /// Removes an image by id, tag or digest. Removing one tag of an image
+    /// with several only untags it. `in_use(id)` names a container using
+    /// the image, which refuses the removal. A missing image is not an error
+    /// (CRI semantics): returns false.
+    pub fn remove(
+        &self,
+        image: &str,
+        in_use: impl Fn(&str) -> Option<String>,
+    ) -> Result<bool, StoreError> {
+        let Some(record) = self.resolve(image)? else {
+            return Ok(false);
+        };
+        // A tag of a multi-tag image: just untag.
+        if record.repo_tags.len() > 1 {
+            if let Some(tag) = self.matching_tag(image, &record)? {
+                self.db.untag(&tag)?;
+                self.write_index()?;
+                return Ok(true);
+            }
+        }
+        if let Some(container) = in_use(&record.id) {
+            return Err(StoreError::InUse {
+                image: image.to_string(),
+                container,
+            });
+        }
+        self.db.remove(&record.id)?;
+        self.write_index()?;
+        self.gc()?;
+        Ok(true)
+    }
+
+    fn matching_tag(
+        &self,
+        image: &str,
+        record: &ImageRecord,
+    ) -> Result<Option<String>, StoreError> {
+        let Ok(parsed) = reference::parse(image) else {
+            return Ok(None);
+        };
+        let candidates = match &parsed {
+            ParsedRef::Qualified(r) => vec![r.clone()],
+            ParsedRef::Short { .. } => self.cfg.registries.candidates(&parsed)?,
+        };
+        Ok(candidates.into_iter().find_map(|mut c| {
+            if c.digest.is_some() {
+                return None;
+            }
+            if c.tag.is_none() {
+                c.tag = Some("latest".into());
+            }
+            let t = c.to_string();
+            record.repo_tags.contains(&t).then_some(t)
+        }))
+    }
+
+    /// Deletes blobs no record references. Runs under the blob locks' view:
+    /// a blob being downloaded lives in `ingest/`, not `blobs/`, so it is
+    /// never collected half-way.
+    pub fn gc(&self) -> Result<usize, StoreError> {
+        let live: HashSet<String> = self
+            .db
+            .list()?
+            .iter()
+            .flat_map(|r| r.blobs().map(str::to_string).collect::<Vec<_>>())
+            .collect();
+        let mut busy: HashSet<String> = lock(&self.blob_locks).keys().cloned().collect();
+        busy.extend(lock(&self.pinned).keys().cloned());
+        let mut removed = 0;
+        for d in self.layout.blob_digests()? {
+            if !live.contains(&d) && !busy.contains(&d) {
+                self.layout.remove_blob(&d)?;
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            tracing::info!(blobs = removed, "garbage-collected unreferenced blobs");
+        }
+        Ok(removed)
+    }
+
+    /// Bytes and inodes used under the store's root.
+    pub fn usage(&self) -> Result<FsUsage, StoreError> {
+        fn walk(p: &Path, u: &mut FsUsage) -> std::io::Result<()> {
+            for e in std::fs::read_dir(p)? {
+                let e = e?;
+                let m = e.metadata()?;
+                u.inodes += 1;
+                if m.is_dir() {
+                    walk(&e.path(), u)?;
+                } else {
+                    use std::os::unix::fs::MetadataExt;
+                    u.bytes += m.blocks() * 512;
+                }
+            }
+            Ok(())
+        }
+        let mut u = FsUsage {
+            bytes: 0,
+            inodes: 0,
+        };
+        walk(&self.cfg.root, &mut u).map_err(|e| LayoutError::Io {
+            what: format!("measuring {}", self.cfg.root.display()),
+            source: e,
+        })?;
+        Ok(u)
+    }
+}
+
+/// Unpins a pull's blobs when it ends, however it ends.
+struct Pins<'a> {
+    store: &'a ImageStore,
+    digests: Vec<String>,
+}
+
+impl Drop for Pins<'_> {
+    fn drop(&mut self) {
+        let mut p = lock(&self.store.pinned);
+        for d in &self.digests {
+            if let Some(n) = p.get_mut(d) {
+                *n -= 1;
+                if *n == 0 {
+                    p.remove(d);
+                }
+            }
+        }
+    }
+}
+
+/// Identifies credentials without revealing them (hash of their contents).
+fn auth_fingerprint(a: Option<&Auth>) -> String {
+    use sha2::Digest;
+    let Some(a) = a else { return "none".into() };
+    let material = match a {
+        Auth::Anonymous => "anonymous".to_string(),
+        Auth::Basic { username, password } => format!("basic\0{username}\0{password}"),
+        Auth::Bearer(t) => format!("bearer\0{t}"),
+        Auth::IdentityToken(t) => format!("identity\0{t}"),
+    };
+    hex::encode(&sha2::Sha256::digest(material.as_bytes())[..8])
+}
+
+/// A content descriptor from a manifest.
+#[derive(Debug, Clone)]
+struct Desc {
+    digest: String,
+    size: u64,
+    media_type: String,
+    title: Option<String>,
+}
+
+fn descriptor(v: &serde_json::Value) -> Option<Desc> {
+    let digest = v["digest"].as_str()?;
+    crate::layout::sha256_hex(digest).ok()?;
+    Some(Desc {
+        digest: digest.to_string(),
+        size: v["size"].as_u64()?,
+        media_type: v["mediaType"]
+            .as_str()
+            .unwrap_or("application/octet-stream")
+            .to_string(),
+        title: v["annotations"]["org.opencontainers.image.title"]
+            .as_str()
+            .map(str::to_string),
+    })
+}
+
+fn bad_manifest(r: &ImageRef, what: &str) -> StoreError {
+    StoreError::registry(
+        r,
+        RegistryError::Protocol {
+            registry: r.registry.clone(),
+            message: format!("invalid manifest: {what}"),
+        },
+    )
+}

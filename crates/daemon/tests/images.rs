@@ -36,12 +36,19 @@ fn basic(user: &str, pass: &str) -> Option<AuthConfig> {
 /// retry with other credentials), with a short retry budget.
 async fn daemon(extra_toml: &str) -> Daemon {
     let dir = tempfile::tempdir().unwrap().keep();
-    let mut toml = format!(
-        "registries_conf = \"{}/none.conf\"\npull_failure_backoff_seconds = 0\npull_retry_budget_seconds = 3\n{extra_toml}",
-        dir.display(),
-    );
-    if !extra_toml.contains("auth_file") {
-        toml += &format!("auth_file = \"{}/none.json\"\n", dir.display());
+    let mut toml = extra_toml.to_string();
+    for (key, value) in [
+        (
+            "registries_conf",
+            format!("\"{}/none.conf\"", dir.display()),
+        ),
+        ("auth_file", format!("\"{}/none.json\"", dir.display())),
+        ("pull_failure_backoff_seconds", "0".into()),
+        ("pull_retry_budget_seconds", "3".into()),
+    ] {
+        if !extra_toml.contains(key) {
+            toml += &format!("{key} = {value}\n");
+        }
     }
     // A registries.conf that exists (the non-default path must).
     std::fs::write(dir.join("none.conf"), "").unwrap();
@@ -531,4 +538,253 @@ async fn mirror_down_falls_back_to_origin_and_failures_back_off() {
         "{}",
         e.message()
     );
+}
+
+/// Incompressible bytes, quickly (xorshift), so layers have real size.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+fn big_image(mb: usize, seed: u64) -> Manifest {
+    ImageBuilder::busybox()
+        .unwrap()
+        .layer(
+            LayerBuilder::new()
+                .compression(crius_test_support::image::Compression::None)
+                .file("big.bin", noise(mb << 20, seed), 0o644),
+        )
+        .build()
+        .unwrap()
+}
+
+fn ingest_has_partial(d: &Daemon) -> bool {
+    std::fs::read_dir(d.root.join("images/oci/ingest"))
+        .map(|r| {
+            r.flatten()
+                .any(|e| e.metadata().map(|m| m.len() > 0).unwrap_or(false))
+        })
+        .unwrap_or(false)
+}
+
+async fn wait_for(mut cond: impl FnMut() -> bool, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
+#[tokio::test]
+async fn concurrent_pulls_download_each_blob_once() {
+    let registry = Registry::start().await.unwrap();
+    let shared = big_image(8, 1);
+    shared.push(&registry, "shared:a").await.unwrap();
+    // A second image sharing the busybox layer.
+    let other = ImageBuilder::busybox()
+        .unwrap()
+        .env("X", "y")
+        .build()
+        .unwrap();
+    other.push(&registry, "shared:b").await.unwrap();
+    let d = daemon("").await;
+    let mut pulls = Vec::new();
+    for i in 0..8 {
+        let c = d.client().await.unwrap();
+        let reference = registry.reference(if i % 4 == 3 { "shared:b" } else { "shared:a" });
+        pulls.push(tokio::spawn(async move {
+            let mut c = c;
+            c.image
+                .pull_image(pull_req(&reference, None))
+                .await
+                .map(|r| r.into_inner().image_ref)
+        }));
+    }
+    for p in pulls {
+        p.await.unwrap().unwrap();
+    }
+    for layer in &shared.layers {
+        assert_eq!(
+            registry.blob_gets(&layer.digest),
+            1,
+            "layer {} fetched more than once",
+            layer.digest
+        );
+    }
+    assert_eq!(list(&d).await.len(), 2);
+}
+
+#[tokio::test]
+async fn registry_dying_mid_pull_is_retried_and_nothing_is_visible_meanwhile() {
+    let mut registry = Registry::start().await.unwrap();
+    let image = big_image(96, 2);
+    image.push(&registry, "flaky:1").await.unwrap();
+    let d = daemon("pull_retry_budget_seconds = 60\n").await;
+    let reference = registry.reference("flaky:1");
+    let mut c = d.client().await.unwrap();
+    let pull = tokio::spawn(async move { c.image.pull_image(pull_req(&reference, None)).await });
+
+    wait_for(|| ingest_has_partial(&d), "a partial blob").await;
+    registry.kill().unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        list(&d).await.is_empty(),
+        "an image became visible while its pull was broken"
+    );
+    assert!(
+        !pull.is_finished(),
+        "pull gave up while the registry was down"
+    );
+    registry.restart().await.unwrap();
+
+    let r = pull.await.unwrap().unwrap().into_inner();
+    assert_eq!(r.image_ref, image.config.digest);
+    assert!(
+        d.log().contains("blob download interrupted")
+            || d.log().contains("transient registry error")
+    );
+    assert_eq!(list(&d).await.len(), 1);
+    assert_eq!(
+        std::fs::read_dir(d.root.join("images/oci/ingest"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn daemon_killed_mid_pull_restarts_with_a_consistent_store() {
+    let registry = Registry::start().await.unwrap();
+    let image = big_image(96, 3);
+    image.push(&registry, "crash:1").await.unwrap();
+    let mut d = daemon("").await;
+    let reference = registry.reference("crash:1");
+    let mut c = d.client().await.unwrap();
+    let r2 = reference.clone();
+    let pull = tokio::spawn(async move { c.image.pull_image(pull_req(&r2, None)).await });
+    wait_for(|| ingest_has_partial(&d), "a partial blob").await;
+    d.kill().unwrap();
+    assert!(pull.await.unwrap().is_err());
+
+    d.start().await.unwrap();
+    assert!(list(&d).await.is_empty());
+    assert_eq!(
+        std::fs::read_dir(d.root.join("images/oci/ingest"))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert_eq!(
+        blob_count(&d),
+        0,
+        "blobs of the interrupted pull were not collected at start"
+    );
+    let mut c = d.client().await.unwrap();
+    c.image
+        .pull_image(pull_req(&reference, None))
+        .await
+        .unwrap();
+    assert_eq!(list(&d).await.len(), 1);
+}
+
+#[tokio::test]
+async fn layers_are_unpacked_once_and_artifacts_materialised() {
+    let registry = Registry::start().await.unwrap();
+    let image = ImageBuilder::busybox()
+        .unwrap()
+        .layer(
+            LayerBuilder::new()
+                .dir("etc", 0o755)
+                .file("etc/motd", "hello\n", 0o644)
+                .whiteout("etc/group"),
+        )
+        .build()
+        .unwrap();
+    image.push(&registry, "layered:1").await.unwrap();
+    let artifact = ArtifactBuilder::new("application/vnd.crius.seed.v1")
+        .tar_layer(
+            &LayerBuilder::new()
+                .dir("dir", 0o755)
+                .file("dir/file", "1", 0o644)
+                .file("file", "2", 0o644),
+        )
+        .unwrap()
+        .file("notes.txt", "text/plain", "three")
+        .build()
+        .unwrap();
+    artifact.push(&registry, "seed:v1").await.unwrap();
+    let d = daemon("").await;
+    let mut c = d.client().await.unwrap();
+    c.image
+        .pull_image(pull_req(&registry.reference("layered:1"), None))
+        .await
+        .unwrap();
+    c.image
+        .pull_image(pull_req(&registry.reference("seed:v1"), None))
+        .await
+        .unwrap();
+
+    let layers = d.root.join("images/layers");
+    let mut dirs: Vec<_> = std::fs::read_dir(&layers)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    dirs.sort();
+    assert_eq!(dirs.len(), 2, "one directory per diff ID");
+    let top = dirs
+        .iter()
+        .find(|p| p.join("etc/motd").exists())
+        .expect("top layer");
+    use std::os::unix::fs::FileTypeExt;
+    let wh = std::fs::symlink_metadata(top.join("etc/group")).unwrap();
+    assert!(
+        wh.file_type().is_char_device(),
+        "whiteout is a 0/0 char device"
+    );
+    let base = dirs
+        .iter()
+        .find(|p| p.join("bin/busybox").exists())
+        .expect("busybox layer");
+    assert!(std::fs::symlink_metadata(base.join("bin/sh"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+
+    let art = d
+        .root
+        .join("images/artifacts")
+        .join(artifact.digest.trim_start_matches("sha256:"));
+    assert_eq!(std::fs::read_to_string(art.join("dir/file")).unwrap(), "1");
+    assert_eq!(std::fs::read_to_string(art.join("file")).unwrap(), "2");
+    assert_eq!(
+        std::fs::read_to_string(art.join("notes.txt")).unwrap(),
+        "three"
+    );
+
+    // Removal collects the unpacked content too.
+    c.image
+        .remove_image(RemoveImageRequest {
+            image: spec(&registry.reference("seed:v1")),
+        })
+        .await
+        .unwrap();
+    assert!(!art.exists());
+    c.image
+        .remove_image(RemoveImageRequest {
+            image: spec(&registry.reference("layered:1")),
+        })
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read_dir(&layers).unwrap().count(), 0);
 }

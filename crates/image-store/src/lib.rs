@@ -7,6 +7,7 @@
 //! - `db`: image records in sled.
 //! - `store`: `ImageStore`, what the daemon's ImageService calls.
 
+pub mod artifact;
 pub mod auth;
 pub mod db;
 pub mod layout;
@@ -14,6 +15,7 @@ pub mod pull;
 pub mod reference;
 pub mod registries;
 pub mod store;
+pub mod unpack;
 
 pub use db::{ImageRecord, LayerRecord};
 pub use store::{FsUsage, ImageStore, StoreConfig, StoreError};

@@ -373,6 +373,7 @@ impl Remote {
         digest: &str,
         size: u64,
         media_type: &str,
+        progress: &std::sync::atomic::AtomicU64,
     ) -> Result<u64, RegistryError> {
         self.authenticate().await?;
         let r = self.reference(None, Some(digest));
@@ -400,7 +401,11 @@ impl Remote {
             let mut failure: Option<String> = None;
             while let Some(chunk) = stream.next().await {
                 match chunk {
-                    Ok(bytes) => ingest.write(bytes).await.map_err(store_err)?,
+                    Ok(bytes) => {
+                        progress
+                            .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        ingest.write(bytes).await.map_err(store_err)?
+                    }
                     // oci-client verifies digests itself and reports a mismatch
                     // as a stream error: that is corruption, not a network blip.
                     Err(e)

@@ -8,7 +8,7 @@ use crate::layout::{Layout, LayoutError};
 use crate::pull::{self, FetchedManifest, RegistryError, Remote, RetryPolicy};
 use crate::reference::{self, ImageRef, ParsedRef, ReferenceError};
 use crate::registries::{RegistriesConf, RegistriesError};
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -66,6 +66,13 @@ pub enum StoreError {
         remaining: Duration,
         reason: String,
     },
+    #[error("pulling {reference}: layer {layer}: {source}")]
+    Unpack {
+        reference: String,
+        layer: String,
+        #[source]
+        source: crate::unpack::UnpackError,
+    },
     #[error("image {image} is in use by container {container}")]
     InUse { image: String, container: String },
     #[error("image store: {0}")]
@@ -91,6 +98,8 @@ pub struct FsUsage {
     pub bytes: u64,
     pub inodes: u64,
 }
+
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// The last result of a pull of one reference and when it finished.
 type PullSlot = tokio::sync::Mutex<Option<(Instant, ImageRecord)>>;
@@ -127,7 +136,19 @@ impl ImageStore {
     pub fn open(cfg: StoreConfig) -> Result<Self, StoreError> {
         let layout = Layout::open(&cfg.root.join("oci"))?;
         let db = Db::open(&cfg.root.join("db"))?;
-        Ok(ImageStore {
+        // Unpacks and materialisations a crash interrupted.
+        for sub in ["layers", "artifacts"] {
+            for e in std::fs::read_dir(cfg.root.join(sub))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if e.file_name().to_string_lossy().starts_with('.') {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let store = ImageStore {
             cfg,
             layout,
             db,
@@ -136,7 +157,10 @@ impl ImageStore {
             failures: Mutex::default(),
             pinned: Mutex::default(),
             index_lock: Mutex::new(()),
-        })
+        };
+        // Blobs and content of pulls a crash interrupted are unreferenced.
+        store.gc()?;
+        Ok(store)
     }
 
     pub fn layout(&self) -> &Layout {
@@ -397,18 +421,36 @@ impl ImageStore {
                 .chain(index.as_ref().map(|i| i.digest.clone())),
         );
         // Config first (small, and it gives the diff IDs), then layers in parallel.
-        self.fetch_blob(remote, &config).await.map_err(err)?;
+        let progress = std::sync::atomic::AtomicU64::new(0);
+        self.fetch_blob(remote, &config, &progress)
+            .await
+            .map_err(err)?;
         let total: u64 = layers.iter().map(|l| l.size).sum();
-        let fetched: Vec<u64> = futures_util::stream::iter(
-            layers
-                .iter()
-                .cloned()
-                .map(|l| async move { self.fetch_blob(remote, &l).await }),
-        )
+        let downloads = futures_util::stream::iter(layers.iter().cloned().map(|l| {
+            let progress = &progress;
+            async move { self.fetch_blob(remote, &l, progress).await }
+        }))
         .buffer_unordered(self.cfg.max_concurrent_downloads.max(1))
-        .try_collect()
-        .await
-        .map_err(err)?;
+        // Collect every result, not just up to the first error: cancelling
+        // sibling downloads mid-commit would race the cleanup that follows.
+        .collect::<Vec<Result<u64, RegistryError>>>();
+        tokio::pin!(downloads);
+        // Long pulls report progress every few seconds at info level.
+        let mut ticker =
+            tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+        let fetched = loop {
+            tokio::select! {
+                r = &mut downloads => break r.into_iter().collect::<Result<Vec<u64>, _>>().map_err(err)?,
+                _ = ticker.tick() => tracing::info!(
+                    reference = %r,
+                    downloaded = progress.load(std::sync::atomic::Ordering::Relaxed),
+                    total,
+                    layers = layers.len(),
+                    elapsed_s = started.elapsed().as_secs(),
+                    "pull in progress"
+                ),
+            }
+        };
         let downloaded: u64 = fetched.iter().sum();
         tracing::info!(
             reference = %r,
@@ -425,9 +467,136 @@ impl ImageStore {
             self.layout.put_blob(&ix.digest, &ix.bytes)?;
         }
         let record = self.record(r, &manifest, index.as_ref(), &config, &layers)?;
+        let _unpack_pins = self.pin(record.layers.iter().filter_map(|l| l.diff_id.clone()));
+        // Unpacked content next, so a container or image volume never waits
+        // for it; the record (what makes the image visible) goes last.
+        self.materialize(r, &record).await?;
         self.db.put(&record)?;
         self.write_index()?;
         Ok(self.db.get(&record.id)?.unwrap_or(record))
+    }
+
+    /// Where the unpacked layer with this diff ID lives (an overlayfs lower dir).
+    pub fn layer_dir(&self, diff_id: &str) -> PathBuf {
+        self.cfg
+            .root
+            .join("layers")
+            .join(diff_id.trim_start_matches("sha256:"))
+    }
+
+    /// Where an artifact's content is materialised.
+    pub fn artifact_dir(&self, record: &ImageRecord) -> PathBuf {
+        self.cfg
+            .root
+            .join("artifacts")
+            .join(record.manifest_digest.trim_start_matches("sha256:"))
+    }
+
+    /// The overlayfs lower dirs of an image, top-most first.
+    pub fn lower_dirs(&self, record: &ImageRecord) -> Vec<PathBuf> {
+        record
+            .layers
+            .iter()
+            .rev()
+            .filter_map(|l| l.diff_id.as_deref().map(|d| self.layer_dir(d)))
+            .collect()
+    }
+
+    /// Unpacks each layer once per diff ID (images) or materialises the
+    /// content directory (artifacts), off the async runtime.
+    async fn materialize(&self, r: &ImageRef, record: &ImageRecord) -> Result<(), StoreError> {
+        let unpack_err = |layer: &str| {
+            let reference = r.to_string();
+            let layer = layer.to_string();
+            move |source| StoreError::Unpack {
+                reference,
+                layer,
+                source,
+            }
+        };
+        if record.is_artifact() {
+            let target = self.artifact_dir(record);
+            if target.exists() {
+                return Ok(());
+            }
+            let _lock = self
+                .key_lock(format!("artifact:{}", record.manifest_digest))
+                .await;
+            if target.exists() {
+                return Ok(());
+            }
+            let layers: Vec<(PathBuf, LayerRecord)> = record
+                .layers
+                .iter()
+                .map(|l| Ok((self.layout.blob_path(&l.digest)?, l.clone())))
+                .collect::<Result<_, LayoutError>>()?;
+            let digest = record.manifest_digest.clone();
+            return tokio::task::spawn_blocking(move || {
+                crate::artifact::materialize(&layers, &target)
+            })
+            .await
+            .map_err(|e| {
+                StoreError::Layout(LayoutError::Io {
+                    what: "artifact task".into(),
+                    source: std::io::Error::other(e.to_string()),
+                })
+            })?
+            .map_err(unpack_err(&digest));
+        }
+        std::fs::create_dir_all(self.cfg.root.join("layers")).map_err(|e| LayoutError::Io {
+            what: "creating layers dir".into(),
+            source: e,
+        })?;
+        for l in &record.layers {
+            let Some(diff_id) = l.diff_id.clone() else {
+                continue;
+            };
+            let target = self.layer_dir(&diff_id);
+            if target.exists() {
+                continue;
+            }
+            let _lock = self.key_lock(format!("unpack:{diff_id}")).await;
+            if target.exists() {
+                continue;
+            }
+            let blob = self.layout.blob_path(&l.digest)?;
+            let started = Instant::now();
+            let id = diff_id.clone();
+            let stats = tokio::task::spawn_blocking(move || {
+                let f = std::fs::File::open(&blob).map_err(crate::unpack::UnpackError::from)?;
+                crate::unpack::unpack_layer(
+                    std::io::BufReader::with_capacity(1 << 20, f),
+                    &id,
+                    &target,
+                )
+            })
+            .await
+            .map_err(|e| {
+                StoreError::Layout(LayoutError::Io {
+                    what: "unpack task".into(),
+                    source: std::io::Error::other(e.to_string()),
+                })
+            })?
+            .map_err(unpack_err(&l.digest))?;
+            tracing::info!(diff_id = %diff_id, entries = stats.entries, bytes = stats.bytes, whiteouts = stats.whiteouts,
+                elapsed_ms = started.elapsed().as_millis() as u64, "unpacked layer");
+        }
+        Ok(())
+    }
+
+    /// Exclusive access to one key (a blob download, an unpack, a
+    /// materialisation); the map entry goes when the last user does.
+    async fn key_lock(&self, key: String) -> KeyLock<'_> {
+        let m = lock(&self.blob_locks)
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let guard = m.lock_owned().await;
+        KeyLock {
+            store: self,
+            key,
+            _guard: Some(guard),
+        }
     }
 
     fn pin(&self, digests: impl Iterator<Item = String>) -> Pins<'_> {
@@ -444,28 +613,19 @@ impl ImageStore {
 
     /// Downloads a blob unless stored; one download per digest at a time.
     /// Returns the bytes fetched from the network (0 when already present).
-    async fn fetch_blob(&self, remote: &Remote, d: &Desc) -> Result<u64, RegistryError> {
-        let slot = lock(&self.blob_locks)
-            .entry(d.digest.clone())
-            .or_default()
-            .clone();
-        let _guard = slot.lock().await;
-        let result = if self.layout.has_blob(&d.digest, d.size) {
-            Ok(0)
-        } else {
-            remote
-                .blob(&self.layout, &d.digest, d.size, &d.media_type)
-                .await
-        };
-        drop(_guard);
-        let mut map = lock(&self.blob_locks);
-        if map
-            .get(&d.digest)
-            .is_some_and(|s| Arc::strong_count(s) <= 2)
-        {
-            map.remove(&d.digest);
+    async fn fetch_blob(
+        &self,
+        remote: &Remote,
+        d: &Desc,
+        progress: &std::sync::atomic::AtomicU64,
+    ) -> Result<u64, RegistryError> {
+        let _lock = self.key_lock(d.digest.clone()).await;
+        if self.layout.has_blob(&d.digest, d.size) {
+            return Ok(0);
         }
-        result
+        remote
+            .blob(&self.layout, &d.digest, d.size, &d.media_type, progress)
+            .await
     }
 
     fn record(
@@ -659,8 +819,46 @@ impl ImageStore {
                 removed += 1;
             }
         }
+        // Unpacked layers and artifact directories nobody names any more.
+        // Names starting with '.' are unpacks in progress.
+        let records = self.db.list()?;
+        let live_dirs: HashSet<PathBuf> = records
+            .iter()
+            .flat_map(|r| {
+                let mut v = self.lower_dirs(r);
+                if r.is_artifact() {
+                    v.push(self.artifact_dir(r));
+                }
+                v
+            })
+            .collect();
+        let busy_dirs: HashSet<String> = busy
+            .iter()
+            .filter_map(|k| k.split_once(':').map(|(_, d)| d.to_string()))
+            .collect();
+        for sub in ["layers", "artifacts"] {
+            let dir = self.cfg.root.join(sub);
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let path = e.path();
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.')
+                    || live_dirs.contains(&path)
+                    || busy_dirs.iter().any(|b| b.ends_with(&name))
+                {
+                    continue;
+                }
+                if let Err(err) = std::fs::remove_dir_all(&path) {
+                    tracing::warn!(path = %path.display(), error = %err, "removing unreferenced content");
+                } else {
+                    removed += 1;
+                }
+            }
+        }
         if removed > 0 {
-            tracing::info!(blobs = removed, "garbage-collected unreferenced blobs");
+            tracing::info!(removed, "garbage-collected unreferenced blobs and content");
         }
         Ok(removed)
     }
@@ -690,6 +888,25 @@ impl ImageStore {
             source: e,
         })?;
         Ok(u)
+    }
+}
+
+struct KeyLock<'a> {
+    store: &'a ImageStore,
+    key: String,
+    _guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for KeyLock<'_> {
+    fn drop(&mut self) {
+        let mut map = lock(&self.store.blob_locks);
+        // Ours and the map's: nobody else is waiting for this key.
+        if map
+            .get(&self.key)
+            .is_some_and(|a| Arc::strong_count(a) <= 2)
+        {
+            map.remove(&self.key);
+        }
     }
 }
 

@@ -193,6 +193,9 @@ impl LayerBuilder {
         for e in &self.entries {
             let mut h = tar::Header::new_gnu();
             h.set_mtime(1_700_000_000);
+            // Every numeric field filled, as real tar writers do.
+            h.set_uid(0);
+            h.set_gid(0);
             match e {
                 Entry::Dir { path, mode } => {
                     h.set_entry_type(tar::EntryType::Directory);

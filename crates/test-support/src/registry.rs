@@ -76,7 +76,7 @@ impl Registry {
         };
         let config = format!(
             "version: 0.1\n\
-             log:\n  level: warn\n  accesslog:\n    disabled: true\n\
+             log:\n  level: warn\n  accesslog:\n    disabled: false\n\
              storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n\
              http:\n  addr: {addr}\n  secret: crius-test-secret\n\
              {auth}",
@@ -189,7 +189,17 @@ impl Registry {
             .with_context(|| format!("bad HTTP answer {line:?}"))
     }
 
-    /// Paths of every stored blob's data file, for corruption tests.
+    /// How many `GET` requests for blob `digest` the registry has served
+    /// (from its access log): proves de-duplicated downloads.
+    pub fn blob_gets(&self, digest: &str) -> usize {
+        let needle = format!("/blobs/{digest} ");
+        self.log()
+            .lines()
+            .filter(|l| l.contains("\"GET ") && l.contains(&needle))
+            .count()
+    }
+
+    /// The path of a stored blob's data file, for corruption tests.
     pub fn blob_path(&self, digest: &str) -> PathBuf {
         let hex = digest.trim_start_matches("sha256:");
         self.storage_dir()

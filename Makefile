@@ -10,9 +10,11 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PREFIX ?= /usr/local
 
+# System packages the build needs (openssl for ocidir's hashing).
+BUILD_PACKAGES := pkg-config libssl-dev
 # System packages the tests use: OCI runtimes, CNI plugins, a registry,
 # busybox for test images, and the tools compared against in benchmarks.
-APT_PACKAGES := runc crun containernetworking-plugins docker-registry busybox-static \
+APT_PACKAGES := $(BUILD_PACKAGES) runc crun containernetworking-plugins docker-registry busybox-static \
 	iproute2 iptables skopeo umoci conmon
 
 # A Python client generated from the reference CRI proto (grpcio-tools from
@@ -20,17 +22,20 @@ APT_PACKAGES := runc crun containernetworking-plugins docker-registry busybox-st
 PYENV := target/pyenv
 PY_PACKAGES := grpcio grpcio-tools
 
-.PHONY: all build run test deps pyenv lint bench install clean
+.PHONY: all build build-deps run test deps pyenv lint bench install clean
 
 all: build
 
-build:
+build: build-deps
 	$(CARGO) build --release --locked
 
 run: build
 	./target/release/crius
 
 # Installs only what is missing, so a prepared machine pays nothing.
+build-deps:
+	@$(MAKE) --no-print-directory deps APT_PACKAGES="$(BUILD_PACKAGES)"
+
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \

@@ -39,6 +39,10 @@ pub struct Config {
     pub pull_failure_backoff_seconds: u64,
     /// Layers of one image downloaded in parallel.
     pub max_concurrent_downloads: usize,
+    /// Images kubelet's image garbage collection must keep: exact names
+    /// (`registry/repo:tag`, `registry/repo@digest`), or a prefix ending in
+    /// `*`. Reported as `pinned` in ListImages and ImageStatus.
+    pub pinned_images: Vec<String>,
 }
 
 pub const DEFAULT_REGISTRIES_CONF: &str = "/etc/containers/registries.conf";
@@ -59,6 +63,7 @@ impl Default for Config {
             pull_retry_budget_seconds: 60,
             pull_failure_backoff_seconds: 10,
             max_concurrent_downloads: 3,
+            pinned_images: Vec::new(),
         }
     }
 }
@@ -253,6 +258,7 @@ mod tests {
             pull_retry_budget_seconds: 5,
             pull_failure_backoff_seconds: 0,
             max_concurrent_downloads: 8,
+            pinned_images: vec!["registry.k8s.io/pause*".into()],
         };
         assert_eq!(Config::from_toml_str(&c.to_toml()).unwrap(), c);
     }

@@ -285,7 +285,11 @@ async fn artifacts_are_first_class() {
         .build()
         .unwrap();
     artifact.push(&registry, "model:v1").await.unwrap();
-    let d = daemon("").await;
+    let d = daemon(&format!(
+        "pinned_images = [\"{}/model*\"]\n",
+        registry.host()
+    ))
+    .await;
     let mut c = d.client().await.unwrap();
     let reference = registry.reference("model:v1");
 
@@ -300,6 +304,7 @@ async fn artifacts_are_first_class() {
     assert_eq!(images.len(), 1);
     assert_eq!(images[0].repo_tags, vec![reference.clone()]);
     assert_eq!(images[0].size as usize, artifact.content_size());
+    assert!(images[0].pinned, "pinned_images pattern not applied");
     let s = status(&d, &reference, true).await;
     assert_eq!(
         s.image
@@ -787,4 +792,179 @@ async fn layers_are_unpacked_once_and_artifacts_materialised() {
         .await
         .unwrap();
     assert_eq!(std::fs::read_dir(&layers).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn hostile_layers_are_refused_and_nothing_is_stored() {
+    use tar::EntryType;
+    let registry = Registry::start().await.unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let outside_dir = outside.path().display().to_string();
+    let cases: Vec<(&str, LayerBuilder, &str)> = vec![
+        (
+            "dotdot",
+            LayerBuilder::new().raw("../../escape", EntryType::Regular, "", "x"),
+            "escapes",
+        ),
+        (
+            "absolute",
+            LayerBuilder::new().raw(&format!("{outside_dir}/abs"), EntryType::Regular, "", "x"),
+            "absolute",
+        ),
+        (
+            "through-symlink",
+            LayerBuilder::new()
+                .raw("link", EntryType::Symlink, &outside_dir, "")
+                .raw("link/pwned", EntryType::Regular, "", "x"),
+            "symlink",
+        ),
+        (
+            "hardlink-out",
+            LayerBuilder::new().raw("h", EntryType::Link, "../../../etc/passwd", ""),
+            "..",
+        ),
+    ];
+    let d = daemon("").await;
+    let mut c = d.client().await.unwrap();
+    for (name, layer, want) in cases {
+        let image = ImageBuilder::busybox()
+            .unwrap()
+            .layer(layer)
+            .build()
+            .unwrap();
+        image
+            .push(&registry, &format!("hostile-{name}:1"))
+            .await
+            .unwrap();
+        let e = c
+            .image
+            .pull_image(pull_req(
+                &registry.reference(&format!("hostile-{name}:1")),
+                None,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{name}: {e:?}");
+        assert!(e.message().contains(want), "{name}: {}", e.message());
+        assert!(list(&d).await.is_empty(), "{name}: image visible");
+    }
+    assert_eq!(
+        std::fs::read_dir(outside.path()).unwrap().count(),
+        0,
+        "something was written outside"
+    );
+    // Only the busybox layer (shared, fine) may be unpacked; nothing partial.
+    for e in std::fs::read_dir(d.root.join("images/layers")).unwrap() {
+        let n = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(!n.starts_with('.'), "partial unpack {n} left behind");
+    }
+    assert_eq!(blob_count(&d), 0, "blobs of refused images left behind");
+}
+
+#[tokio::test]
+async fn bearer_token_flow() {
+    let registry = Registry::start_with_token("tokenuser", "t0ken-pass")
+        .await
+        .unwrap();
+    let image = busybox();
+    // The harness itself pushes through the token flow.
+    image.push(&registry, "tokened:1").await.unwrap();
+    let tokens = registry.token_server().unwrap();
+    assert!(tokens.issued() > 0, "push did not use the token server");
+    let d = daemon("").await;
+    let mut c = d.client().await.unwrap();
+    let reference = registry.reference("tokened:1");
+
+    let e = c
+        .image
+        .pull_image(pull_req(&reference, basic("tokenuser", "nope")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+    assert!(tokens.refused() > 0);
+
+    let before = tokens.issued();
+    let r = c
+        .image
+        .pull_image(pull_req(&reference, basic("tokenuser", "t0ken-pass")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.image_ref, image.config.digest);
+    assert!(tokens.issued() > before, "pull did not fetch a token");
+    assert!(!d.log().contains("t0ken-pass"));
+}
+
+#[tokio::test]
+async fn image_index_resolves_to_this_platform() {
+    use crius_test_support::image::{host_arch, push_index};
+    let registry = Registry::start().await.unwrap();
+    let native = ImageBuilder::busybox()
+        .unwrap()
+        .env("P", "native")
+        .build()
+        .unwrap();
+    let foreign = ImageBuilder::busybox()
+        .unwrap()
+        .env("P", "s390x")
+        .architecture("s390x")
+        .build()
+        .unwrap();
+    let index = push_index(
+        &registry,
+        "multi:1",
+        &[
+            (&foreign, ("linux", "s390x", None)),
+            (&native, ("linux", host_arch(), None)),
+        ],
+    )
+    .await
+    .unwrap();
+    push_index(
+        &registry,
+        "foreign:1",
+        &[(&foreign, ("linux", "s390x", None))],
+    )
+    .await
+    .unwrap();
+    let d = daemon("").await;
+    let mut c = d.client().await.unwrap();
+
+    let r = c
+        .image
+        .pull_image(pull_req(&registry.reference("multi:1"), None))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        r.image_ref, native.config.digest,
+        "picked the host's platform"
+    );
+    let s = status(&d, &registry.reference("multi:1"), false)
+        .await
+        .image
+        .unwrap();
+    assert_eq!(
+        s.repo_digests,
+        vec![format!("{}/multi@{index}", registry.host())],
+        "repo digest is the index's"
+    );
+    // Pullable by the index digest too.
+    let by_digest = format!("{}/multi@{index}", registry.host());
+    assert_eq!(
+        status(&d, &by_digest, false).await.image.unwrap().id,
+        native.config.digest
+    );
+
+    let e = c
+        .image
+        .pull_image(pull_req(&registry.reference("foreign:1"), None))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    assert!(
+        e.message().contains("linux/s390x") && e.message().contains(host_arch()),
+        "{}",
+        e.message()
+    );
 }

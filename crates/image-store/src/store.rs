@@ -425,22 +425,34 @@ impl ImageStore {
         self.fetch_blob(remote, &config, &progress)
             .await
             .map_err(err)?;
+        let (user, diff_ids) = self.image_config(r, &config, &layers)?;
+        let _unpack_pins = self.pin(diff_ids.iter().cloned());
         let total: u64 = layers.iter().map(|l| l.size).sum();
-        let downloads = futures_util::stream::iter(layers.iter().cloned().map(|l| {
-            let progress = &progress;
-            async move { self.fetch_blob(remote, &l, progress).await }
-        }))
-        .buffer_unordered(self.cfg.max_concurrent_downloads.max(1))
-        // Collect every result, not just up to the first error: cancelling
-        // sibling downloads mid-commit would race the cleanup that follows.
-        .collect::<Vec<Result<u64, RegistryError>>>();
+        // Each layer is unpacked as soon as it is stored, overlapping with the
+        // other downloads, so a pull costs little more than its download.
+        let downloads =
+            futures_util::stream::iter(layers.iter().cloned().enumerate().map(|(i, l)| {
+                let progress = &progress;
+                let diff_id = diff_ids.get(i).cloned();
+                async move {
+                    let fetched = self.fetch_blob(remote, &l, progress).await.map_err(err)?;
+                    if let Some(diff_id) = diff_id {
+                        self.ensure_layer(r, &l.digest, &diff_id).await?;
+                    }
+                    Ok::<u64, StoreError>(fetched)
+                }
+            }))
+            .buffer_unordered(self.cfg.max_concurrent_downloads.max(1))
+            // Collect every result, not just up to the first error: cancelling
+            // sibling downloads mid-commit would race the cleanup that follows.
+            .collect::<Vec<Result<u64, StoreError>>>();
         tokio::pin!(downloads);
         // Long pulls report progress every few seconds at info level.
         let mut ticker =
             tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
         let fetched = loop {
             tokio::select! {
-                r = &mut downloads => break r.into_iter().collect::<Result<Vec<u64>, _>>().map_err(err)?,
+                r = &mut downloads => break r.into_iter().collect::<Result<Vec<u64>, _>>()?,
                 _ = ticker.tick() => tracing::info!(
                     reference = %r,
                     downloaded = progress.load(std::sync::atomic::Ordering::Relaxed),
@@ -466,8 +478,15 @@ impl ImageStore {
         if let Some(ix) = &index {
             self.layout.put_blob(&ix.digest, &ix.bytes)?;
         }
-        let record = self.record(r, &manifest, index.as_ref(), &config, &layers)?;
-        let _unpack_pins = self.pin(record.layers.iter().filter_map(|l| l.diff_id.clone()));
+        let record = self.record(
+            r,
+            &manifest,
+            index.as_ref(),
+            &config,
+            &layers,
+            user,
+            &diff_ids,
+        )?;
         // Unpacked content next, so a container or image volume never waits
         // for it; the record (what makes the image visible) goes last.
         self.materialize(r, &record).await?;
@@ -502,8 +521,7 @@ impl ImageStore {
             .collect()
     }
 
-    /// Unpacks each layer once per diff ID (images) or materialises the
-    /// content directory (artifacts), off the async runtime.
+    /// Materialises an artifact's content directory once, off the async runtime.
     async fn materialize(&self, r: &ImageRef, record: &ImageRecord) -> Result<(), StoreError> {
         let unpack_err = |layer: &str| {
             let reference = r.to_string();
@@ -543,44 +561,58 @@ impl ImageStore {
             })?
             .map_err(unpack_err(&digest));
         }
+        // Image layers were unpacked as they arrived (ensure_layer).
+        Ok(())
+    }
+
+    /// Unpacks the layer blob `digest` into its diff ID's directory unless
+    /// it is there already; one unpack per diff ID at a time, off the async
+    /// runtime.
+    async fn ensure_layer(
+        &self,
+        r: &ImageRef,
+        digest: &str,
+        diff_id: &str,
+    ) -> Result<(), StoreError> {
+        let target = self.layer_dir(diff_id);
+        if target.exists() {
+            return Ok(());
+        }
+        let _lock = self.key_lock(format!("unpack:{diff_id}")).await;
+        if target.exists() {
+            return Ok(());
+        }
         std::fs::create_dir_all(self.cfg.root.join("layers")).map_err(|e| LayoutError::Io {
             what: "creating layers dir".into(),
             source: e,
         })?;
-        for l in &record.layers {
-            let Some(diff_id) = l.diff_id.clone() else {
-                continue;
-            };
-            let target = self.layer_dir(&diff_id);
-            if target.exists() {
-                continue;
-            }
-            let _lock = self.key_lock(format!("unpack:{diff_id}")).await;
-            if target.exists() {
-                continue;
-            }
-            let blob = self.layout.blob_path(&l.digest)?;
-            let started = Instant::now();
-            let id = diff_id.clone();
-            let stats = tokio::task::spawn_blocking(move || {
-                let f = std::fs::File::open(&blob).map_err(crate::unpack::UnpackError::from)?;
-                crate::unpack::unpack_layer(
-                    std::io::BufReader::with_capacity(1 << 20, f),
-                    &id,
-                    &target,
-                )
+        let blob = self.layout.blob_path(digest)?;
+        let started = Instant::now();
+        let id = diff_id.to_string();
+        let stats = tokio::task::spawn_blocking(move || {
+            let f = std::fs::File::open(&blob).map_err(crate::unpack::UnpackError::from)?;
+            crate::unpack::unpack_layer(std::io::BufReader::with_capacity(1 << 20, f), &id, &target)
+        })
+        .await
+        .map_err(|e| {
+            StoreError::Layout(LayoutError::Io {
+                what: "unpack task".into(),
+                source: std::io::Error::other(e.to_string()),
             })
-            .await
-            .map_err(|e| {
-                StoreError::Layout(LayoutError::Io {
-                    what: "unpack task".into(),
-                    source: std::io::Error::other(e.to_string()),
-                })
-            })?
-            .map_err(unpack_err(&l.digest))?;
-            tracing::info!(diff_id = %diff_id, entries = stats.entries, bytes = stats.bytes, whiteouts = stats.whiteouts,
-                elapsed_ms = started.elapsed().as_millis() as u64, "unpacked layer");
-        }
+        })?
+        .map_err(|source| StoreError::Unpack {
+            reference: r.to_string(),
+            layer: digest.to_string(),
+            source,
+        })?;
+        tracing::info!(
+            diff_id,
+            entries = stats.entries,
+            bytes = stats.bytes,
+            whiteouts = stats.whiteouts,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "unpacked layer"
+        );
         Ok(())
     }
 
@@ -628,6 +660,50 @@ impl ImageStore {
             .await
     }
 
+    /// The image config's user and diff IDs (none for artifacts).
+    fn image_config(
+        &self,
+        r: &ImageRef,
+        config: &Desc,
+        layers: &[Desc],
+    ) -> Result<(Option<String>, Vec<String>), StoreError> {
+        let is_image_config = matches!(
+            config.media_type.as_str(),
+            "application/vnd.oci.image.config.v1+json"
+                | "application/vnd.docker.container.image.v1+json"
+        );
+        if !is_image_config {
+            return Ok((None, Vec::new()));
+        }
+        let cfg: serde_json::Value =
+            serde_json::from_slice(&self.layout.read_blob(&config.digest)?)
+                .map_err(|e| bad_manifest(r, &format!("image config is not JSON: {e}")))?;
+        let user = cfg["config"]["User"]
+            .as_str()
+            .filter(|u| !u.is_empty())
+            .map(str::to_string);
+        let diff_ids: Vec<String> = cfg["rootfs"]["diff_ids"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if diff_ids.len() != layers.len() {
+            return Err(bad_manifest(
+                r,
+                &format!(
+                    "{} layers but {} diff_ids in the config",
+                    layers.len(),
+                    diff_ids.len()
+                ),
+            ));
+        }
+        Ok((user, diff_ids))
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
         r: &ImageRef,
@@ -635,42 +711,9 @@ impl ImageStore {
         index: Option<&FetchedManifest>,
         config: &Desc,
         layers: &[Desc],
+        user: Option<String>,
+        diff_ids: &[String],
     ) -> Result<ImageRecord, StoreError> {
-        let is_image_config = matches!(
-            config.media_type.as_str(),
-            "application/vnd.oci.image.config.v1+json"
-                | "application/vnd.docker.container.image.v1+json"
-        );
-        let (user, diff_ids) = if is_image_config {
-            let cfg: serde_json::Value =
-                serde_json::from_slice(&self.layout.read_blob(&config.digest)?)
-                    .map_err(|e| bad_manifest(r, &format!("image config is not JSON: {e}")))?;
-            let user = cfg["config"]["User"]
-                .as_str()
-                .filter(|u| !u.is_empty())
-                .map(str::to_string);
-            let diff_ids: Vec<String> = cfg["rootfs"]["diff_ids"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default();
-            if diff_ids.len() != layers.len() {
-                return Err(bad_manifest(
-                    r,
-                    &format!(
-                        "{} layers but {} diff_ids in the config",
-                        layers.len(),
-                        diff_ids.len()
-                    ),
-                ));
-            }
-            (user, diff_ids)
-        } else {
-            (None, Vec::new())
-        };
         let repo_digest = format!(
             "{}@{}",
             r.name(),

@@ -97,6 +97,14 @@ enum Entry {
         path: String,
         target: String,
     },
+    /// Written byte for byte, bypassing the tar crate's path checks: for
+    /// hostile layers (`..`, absolute paths, escaping links).
+    Raw {
+        name: Vec<u8>,
+        kind: tar::EntryType,
+        link: Vec<u8>,
+        data: Vec<u8>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,6 +178,23 @@ impl LayerBuilder {
         });
         self
     }
+    /// A hostile or unusual entry: `name` and `link` go into the header
+    /// verbatim (at most 100 bytes each), nothing is validated.
+    pub fn raw(
+        mut self,
+        name: &str,
+        kind: tar::EntryType,
+        link: &str,
+        data: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.entries.push(Entry::Raw {
+            name: name.as_bytes().to_vec(),
+            kind,
+            link: link.as_bytes().to_vec(),
+            data: data.into(),
+        });
+        self
+    }
     /// An OCI whiteout: deletes `path` from the layers below.
     pub fn whiteout(self, path: &str) -> Self {
         let (dir, name) = match path.rsplit_once('/') {
@@ -232,6 +257,25 @@ impl LayerBuilder {
                     h.set_mode(0o644);
                     h.set_size(0);
                     b.append_link(&mut h, path, target)?;
+                }
+                Entry::Raw {
+                    name,
+                    kind,
+                    link,
+                    data,
+                } => {
+                    h.set_entry_type(*kind);
+                    h.set_mode(0o644);
+                    h.set_size(data.len() as u64);
+                    let old = h.as_old_mut();
+                    anyhow::ensure!(
+                        name.len() <= 100 && link.len() <= 100,
+                        "raw tar names are limited to 100 bytes"
+                    );
+                    old.name[..name.len()].copy_from_slice(name);
+                    old.linkname[..link.len()].copy_from_slice(link);
+                    h.set_cksum();
+                    b.append(&h, data.as_slice())?;
                 }
             }
         }
@@ -621,4 +665,48 @@ pub async fn fetch_manifest(
         .pull_manifest_raw(&reference, &registry_auth(creds), &[MEDIA_MANIFEST])
         .await?;
     Ok((bytes.to_vec(), digest))
+}
+
+/// `(os, architecture, variant)` of an index entry.
+pub type Platform<'a> = (&'a str, &'a str, Option<&'a str>);
+
+pub const MEDIA_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// Pushes each manifest (by digest) and then an image index over them as
+/// `name:tag`; `platforms` are `(os, architecture, variant)`. Returns the
+/// index digest.
+pub async fn push_index(
+    registry: &Registry,
+    name_tag: &str,
+    manifests: &[(&Manifest, Platform<'_>)],
+) -> Result<String> {
+    let name = name_tag.split(':').next().unwrap_or(name_tag);
+    let mut entries = Vec::new();
+    for (m, (os, arch, variant)) in manifests {
+        m.push(registry, &format!("{name}@{}", m.digest)).await?;
+        let mut platform = json!({"os": os, "architecture": arch});
+        if let Some(v) = variant {
+            platform["variant"] = json!(v);
+        }
+        entries.push(json!({
+            "mediaType": MEDIA_MANIFEST, "digest": m.digest, "size": m.bytes.len(), "platform": platform,
+        }));
+    }
+    let index = serde_json::to_vec(
+        &json!({"schemaVersion": 2, "mediaType": MEDIA_INDEX, "manifests": entries}),
+    )?;
+    let reference: Reference = registry.reference(name_tag).parse()?;
+    let client = plain_http_client();
+    client
+        .auth(
+            &reference,
+            &registry_auth(registry.credentials()),
+            RegistryOperation::Push,
+        )
+        .await?;
+    client
+        .push_manifest_raw(&reference, index.clone(), MEDIA_INDEX.parse()?)
+        .await
+        .with_context(|| format!("pushing index to {reference}"))?;
+    Ok(sha256_digest(&index))
 }

@@ -24,33 +24,81 @@ pub struct Registry {
     dir: tempfile::TempDir,
     addr: SocketAddr,
     credentials: Option<Credentials>,
+    auth_kind: AuthKind,
+    token: Option<crate::token::TokenServer>,
     child: Option<Child>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AuthKind {
+    None,
+    Htpasswd,
+    Token,
+}
+
+impl std::fmt::Debug for crate::token::TokenServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenServer")
+            .field("realm", &self.realm())
+            .finish()
+    }
 }
 
 impl Registry {
     /// An anonymous registry.
     pub async fn start() -> Result<Self> {
-        Self::launch(None).await
+        Self::launch(None, AuthKind::None).await
+    }
+
+    /// A registry using the bearer-token flow: a token server (see
+    /// `token.rs`) issues JWTs to these credentials.
+    pub async fn start_with_token(username: &str, password: &str) -> Result<Self> {
+        Self::launch(
+            Some(Credentials {
+                username: username.into(),
+                password: password.into(),
+            }),
+            AuthKind::Token,
+        )
+        .await
+    }
+
+    /// The token server of a `start_with_token` registry.
+    pub fn token_server(&self) -> Option<&crate::token::TokenServer> {
+        self.token.as_ref()
     }
 
     /// A registry that requires basic auth with these credentials.
     pub async fn start_with_auth(username: &str, password: &str) -> Result<Self> {
-        Self::launch(Some(Credentials {
-            username: username.into(),
-            password: password.into(),
-        }))
+        Self::launch(
+            Some(Credentials {
+                username: username.into(),
+                password: password.into(),
+            }),
+            AuthKind::Htpasswd,
+        )
         .await
     }
 
-    async fn launch(credentials: Option<Credentials>) -> Result<Self> {
+    async fn launch(credentials: Option<Credentials>, auth_kind: AuthKind) -> Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("crius-registry-")
             .tempdir()?;
         let addr = free_loopback_port()?;
+        let token = match (&credentials, auth_kind) {
+            (Some(c), AuthKind::Token) => Some(crate::token::TokenServer::start(
+                dir.path(),
+                &c.username,
+                &c.password,
+            )?),
+            _ => None,
+        };
         let mut r = Registry {
             dir,
             addr,
             credentials,
+            auth_kind,
+            token,
             child: None,
         };
         r.write_config()?;
@@ -61,8 +109,15 @@ impl Registry {
     fn write_config(&self) -> Result<()> {
         let storage = self.storage_dir();
         std::fs::create_dir_all(&storage)?;
-        let auth = match &self.credentials {
-            Some(c) => {
+        let auth = match (&self.credentials, &self.token) {
+            (Some(_), Some(t)) if self.auth_kind == AuthKind::Token => format!(
+                "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                t.realm(),
+                crate::token::SERVICE,
+                crate::token::ISSUER,
+                t.cert_path().display()
+            ),
+            (Some(c), _) => {
                 // The registry only accepts bcrypt entries in its htpasswd file.
                 let hash = bcrypt::hash(&c.password, 5)?;
                 let htpasswd = self.dir.path().join("htpasswd");
@@ -72,7 +127,7 @@ impl Registry {
                     htpasswd.display()
                 )
             }
-            None => String::new(),
+            (None, _) => String::new(),
         };
         let config = format!(
             "version: 0.1\n\

@@ -13,12 +13,33 @@ use tracing::Instrument;
 
 pub struct ImageServiceImpl {
     store: Arc<ImageStore>,
+    pinned: Arc<Vec<String>>,
 }
 
 impl ImageServiceImpl {
-    pub fn new(store: Arc<ImageStore>) -> Self {
-        Self { store }
+    pub fn new(store: Arc<ImageStore>, pinned: Vec<String>) -> Self {
+        Self {
+            store,
+            pinned: Arc::new(pinned),
+        }
     }
+
+    fn to_cri(&self, r: &ImageRecord) -> Image {
+        let mut i = to_cri_image(r);
+        i.pinned |= is_pinned(&self.pinned, r);
+        i
+    }
+}
+
+/// Whether any repo tag or digest of `r` matches a pinned pattern: an exact
+/// name, or a prefix ending in `*`.
+pub fn is_pinned(patterns: &[String], r: &ImageRecord) -> bool {
+    r.repo_tags.iter().chain(&r.repo_digests).any(|name| {
+        patterns.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => name == p,
+        })
+    })
 }
 
 /// The CRI view of a stored image or artifact.
@@ -93,11 +114,12 @@ cri_service! {
         async fn list_images(&self, request: Request<ListImagesRequest>) -> Result<Response<ListImagesResponse>, Status> {
             let filter = request.into_inner().filter.and_then(|f| f.image).map(|s| s.image).filter(|s| !s.is_empty());
             let store = self.store.clone();
-            let images = blocking(move || match filter {
-                Some(f) => Ok(store.resolve(&f).map_err(image_error)?.iter().map(to_cri_image).collect()),
-                None => Ok(store.list().map_err(image_error)?.iter().map(to_cri_image).collect()),
+            let records = blocking(move || match filter {
+                Some(f) => Ok(store.resolve(&f).map_err(image_error)?.into_iter().collect::<Vec<_>>()),
+                None => store.list().map_err(image_error),
             })
             .await?;
+            let images = records.iter().map(|r| self.to_cri(r)).collect();
             Ok(Response::new(ListImagesResponse { images }))
         }
 
@@ -138,7 +160,7 @@ cri_service! {
                 });
                 info.insert("info".to_string(), v.to_string());
             }
-            Ok(Response::new(ImageStatusResponse { image: Some(to_cri_image(&record)), info }))
+            Ok(Response::new(ImageStatusResponse { image: Some(self.to_cri(&record)), info }))
         }
 
         async fn remove_image(&self, request: Request<RemoveImageRequest>) -> Result<Response<RemoveImageResponse>, Status> {
@@ -203,5 +225,25 @@ mod tests {
             assert_eq!(i.uid.map(|u| u.value), uid, "{user:?}");
             assert_eq!(i.username, name, "{user:?}");
         }
+    }
+
+    #[test]
+    fn pinned_patterns() {
+        let mut r: ImageRecord = serde_json::from_value(serde_json::json!({
+            "version": 1, "id": "sha256:x", "repo_tags": ["registry.k8s.io/pause:3.10"],
+            "repo_digests": ["registry.k8s.io/pause@sha256:abc"],
+            "manifest_digest": "sha256:m", "manifest_media_type": "m", "manifest_size": 1,
+            "config_media_type": "c", "config_size": 1, "layers": [], "size": 1,
+            "pinned": false, "annotations": {}, "created_at": 0
+        }))
+        .unwrap();
+        let p = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(is_pinned(&p(&["registry.k8s.io/pause:3.10"]), &r));
+        assert!(is_pinned(&p(&["registry.k8s.io/pause*"]), &r));
+        assert!(is_pinned(&p(&["registry.k8s.io/pause@sha256:abc"]), &r));
+        assert!(!is_pinned(&p(&["registry.k8s.io/pause:3.9"]), &r));
+        assert!(!is_pinned(&p(&[]), &r));
+        r.repo_tags.clear();
+        assert!(!is_pinned(&p(&["registry.k8s.io/pause:3.10"]), &r));
     }
 }

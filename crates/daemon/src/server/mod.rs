@@ -119,9 +119,12 @@ impl Server {
                     .max_encoding_message_size(MAX_MESSAGE),
             )
             .add_service(
-                ImageServiceServer::new(image_service::ImageServiceImpl::new(images))
-                    .max_decoding_message_size(MAX_MESSAGE)
-                    .max_encoding_message_size(MAX_MESSAGE),
+                ImageServiceServer::new(image_service::ImageServiceImpl::new(
+                    images,
+                    config.pinned_images.clone(),
+                ))
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
             );
         let mut serve = tokio::spawn(router.serve_with_incoming_shutdown(
             UnixListenerStream::new(listener),

@@ -42,12 +42,12 @@ fn layer(i: usize) -> LayerBuilder {
         .dir(&format!("data{i}"), 0o755);
     let per_file = 2 << 20;
     for f in 0..(LAYER_MIB << 20) / per_file {
-        let mut content = noise(per_file / 2, (i * 1000 + f) as u64 + 7);
+        let mut content = noise(per_file / 8 * 7, (i * 1000 + f) as u64 + 7);
         content.extend(
             b"the quick brown fox jumps over the lazy dog\n"
                 .iter()
                 .cycle()
-                .take(per_file / 2),
+                .take(per_file / 8),
         );
         l = l.file(&format!("data{i}/f{f}"), content, 0o644);
     }
@@ -86,7 +86,12 @@ async fn main() {
     image.push(&registry, "big:1").await.unwrap();
     let reference = registry.reference("big:1");
 
+    // CRIUS_BENCH_DOWNLOADS overrides max_concurrent_downloads to compare settings.
+    let config = std::env::var("CRIUS_BENCH_DOWNLOADS")
+        .map(|n| format!("max_concurrent_downloads = {n}\n"))
+        .unwrap_or_default();
     let d = Daemon::builder(env!("CARGO_BIN_EXE_crius"))
+        .config_toml(config)
         .arg("--log-level")
         .arg("warn")
         .start()

@@ -62,7 +62,7 @@ impl Default for Config {
             auth_file: PathBuf::from(DEFAULT_AUTH_FILE),
             pull_retry_budget_seconds: 60,
             pull_failure_backoff_seconds: 10,
-            max_concurrent_downloads: 3,
+            max_concurrent_downloads: 6,
             pinned_images: Vec::new(),
         }
     }

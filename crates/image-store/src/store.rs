@@ -36,7 +36,7 @@ impl StoreConfig {
             registries: RegistriesConf::default(),
             auth_files: Vec::new(),
             retry: RetryPolicy::default(),
-            max_concurrent_downloads: 3,
+            max_concurrent_downloads: 6,
             failure_backoff: Duration::from_secs(10),
         }
     }

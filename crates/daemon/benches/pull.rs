@@ -12,6 +12,7 @@
 //! Run as root: `cargo bench -p crius --bench pull`.
 
 use crius_test_support::cri::{ImageSpec, PullImageRequest, RemoveImageRequest};
+use crius_test_support::image::noise;
 use crius_test_support::image::Compression;
 use crius_test_support::{Daemon, ImageBuilder, LayerBuilder, Manifest, Registry};
 use std::process::Command;
@@ -20,19 +21,6 @@ use std::time::{Duration, Instant};
 const LAYERS: usize = 8;
 const LAYER_MIB: usize = 128;
 const RUNS: usize = 3;
-
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
 
 /// Each layer: 64 files of 2 MiB, 7/8 noise and 1/8 text, so gzip has
 /// something to do, like a real image, and the image is ~1 GiB compressed.

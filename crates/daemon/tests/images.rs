@@ -3,6 +3,7 @@
 //! artifacts, tag moves, integrity failures, removal and GC, restarts.
 
 use crius_test_support::cri::*;
+use crius_test_support::image::noise;
 use crius_test_support::image::TEST_USER;
 use crius_test_support::{ArtifactBuilder, Daemon, ImageBuilder, LayerBuilder, Manifest, Registry};
 use tonic::Code;
@@ -543,20 +544,6 @@ async fn mirror_down_falls_back_to_origin_and_failures_back_off() {
         "{}",
         e.message()
     );
-}
-
-/// Incompressible bytes, quickly (xorshift), so layers have real size.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
 }
 
 fn big_image(mb: usize, seed: u64) -> Manifest {

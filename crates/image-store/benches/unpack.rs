@@ -6,6 +6,7 @@
 //! becomes visible); tar does not, so tar is also timed followed by
 //! `sync -f` on its directory, the like-for-like comparison.
 
+use crius_test_support::image::noise;
 use sha2::{Digest, Sha256};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -13,19 +14,6 @@ use std::time::{Duration, Instant};
 const FILES: usize = 2000;
 const FILE_SIZE: usize = 256 * 1024; // 2000 x 256 KiB = 500 MiB
 const RUNS: usize = 3;
-
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();

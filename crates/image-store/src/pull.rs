@@ -280,20 +280,32 @@ impl Remote {
             match classify(&err, &self.ep, &self.auth, what) {
                 Class::Fatal(e) => return Err(e),
                 Class::Transient => {
-                    let delay = self.retry.delay(attempt - 1, jitter());
-                    if start.elapsed() + delay > self.retry.budget {
-                        return Err(RegistryError::Unavailable {
-                            registry: self.ep.registry.clone(),
-                            attempts: attempt,
-                            elapsed: start.elapsed(),
-                            message: err.to_string(),
-                        });
-                    }
+                    let delay = self.backoff(start, attempt, err.to_string())?;
                     tracing::warn!(registry = %self.ep.registry, what, attempt, delay_ms = delay.as_millis() as u64, error = %err, "transient registry error, retrying");
                     tokio::time::sleep(delay).await;
                 }
             }
         }
+    }
+
+    /// The delay before retry number `attempt`, or `Unavailable` when it
+    /// would overrun the retry budget counted from `start`.
+    fn backoff(
+        &self,
+        start: Instant,
+        attempt: u32,
+        message: String,
+    ) -> Result<Duration, RegistryError> {
+        let delay = self.retry.delay(attempt - 1, jitter());
+        if start.elapsed() + delay > self.retry.budget {
+            return Err(RegistryError::Unavailable {
+                registry: self.ep.registry.clone(),
+                attempts: attempt,
+                elapsed: start.elapsed(),
+                message,
+            });
+        }
+        Ok(delay)
     }
 
     async fn authenticate(&self) -> Result<(), RegistryError> {
@@ -428,15 +440,7 @@ impl Remote {
                 Some(message) => {
                     drop(ingest);
                     attempt += 1;
-                    let delay = self.retry.delay(attempt - 1, jitter());
-                    if start.elapsed() + delay > self.retry.budget {
-                        return Err(RegistryError::Unavailable {
-                            registry: self.ep.registry.clone(),
-                            attempts: attempt,
-                            elapsed: start.elapsed(),
-                            message,
-                        });
-                    }
+                    let delay = self.backoff(start, attempt, message.clone())?;
                     tracing::warn!(registry = %self.ep.registry, digest, attempt, error = %message, "blob download interrupted, restarting");
                     tokio::time::sleep(delay).await;
                 }

@@ -553,12 +553,7 @@ impl ImageStore {
                 crate::artifact::materialize(&layers, &target)
             })
             .await
-            .map_err(|e| {
-                StoreError::Layout(LayoutError::Io {
-                    what: "artifact task".into(),
-                    source: std::io::Error::other(e.to_string()),
-                })
-            })?
+            .map_err(task_failed("artifact task"))?
             .map_err(unpack_err(&digest));
         }
         // Image layers were unpacked as they arrived (ensure_layer).
@@ -594,12 +589,7 @@ impl ImageStore {
             crate::unpack::unpack_layer(std::io::BufReader::with_capacity(1 << 20, f), &id, &target)
         })
         .await
-        .map_err(|e| {
-            StoreError::Layout(LayoutError::Io {
-                what: "unpack task".into(),
-                source: std::io::Error::other(e.to_string()),
-            })
-        })?
+        .map_err(task_failed("unpack task"))?
         .map_err(|source| StoreError::Unpack {
             reference: r.to_string(),
             layer: digest.to_string(),
@@ -984,6 +974,16 @@ fn auth_fingerprint(a: Option<&Auth>) -> String {
         Auth::IdentityToken(t) => format!("identity\0{t}"),
     };
     hex::encode(&sha2::Sha256::digest(material.as_bytes())[..8])
+}
+
+/// A blocking task that panicked or was cancelled.
+fn task_failed(what: &'static str) -> impl FnOnce(tokio::task::JoinError) -> StoreError {
+    move |e| {
+        StoreError::Layout(LayoutError::Io {
+            what: what.into(),
+            source: std::io::Error::other(e.to_string()),
+        })
+    }
 }
 
 /// A content descriptor from a manifest.

@@ -835,6 +835,34 @@ fn resolve_how(flags: OFlag) -> OpenHow {
 }
 
 /// Metadata applied to a created entry.
+/// Sets the numeric owner and times of `parent/name` without following a
+/// symlink (for entries that cannot be opened: symlinks, whiteout devices).
+fn set_owner_and_times(
+    parent: &impl std::os::fd::AsFd,
+    name: &[u8],
+    meta: &Meta,
+    path: &str,
+    owner_op: &'static str,
+    times_op: &'static str,
+) -> Result<(), UnpackError> {
+    fchownat(
+        parent,
+        name,
+        Some(Uid::from_raw(meta.uid)),
+        Some(Gid::from_raw(meta.gid)),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(io_err(path, owner_op))?;
+    utimensat(
+        parent,
+        name,
+        &meta.mtime,
+        &meta.mtime,
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(io_err(path, times_op))
+}
+
 struct Meta {
     uid: u32,
     gid: u32,
@@ -1403,22 +1431,14 @@ impl Extractor {
         self.clear_slot(&parent, name, false, path)?;
         // The target is data: stored verbatim, never resolved here.
         symlinkat(target.as_slice(), &parent, name).map_err(io_err(path, "creating symlink"))?;
-        fchownat(
+        set_owner_and_times(
             &parent,
             name,
-            Some(Uid::from_raw(meta.uid)),
-            Some(Gid::from_raw(meta.gid)),
-            AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .map_err(io_err(path, "setting symlink ownership"))?;
-        utimensat(
-            &parent,
-            name,
-            &meta.mtime,
-            &meta.mtime,
-            UtimensatFlags::NoFollowSymlink,
-        )
-        .map_err(io_err(path, "setting symlink mtime"))?;
+            meta,
+            path,
+            "setting symlink ownership",
+            "setting symlink mtime",
+        )?;
         if !meta.xattrs.is_empty() {
             debug!(path = %path, "skipping xattrs on symlink");
         }
@@ -1553,22 +1573,14 @@ impl Extractor {
         self.clear_slot(&parent, name, false, path)?;
         mknodat(&parent, name, SFlag::S_IFCHR, FileMode::empty(), 0)
             .map_err(io_err(path, "creating whiteout device"))?;
-        fchownat(
+        set_owner_and_times(
             &parent,
             name,
-            Some(Uid::from_raw(meta.uid)),
-            Some(Gid::from_raw(meta.gid)),
-            AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .map_err(io_err(path, "setting whiteout ownership"))?;
-        utimensat(
-            &parent,
-            name,
-            &meta.mtime,
-            &meta.mtime,
-            UtimensatFlags::NoFollowSymlink,
-        )
-        .map_err(io_err(path, "setting whiteout mtime"))?;
+            meta,
+            path,
+            "setting whiteout ownership",
+            "setting whiteout mtime",
+        )?;
         self.stats.whiteouts += 1;
         Ok(())
     }

@@ -32,6 +32,21 @@ pub fn sha256_digest(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }
 
+/// Incompressible bytes, quickly (xorshift64), deterministic per `seed`: file
+/// contents with real size for pull and unpack tests and benchmarks.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
 /// The OCI name of this machine's architecture.
 pub fn host_arch() -> &'static str {
     match std::env::consts::ARCH {

@@ -59,6 +59,8 @@ def run(args, pb, rpc):
         "conditions": [{"type": c.type, "status": c.status, "reason": c.reason,
                         "message": c.message} for c in s.status.conditions],
         "info_keys": sorted(s.info.keys()),
+        "handlers": [{"name": h.name, "rro": h.features.recursive_read_only_mounts,
+                      "userns": h.features.user_namespaces} for h in s.runtime_handlers],
     }
 
     def code_of(call, request):

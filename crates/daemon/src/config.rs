@@ -5,7 +5,9 @@
 //! return values, so they are unit-tested without touching the filesystem.
 //! `conf/crius.toml` documents every key; a test proves it equals the defaults.
 
+use crius_oci_runtime::HandlerConfig;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The effective configuration of one crius daemon.
@@ -43,6 +45,11 @@ pub struct Config {
     /// (`registry/repo:tag`, `registry/repo@digest`), or a prefix ending in
     /// `*`. Reported as `pinned` in ListImages and ImageStatus.
     pub pinned_images: Vec<String>,
+    /// The runtime handler used when a pod names none (CRI `runtime_handler` "").
+    pub default_runtime: String,
+    /// Runtime handlers by name (`[runtimes.<name>]`: `path`, `root`,
+    /// `extra_args`). Empty: runc and crun, each if its binary is in PATH.
+    pub runtimes: BTreeMap<String, HandlerConfig>,
 }
 
 pub const DEFAULT_REGISTRIES_CONF: &str = "/etc/containers/registries.conf";
@@ -64,6 +71,8 @@ impl Default for Config {
             pull_failure_backoff_seconds: 10,
             max_concurrent_downloads: 6,
             pinned_images: Vec::new(),
+            default_runtime: "runc".into(),
+            runtimes: BTreeMap::new(),
         }
     }
 }
@@ -259,6 +268,17 @@ mod tests {
             pull_failure_backoff_seconds: 0,
             max_concurrent_downloads: 8,
             pinned_images: vec!["registry.k8s.io/pause*".into()],
+            default_runtime: "fast".into(),
+            runtimes: [(
+                "fast".to_string(),
+                HandlerConfig {
+                    path: "/usr/bin/crun".into(),
+                    root: "/run/fast".into(),
+                    extra_args: vec!["--debug".into()],
+                },
+            )]
+            .into_iter()
+            .collect(),
         };
         assert_eq!(Config::from_toml_str(&c.to_toml()).unwrap(), c);
     }

@@ -80,7 +80,14 @@ async fn reference_built_client_interoperates() {
         .map(|c| c["type"].clone())
         .collect();
     assert_eq!(types, ["RuntimeReady", "NetworkReady"]);
-    assert_eq!(r["status"]["info_keys"], serde_json::json!(["config"]));
+    assert_eq!(
+        r["status"]["info_keys"],
+        serde_json::json!(["config", "host", "runtimeHandlers"])
+    );
+    // Field 18 and its nested message decode in a client built from the reference.
+    let handlers = r["status"]["handlers"].as_array().unwrap();
+    assert_eq!(handlers[0]["name"], "", "the default handler first");
+    assert!(handlers.iter().any(|h| h["name"] == "runc"));
     assert_eq!(r["run_pod_sandbox"]["code"], "UNIMPLEMENTED");
     assert!(r["run_pod_sandbox"]["details"]
         .as_str()

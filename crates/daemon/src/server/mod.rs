@@ -6,6 +6,7 @@ pub mod image_service;
 mod listener;
 mod lock;
 pub mod runtime_service;
+pub mod runtimes;
 mod trace;
 pub(crate) mod unimplemented;
 
@@ -43,6 +44,8 @@ pub enum ServerError {
     },
     #[error("image store: {0}")]
     Images(String),
+    #[error("runtime handlers: {0}")]
+    Runtimes(String),
     #[error("serving gRPC: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
@@ -51,6 +54,7 @@ pub enum ServerError {
 pub struct Server {
     config: Arc<Config>,
     images: Arc<ImageStore>,
+    runtimes: runtimes::RuntimeInfo,
     listener: UnixListener,
     socket_ino: (u64, u64),
     _lock: RootLock,
@@ -77,6 +81,7 @@ impl Server {
         // 0660 socket must be able to reach it.
         create_dir(&config.runroot, 0o711)?;
         let images = Arc::new(open_image_store(&config)?);
+        let runtimes = runtimes::RuntimeInfo::probe(&config).map_err(ServerError::Runtimes)?;
         let listener = listener::bind(&config.listen)?;
         let meta = std::fs::symlink_metadata(&config.listen).map_err(|e| ServerError::Io {
             what: format!("stat {}", config.listen.display()),
@@ -93,6 +98,7 @@ impl Server {
         Ok(Self {
             config: Arc::new(config),
             images,
+            runtimes,
             listener,
             socket_ino: (meta.dev(), meta.ino()),
             _lock: lock,
@@ -106,17 +112,38 @@ impl Server {
         let Server {
             config,
             images,
+            runtimes,
             listener,
             socket_ino,
             _lock,
         } = self;
+        let runtimes = Arc::new(runtimes::Runtimes::new(config.clone(), runtimes));
+        // SIGHUP re-probes the runtime handlers.
+        let hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(mut sig) => {
+                let runtimes = runtimes.clone();
+                Some(tokio::spawn(async move {
+                    while sig.recv().await.is_some() {
+                        tracing::info!("SIGHUP: re-probing runtime handlers");
+                        runtimes.reprobe().await;
+                    }
+                }))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGHUP; runtime handlers are probed only at start");
+                None
+            }
+        };
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let router = tonic::transport::Server::builder()
             .layer(trace::RpcTraceLayer)
             .add_service(
-                RuntimeServiceServer::new(runtime_service::RuntimeServiceImpl::new(config.clone()))
-                    .max_decoding_message_size(MAX_MESSAGE)
-                    .max_encoding_message_size(MAX_MESSAGE),
+                RuntimeServiceServer::new(runtime_service::RuntimeServiceImpl::new(
+                    config.clone(),
+                    runtimes.clone(),
+                ))
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
             )
             .add_service(
                 ImageServiceServer::new(image_service::ImageServiceImpl::new(
@@ -159,6 +186,9 @@ impl Server {
                 }
             }
         };
+        if let Some(h) = hup {
+            h.abort();
+        }
         remove_socket_if_ours(&config.listen, socket_ino);
         match result {
             Ok(r) => r.map_err(ServerError::from),

@@ -2,6 +2,7 @@
 //! containers arrive with the OCI runtime layer and answer UNIMPLEMENTED
 //! (naming the RPC) until then.
 
+use super::runtimes::{RuntimeInfo, Runtimes};
 use super::unimplemented::cri_service;
 use crate::config::Config;
 use crius_cri_api::v1::runtime_service_server::RuntimeService;
@@ -20,12 +21,31 @@ pub const NETWORK_READY: &str = "NetworkReady";
 
 pub struct RuntimeServiceImpl {
     config: Arc<Config>,
+    runtimes: Arc<Runtimes>,
 }
 
 impl RuntimeServiceImpl {
-    pub fn new(config: Arc<Config>) -> Self {
-        Self { config }
+    pub fn new(config: Arc<Config>, runtimes: Arc<Runtimes>) -> Self {
+        Self { config, runtimes }
     }
+}
+
+/// Every handler by name, and the default again as "" (kubelet asks about
+/// the handler a RuntimeClass names, and "" for pods without one), with
+/// the features the probe established.
+pub fn runtime_handlers(info: &RuntimeInfo) -> Vec<RuntimeHandler> {
+    let entry = |name: &str, p: &crius_oci_runtime::Probe| RuntimeHandler {
+        name: name.to_string(),
+        features: Some(RuntimeHandlerFeatures {
+            recursive_read_only_mounts: p.status.recursive_read_only_mounts,
+            user_namespaces: p.status.user_namespaces,
+        }),
+    };
+    info.get("")
+        .map(|p| entry("", p))
+        .into_iter()
+        .chain(info.probes.iter().map(|p| entry(&p.name, p)))
+        .collect()
 }
 
 pub fn version_response() -> VersionResponse {
@@ -72,17 +92,24 @@ cri_service! {
             &self,
             request: Request<StatusRequest>,
         ) -> Result<Response<StatusResponse>, Status> {
+            let runtimes = self.runtimes.current();
             let mut info = HashMap::new();
             if request.get_ref().verbose {
-                let config = serde_json::to_string(&*self.config)
-                    .map_err(|e| Status::internal(format!("encoding config: {e}")))?;
-                info.insert("config".to_string(), config);
+                let encode = |v: serde_json::Result<String>| v.map_err(|e| Status::internal(format!("encoding status: {e}")));
+                info.insert("config".to_string(), encode(serde_json::to_string(&*self.config))?);
+                info.insert("runtimeHandlers".to_string(), encode(serde_json::to_string(&runtimes.probes))?);
+                info.insert("host".to_string(), encode(serde_json::to_string(&runtimes.host))?);
             }
             Ok(Response::new(StatusResponse {
                 status: Some(RuntimeStatus { conditions: conditions() }),
                 info,
-                runtime_handlers: Vec::new(),
-                features: None,
+                runtime_handlers: runtime_handlers(&runtimes),
+                // Nothing of these is implemented yet: say so.
+                features: Some(RuntimeFeatures {
+                    supplemental_groups_policy: false,
+                    user_namespaces_host_network: false,
+                    mount_options: false,
+                }),
             }))
         }
     }

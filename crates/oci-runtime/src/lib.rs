@@ -1,0 +1,14 @@
+//! The OCI runtime layer: which OCI runtimes (runc, crun) crius can use, what
+//! each of them and this host support, and whether a handler can run
+//! containers here at all.
+//!
+//! - `handlers`: handler configuration and its defaults (pure).
+//! - `probe`: running `<runtime> features`, reading the kernel version and
+//!   the cgroup layout, and deriving what a handler can honour (the
+//!   derivations are pure functions over the probed facts).
+
+pub mod handlers;
+pub mod probe;
+
+pub use handlers::{HandlerConfig, RuntimeHandlers};
+pub use probe::{HandlerStatus, HostFacts, Probe};

@@ -9,6 +9,7 @@
 
 pub mod handlers;
 pub mod probe;
+pub mod rootfs;
 
 pub use handlers::{HandlerConfig, RuntimeHandlers};
 pub use probe::{HandlerStatus, HostFacts, Probe};

@@ -10,9 +10,13 @@ use std::path::{Path, PathBuf};
 pub enum RootfsError {
     #[error("container rootfs: no image layers to mount")]
     NoLayers,
-    #[error("container rootfs: lower dir {0} contains ':' or ',' (not expressible in overlay options)")]
+    #[error(
+        "container rootfs: lower dir {0} contains ':' or ',' (not expressible in overlay options)"
+    )]
     BadLowerDir(PathBuf),
-    #[error("container rootfs: overlay options are {0} bytes, more than the kernel's page-sized limit")]
+    #[error(
+        "container rootfs: overlay options are {0} bytes, more than the kernel's page-sized limit"
+    )]
     TooManyLayers(usize),
     #[error("container rootfs {path}: {op}: {source}")]
     Sys {
@@ -57,7 +61,11 @@ pub fn overlay_options(lower: &[PathBuf], paths: &RootfsPaths) -> Result<String,
             return Err(RootfsError::BadLowerDir(l.clone()));
         }
     }
-    let lowerdir = lower.iter().map(|l| l.to_string_lossy()).collect::<Vec<_>>().join(":");
+    let lowerdir = lower
+        .iter()
+        .map(|l| l.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(":");
     let opts = format!(
         "lowerdir={lowerdir},upperdir={},workdir={}",
         paths.upper.display(),
@@ -89,8 +97,14 @@ pub fn mount_rootfs(lower: &[PathBuf], dir: &Path) -> Result<RootfsPaths, Rootfs
             source: e,
         })?;
     }
-    mount(Some("overlay"), &paths.merged, Some("overlay"), MsFlags::empty(), Some(opts.as_str()))
-        .map_err(sys(&paths.merged, "mounting overlay"))?;
+    mount(
+        Some("overlay"),
+        &paths.merged,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(opts.as_str()),
+    )
+    .map_err(sys(&paths.merged, "mounting overlay"))?;
     Ok(paths)
 }
 
@@ -133,9 +147,20 @@ mod tests {
             overlay_options(&l(&["/l/one"]), &p).unwrap(),
             "lowerdir=/l/one,upperdir=/c/1/upper,workdir=/c/1/work"
         );
-        assert!(matches!(overlay_options(&[], &p), Err(RootfsError::NoLayers)));
-        assert!(matches!(overlay_options(&l(&["/a:b"]), &p), Err(RootfsError::BadLowerDir(_))));
-        let many: Vec<PathBuf> = (0..100).map(|i| PathBuf::from(format!("/var/lib/crius/images/layers/{i:064}"))).collect();
-        assert!(matches!(overlay_options(&many, &p), Err(RootfsError::TooManyLayers(_))));
+        assert!(matches!(
+            overlay_options(&[], &p),
+            Err(RootfsError::NoLayers)
+        ));
+        assert!(matches!(
+            overlay_options(&l(&["/a:b"]), &p),
+            Err(RootfsError::BadLowerDir(_))
+        ));
+        let many: Vec<PathBuf> = (0..100)
+            .map(|i| PathBuf::from(format!("/var/lib/crius/images/layers/{i:064}")))
+            .collect();
+        assert!(matches!(
+            overlay_options(&many, &p),
+            Err(RootfsError::TooManyLayers(_))
+        ));
     }
 }

@@ -31,8 +31,14 @@ fn mounted(path: &Path) -> bool {
 fn bundle(dir: &Path, rootfs: &Path, args: &[&str]) -> PathBuf {
     let b = dir.join("bundle");
     std::fs::create_dir_all(&b).unwrap();
-    assert!(Command::new("runc").arg("spec").current_dir(&b).status().unwrap().success());
-    let mut spec: serde_json::Value = serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
+    assert!(Command::new("runc")
+        .arg("spec")
+        .current_dir(&b)
+        .status()
+        .unwrap()
+        .success());
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
     spec["process"]["terminal"] = false.into();
     spec["process"]["args"] = serde_json::json!(args);
     spec["root"]["path"] = rootfs.display().to_string().into();
@@ -50,36 +56,68 @@ fn overlay_rootfs_runs_under_each_ready_runtime() {
     std::fs::create_dir_all(&layers).unwrap();
     let base = unpack(&busybox_rootfs().unwrap(), &layers);
     let top = unpack(
-        &LayerBuilder::new().file("hello.txt", "hello from the top layer\n", 0o644).whiteout("etc/group"),
+        &LayerBuilder::new()
+            .file("hello.txt", "hello from the top layer\n", 0o644)
+            .whiteout("etc/group"),
         &layers,
     );
 
     let host = HostFacts::read();
     let path = std::env::var("PATH").unwrap_or_default() + ":/usr/sbin:/sbin";
-    let handlers = RuntimeHandlers::resolve(&BTreeMap::new(), "runc", Path::new("/run/crius-test"), &path).unwrap();
-    assert!(handlers.get("runc").is_some(), "runc installed (make test installs it)");
+    let handlers = RuntimeHandlers::resolve(
+        &BTreeMap::new(),
+        "runc",
+        Path::new("/run/crius-test"),
+        &path,
+    )
+    .unwrap();
+    assert!(
+        handlers.get("runc").is_some(),
+        "runc installed (make test installs it)"
+    );
     for h in handlers.handlers.values() {
         let probe = probe_handler(h, &host);
         let cdir = work.path().join(format!("c-{}", h.name));
         let paths = mount_rootfs(&[top.clone(), base.clone()], &cdir).unwrap();
         assert!(mounted(&paths.merged));
-        let b = bundle(&cdir, &paths.merged, &["/bin/sh", "-c", "cat /hello.txt; test -e /etc/group || echo whiteout-ok; id -u"]);
+        let b = bundle(
+            &cdir,
+            &paths.merged,
+            &[
+                "/bin/sh",
+                "-c",
+                "cat /hello.txt; test -e /etc/group || echo whiteout-ok; id -u",
+            ],
+        );
         let out = Command::new(h.binary.as_ref().unwrap())
             .arg("--root")
             .arg(work.path().join(format!("state-{}", h.name)))
             .args(["run", "--bundle"])
             .arg(&b)
-            .arg(format!("crius-rootfs-test-{}-{}", h.name, std::process::id()))
+            .arg(format!(
+                "crius-rootfs-test-{}-{}",
+                h.name,
+                std::process::id()
+            ))
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         if probe.status.ready {
             assert!(out.status.success(), "{}: {stderr}", h.name);
-            assert_eq!(stdout, "hello from the top layer\nwhiteout-ok\n0\n", "{}", h.name);
+            assert_eq!(
+                stdout, "hello from the top layer\nwhiteout-ok\n0\n",
+                "{}",
+                h.name
+            );
         } else {
             // The probe's verdict is the truth: the runtime really fails here.
-            assert!(!out.status.success(), "{} ran although probed not ready: {:?}", h.name, probe.status);
+            assert!(
+                !out.status.success(),
+                "{} ran although probed not ready: {:?}",
+                h.name,
+                probe.status
+            );
             assert!(stderr.contains("hybrid"), "{}: {stderr}", h.name);
         }
         // Writes went to the container's upper dir, never to the layers.
@@ -87,5 +125,8 @@ fn overlay_rootfs_runs_under_each_ready_runtime() {
         assert!(!mounted(&paths.merged), "rootfs still mounted");
         remove_rootfs(&cdir).unwrap();
     }
-    assert!(base.join("etc/group").exists(), "a lower layer was modified");
+    assert!(
+        base.join("etc/group").exists(),
+        "a lower layer was modified"
+    );
 }

@@ -1,0 +1,311 @@
+//! `crius-monitor`: one per container, the role conmon plays for CRI-O.
+//!
+//! Started by the daemon, it detaches (fork, setsid) so the container and
+//! its logs outlive a daemon restart or crash, becomes a child subreaper,
+//! runs `<runtime> create` with the container's stdout/stderr as pipes it
+//! holds, reports the container's pid (or the runtime's error) on the sync
+//! fd, then copies the container's output into the CRI log until the
+//! container exits, and writes its exit code atomically to the exit file.
+//! SIGUSR1 reopens the log (ReopenContainerLog). No async runtime: a poll
+//! loop over two pipes and a signalfd keeps it small.
+
+use crius_monitor::crilog::{now_rfc3339_nano, LineSplitter, Stream};
+use crius_monitor::exitfile;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, setsid, ForkResult, Pid};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+const USAGE: &str = "usage: crius-monitor --runtime PATH --runtime-root DIR --id ID --bundle DIR \
+--log FILE --exit-file FILE --pid-file FILE --sync-fd N [--max-line BYTES] [--runtime-arg ARG]...";
+
+#[derive(Debug, Default)]
+struct Args {
+    runtime: PathBuf,
+    runtime_root: PathBuf,
+    runtime_args: Vec<String>,
+    id: String,
+    bundle: PathBuf,
+    log: PathBuf,
+    exit_file: PathBuf,
+    pid_file: PathBuf,
+    sync_fd: i32,
+    max_line: usize,
+}
+
+fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut a = Args {
+        max_line: 16 * 1024,
+        sync_fd: -1,
+        ..Default::default()
+    };
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--runtime" => a.runtime = value()?.into(),
+            "--runtime-root" => a.runtime_root = value()?.into(),
+            "--runtime-arg" => a.runtime_args.push(value()?),
+            "--id" => a.id = value()?,
+            "--bundle" => a.bundle = value()?.into(),
+            "--log" => a.log = value()?.into(),
+            "--exit-file" => a.exit_file = value()?.into(),
+            "--pid-file" => a.pid_file = value()?.into(),
+            "--sync-fd" => {
+                a.sync_fd = value()?
+                    .parse()
+                    .map_err(|_| "--sync-fd: not a number".to_string())?
+            }
+            "--max-line" => {
+                a.max_line = value()?
+                    .parse()
+                    .map_err(|_| "--max-line: not a number".to_string())?
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    if a.runtime.as_os_str().is_empty()
+        || a.id.is_empty()
+        || a.bundle.as_os_str().is_empty()
+        || a.log.as_os_str().is_empty()
+        || a.exit_file.as_os_str().is_empty()
+        || a.pid_file.as_os_str().is_empty()
+        || a.sync_fd < 0
+    {
+        return Err("missing required arguments".into());
+    }
+    Ok(a)
+}
+
+fn open_log(path: &PathBuf) -> std::io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("crius-monitor: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    // SAFETY: the monitor is single-threaded here; the parent only exits.
+    match unsafe { fork() } {
+        Ok(ForkResult::Parent { .. }) => return ExitCode::SUCCESS,
+        Ok(ForkResult::Child) => {}
+        Err(e) => {
+            eprintln!("crius-monitor: fork: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    // Detached from the daemon: its own session, reparented to init.
+    let _ = setsid();
+    // SAFETY: sync_fd was inherited from the daemon for us alone.
+    let mut sync = Some(unsafe { File::from_raw_fd(args.sync_fd) });
+    match run(&args, &mut sync) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // Before the pid was reported the daemon is waiting for this;
+            // afterwards the exit file (or its absence) tells the story.
+            if let Some(mut s) = sync {
+                let _ = writeln!(s, "error {}", e.replace('\n', " "));
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args, sync: &mut Option<File>) -> Result<(), String> {
+    // Orphaned container processes come to us, so we can reap the container
+    // init and learn its exit status.
+    nix::sys::prctl::set_child_subreaper(true)
+        .map_err(|e| format!("PR_SET_CHILD_SUBREAPER: {e}"))?;
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    mask.add(Signal::SIGUSR1);
+    mask.thread_block()
+        .map_err(|e| format!("blocking signals: {e}"))?;
+    let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| format!("signalfd: {e}"))?;
+
+    let pipe =
+        || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"));
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let mut log =
+        open_log(&args.log).map_err(|e| format!("opening log {}: {e}", args.log.display()))?;
+
+    let mut cmd = Command::new(&args.runtime);
+    cmd.arg("--root").arg(&args.runtime_root);
+    cmd.args(&args.runtime_args);
+    cmd.arg("create")
+        .arg("--bundle")
+        .arg(&args.bundle)
+        .arg("--pid-file")
+        .arg(&args.pid_file)
+        .arg(&args.id);
+    let status = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out_w))
+        .stderr(Stdio::from(err_w))
+        .status()
+        .map_err(|e| format!("running {}: {e}", args.runtime.display()))?;
+    if !status.success() {
+        // The runtime's own error went to the container's stderr pipe.
+        let mut msg = vec![0u8; 8192];
+        nix::fcntl::fcntl(
+            &err_r,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .ok();
+        let n = File::from(err_r).read(&mut msg).unwrap_or(0);
+        return Err(format!(
+            "{} create failed ({status}): {}",
+            args.runtime.display(),
+            String::from_utf8_lossy(&msg[..n]).trim()
+        ));
+    }
+    let pid: i32 = std::fs::read_to_string(&args.pid_file)
+        .map_err(|e| format!("reading {}: {e}", args.pid_file.display()))?
+        .trim()
+        .parse()
+        .map_err(|_| "runtime wrote no pid".to_string())?;
+    if let Some(mut s) = sync.take() {
+        // Closing the sync fd right after tells the daemon we are done
+        // starting up (it reads to end of file).
+        writeln!(s, "pid {pid}").map_err(|e| format!("reporting pid: {e}"))?;
+    }
+
+    let code = pump(args, pid, out_r, err_r, &sigfd, &mut log)?;
+    exitfile::write(&args.exit_file, code, &now_rfc3339_nano())
+        .map_err(|e| format!("writing exit file {}: {e}", args.exit_file.display()))
+}
+
+/// Copies output into the log until the container has exited and its
+/// pipes are closed (bounded: a descendant that keeps them open after the
+/// container exited gets two seconds). Returns the exit code.
+fn pump(
+    args: &Args,
+    pid: i32,
+    out_r: OwnedFd,
+    err_r: OwnedFd,
+    sigfd: &SignalFd,
+    log: &mut File,
+) -> Result<i32, String> {
+    let mut splitters = [
+        LineSplitter::new(Stream::Stdout, args.max_line),
+        LineSplitter::new(Stream::Stderr, args.max_line),
+    ];
+    let mut pipes: [Option<File>; 2] = [Some(File::from(out_r)), Some(File::from(err_r))];
+    let mut exit: Option<i32> = None;
+    let mut exited_at: Option<Instant> = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut record = Vec::with_capacity(64 * 1024);
+    loop {
+        if exit.is_some()
+            && (pipes.iter().all(Option::is_none)
+                || exited_at.is_some_and(|t| t.elapsed() > Duration::from_secs(2)))
+        {
+            break;
+        }
+        let mut fds = vec![PollFd::new(sigfd.as_fd(), PollFlags::POLLIN)];
+        let open: Vec<usize> = (0..2).filter(|i| pipes[*i].is_some()).collect();
+        for i in &open {
+            fds.push(PollFd::new(
+                pipes[*i].as_ref().map(|f| f.as_fd()).ok_or("pipe")?,
+                PollFlags::POLLIN,
+            ));
+        }
+        match poll(&mut fds, PollTimeout::from(200u16)) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(format!("poll: {e}")),
+        }
+        let ready: Vec<bool> = fds
+            .iter()
+            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .collect();
+        drop(fds);
+        if ready[0] {
+            while let Ok(Some(si)) = sigfd.read_signal() {
+                if si.ssi_signo == Signal::SIGUSR1 as u32 {
+                    // ReopenContainerLog: the log was rotated away.
+                    if let Ok(f) = open_log(&args.log) {
+                        *log = f;
+                    }
+                }
+            }
+            // Reap everything; remember the container init's status.
+            loop {
+                match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::Exited(p, c)) if p.as_raw() == pid => exit = Some(c),
+                    Ok(WaitStatus::Signaled(p, s, _)) if p.as_raw() == pid => {
+                        exit = Some(128 + s as i32)
+                    }
+                    Ok(WaitStatus::StillAlive) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+            if exit.is_some() && exited_at.is_none() {
+                exited_at = Some(Instant::now());
+            }
+        }
+        for (slot, i) in open.iter().enumerate() {
+            if !ready[slot + 1] {
+                continue;
+            }
+            let n = match pipes[*i].as_mut().map(|f| f.read(&mut buf)) {
+                Some(Ok(n)) => n,
+                Some(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                _ => 0,
+            };
+            let ts = now_rfc3339_nano();
+            record.clear();
+            if n == 0 {
+                let _ = splitters[*i].finish(&ts, &mut record);
+                pipes[*i] = None;
+            } else {
+                let _ = splitters[*i].feed(&buf[..n], &ts, &mut record);
+            }
+            // A full disk must not kill the monitor: the exit code matters more.
+            let _ = log.write_all(&record);
+        }
+    }
+    let ts = now_rfc3339_nano();
+    record.clear();
+    for s in &mut splitters {
+        let _ = s.finish(&ts, &mut record);
+    }
+    let _ = log.write_all(&record);
+    let _ = log.sync_all();
+    Ok(exit.unwrap_or(-1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args() {
+        let v = |s: &str| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+        let a = parse_args(
+            v("--runtime /r --runtime-root /s --id c1 --bundle /b --log /l --exit-file /e --pid-file /p --sync-fd 5 --runtime-arg --debug")
+                .into_iter(),
+        )
+        .unwrap();
+        assert_eq!((a.id.as_str(), a.sync_fd, a.max_line), ("c1", 5, 16384));
+        assert_eq!(a.runtime_args, vec!["--debug"]);
+        assert!(parse_args(v("--runtime /r").into_iter()).is_err());
+        assert!(parse_args(v("--bogus x").into_iter())
+            .unwrap_err()
+            .contains("--bogus"));
+        assert!(parse_args(v("--sync-fd").into_iter())
+            .unwrap_err()
+            .contains("needs a value"));
+    }
+}

@@ -1,0 +1,457 @@
+//! Generating the OCI runtime spec (`config.json`) of a CRI container.
+//!
+//! Everything here is pure: the caller reads the image's /etc/passwd and
+//! /etc/group, the Localhost seccomp profile and the daemon's capability
+//! bounding set, and passes their contents in; [`generate`] returns the spec
+//! or a [`SpecError`] naming the offending CRI field.
+//!
+//! - `args`: argv (kubelet's override rules), environment, working dir.
+//! - `user`: uid/gid/supplementary groups from the CRI and the image.
+//! - `caps`: capability sets.
+//! - `mounts`: default and CRI mounts, masked and read-only paths.
+//! - `seccomp`: the RuntimeDefault profile and profile selection.
+//!
+//! Not handled here: devices, CDI devices, SELinux/AppArmor labels, user
+//! namespaces (an error), and the stdin pipes (stdin/stdin_once are recorded
+//! as annotations for the caller).
+
+pub mod args;
+pub mod caps;
+pub mod mounts;
+pub mod seccomp;
+pub mod user;
+
+#[cfg(test)]
+mod tests;
+
+use crius_cri_api::v1::{
+    ContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext, NamespaceMode,
+    NamespaceOption, PodSandboxConfig,
+};
+use oci_spec::runtime::{
+    LinuxBuilder, LinuxCpuBuilder, LinuxHugepageLimitBuilder, LinuxMemoryBuilder, LinuxNamespace,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResources, LinuxResourcesBuilder,
+    PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
+    UserBuilder,
+};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+pub use caps::CapabilityPlan;
+pub use mounts::MountPlan;
+pub use user::ResolvedUser;
+
+/// Annotation listing (comma-separated) the capabilities removed because
+/// the daemon's bounding set lacks them.
+pub const ANNOTATION_DROPPED_CAPS: &str = "io.crius.dropped-capabilities";
+/// Annotation: the container wants stdin ("true"/"false").
+pub const ANNOTATION_STDIN: &str = "io.crius.stdin";
+/// Annotation: stdin is closed after the first attach ("true"/"false").
+pub const ANNOTATION_STDIN_ONCE: &str = "io.crius.stdin-once";
+/// Annotation: the image's stop signal, when it has one.
+pub const ANNOTATION_STOP_SIGNAL: &str = "io.crius.stop-signal";
+/// The RLIMIT_NOFILE soft and hard limit of container processes.
+pub const NOFILE_LIMIT: u64 = 1_048_576;
+/// The highest oom_score_adj.
+pub const MAX_OOM_SCORE_ADJ: i32 = 1000;
+
+/// The `config` section of the OCI image config.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageConfig {
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub working_dir: String,
+    pub user: String,
+    pub stop_signal: String,
+}
+
+/// The pod's pinned namespace files. `None` for network/ipc/uts means the
+/// host namespace when the pod's namespace option is NODE (otherwise a new
+/// namespace). For pid: `Some` = the pod's namespace (mode POD).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodNamespaces {
+    pub network: Option<PathBuf>,
+    pub ipc: Option<PathBuf>,
+    pub uts: Option<PathBuf>,
+    pub pid: Option<PathBuf>,
+}
+
+/// Files the pod provides to all its containers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodFiles {
+    pub hosts: Option<PathBuf>,
+    pub resolv_conf: Option<PathBuf>,
+    pub hostname: Option<PathBuf>,
+    pub shm: Option<PathBuf>,
+}
+
+/// What the daemon itself is limited to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostLimits {
+    /// The daemon's capability bounding set ("CAP_CHOWN", ...).
+    pub bounding_caps: Vec<String>,
+    /// The daemon's own oom_score_adj: lower values are clamped up to it
+    /// (lowering needs CAP_SYS_RESOURCE).
+    pub min_oom_score_adj: i32,
+    /// The cgroup parent (cgroupfs path).
+    pub cgroup_parent: String,
+}
+
+/// Everything [`generate`] needs.
+#[derive(Debug, Clone, Copy)]
+pub struct SpecInput<'a> {
+    pub container_id: &'a str,
+    pub sandbox_id: &'a str,
+    pub pod: &'a PodSandboxConfig,
+    pub container: &'a ContainerConfig,
+    pub image: &'a ImageConfig,
+    /// Contents of the image's /etc/passwd ("" if absent).
+    pub passwd: &'a str,
+    /// Contents of the image's /etc/group ("" if absent).
+    pub group: &'a str,
+    pub rootfs: &'a Path,
+    pub namespaces: &'a PodNamespaces,
+    pub files: &'a PodFiles,
+    pub oci_version: &'a str,
+    pub host: &'a HostLimits,
+    /// Contents of the Localhost seccomp profile `localhost_ref` names.
+    pub seccomp_localhost: Option<&'a str>,
+}
+
+/// Why a spec could not be generated; messages start with the CRI field.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+    #[error("{field}: user {name:?} not found in the image's /etc/passwd")]
+    UserNotFound { field: String, name: String },
+    #[error("{field}: group {name:?} not found in the image's /etc/group")]
+    GroupNotFound { field: String, name: String },
+    #[error("{field}: unknown capability {name:?}")]
+    UnknownCapability { field: String, name: String },
+    #[error("{field}: {what} is not supported yet")]
+    Unsupported { field: String, what: String },
+    #[error("building the OCI spec: {0}")]
+    Build(#[from] oci_spec::OciSpecError),
+}
+
+impl SpecError {
+    pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        SpecError::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+const NS_FIELD: &str = "linux.security_context.namespace_options";
+
+fn mode(field: &str, raw: i32) -> Result<NamespaceMode, SpecError> {
+    let m = NamespaceMode::try_from(raw).map_err(|_| {
+        SpecError::invalid(format!("{NS_FIELD}.{field}"), format!("unknown mode {raw}"))
+    })?;
+    if m == NamespaceMode::Target {
+        return Err(SpecError::Unsupported {
+            field: format!("{NS_FIELD}.{field}"),
+            what: "namespace mode TARGET".into(),
+        });
+    }
+    Ok(m)
+}
+
+fn ns(typ: LinuxNamespaceType, path: Option<&PathBuf>) -> Result<LinuxNamespace, SpecError> {
+    let b = LinuxNamespaceBuilder::default().typ(typ);
+    Ok(match path {
+        Some(p) => b.path(p.clone()).build()?,
+        None => b.build()?,
+    })
+}
+
+/// The namespaces of the container, and whether it gets its own (or the
+/// pod's) UTS namespace rather than the host's.
+///
+/// network/ipc/uts: NODE → host (omitted); otherwise the pod's pinned file
+/// when given, else a new one. UTS follows the network mode. pid: POD → the
+/// pod's namespace, CONTAINER → new, NODE → host. TARGET → error.
+pub fn namespaces(
+    opts: Option<&NamespaceOption>,
+    pod: &PodNamespaces,
+) -> Result<(Vec<LinuxNamespace>, bool), SpecError> {
+    let default = NamespaceOption::default();
+    let opts = opts.unwrap_or(&default);
+    let network = mode("network", opts.network)?;
+    let ipc = mode("ipc", opts.ipc)?;
+    let pid = mode("pid", opts.pid)?;
+    if let Some(userns) = &opts.userns_options {
+        let m = mode("userns_options.mode", userns.mode)?;
+        if m != NamespaceMode::Node {
+            return Err(SpecError::Unsupported {
+                field: format!("{NS_FIELD}.userns_options.mode"),
+                what: "user namespaces".into(),
+            });
+        }
+    }
+    let mut v = vec![ns(LinuxNamespaceType::Mount, None)?];
+    let mut own_uts = false;
+    for (typ, m, path) in [
+        (LinuxNamespaceType::Network, network, &pod.network),
+        (LinuxNamespaceType::Ipc, ipc, &pod.ipc),
+        (LinuxNamespaceType::Uts, network, &pod.uts),
+    ] {
+        if m == NamespaceMode::Node {
+            continue;
+        }
+        if typ == LinuxNamespaceType::Uts {
+            own_uts = true;
+        }
+        v.push(ns(typ, path.as_ref())?);
+    }
+    match pid {
+        NamespaceMode::Pod => v.push(ns(LinuxNamespaceType::Pid, pod.pid.as_ref())?),
+        NamespaceMode::Container => v.push(ns(LinuxNamespaceType::Pid, None)?),
+        _ => {}
+    }
+    Ok((v, own_uts))
+}
+
+/// Clamps an oom_score_adj into [min, 1000].
+pub fn clamp_oom_score_adj(requested: i64, min: i32) -> i32 {
+    let min = min.clamp(-MAX_OOM_SCORE_ADJ, MAX_OOM_SCORE_ADJ);
+    requested.clamp(min as i64, MAX_OOM_SCORE_ADJ as i64) as i32
+}
+
+const RES_FIELD: &str = "linux.resources";
+
+fn non_negative(field: &str, v: i64) -> Result<u64, SpecError> {
+    u64::try_from(v).map_err(|_| {
+        SpecError::invalid(
+            format!("{RES_FIELD}.{field}"),
+            format!("{v} must not be negative"),
+        )
+    })
+}
+
+/// The OCI cgroup resources of the CRI resources (zero/empty = unset).
+pub fn resources(r: Option<&LinuxContainerResources>) -> Result<LinuxResources, SpecError> {
+    let mut b = LinuxResourcesBuilder::default();
+    let Some(r) = r else {
+        return Ok(b.build()?);
+    };
+    let mut cpu = LinuxCpuBuilder::default();
+    let mut any_cpu = false;
+    if r.cpu_shares != 0 {
+        cpu = cpu.shares(non_negative("cpu_shares", r.cpu_shares)?);
+        any_cpu = true;
+    }
+    if r.cpu_quota != 0 {
+        cpu = cpu.quota(r.cpu_quota);
+        any_cpu = true;
+    }
+    if r.cpu_period != 0 {
+        cpu = cpu.period(non_negative("cpu_period", r.cpu_period)?);
+        any_cpu = true;
+    }
+    if !r.cpuset_cpus.is_empty() {
+        cpu = cpu.cpus(r.cpuset_cpus.clone());
+        any_cpu = true;
+    }
+    if !r.cpuset_mems.is_empty() {
+        cpu = cpu.mems(r.cpuset_mems.clone());
+        any_cpu = true;
+    }
+    if any_cpu {
+        b = b.cpu(cpu.build()?);
+    }
+    if r.memory_limit_in_bytes != 0 || r.memory_swap_limit_in_bytes != 0 {
+        let mut mem = LinuxMemoryBuilder::default();
+        if r.memory_limit_in_bytes != 0 {
+            non_negative("memory_limit_in_bytes", r.memory_limit_in_bytes)?;
+            mem = mem.limit(r.memory_limit_in_bytes);
+        }
+        if r.memory_swap_limit_in_bytes != 0 {
+            mem = mem.swap(r.memory_swap_limit_in_bytes);
+        }
+        b = b.memory(mem.build()?);
+    }
+    if !r.hugepage_limits.is_empty() {
+        let mut v = Vec::new();
+        for (i, h) in r.hugepage_limits.iter().enumerate() {
+            let limit = i64::try_from(h.limit).map_err(|_| {
+                SpecError::invalid(
+                    format!("{RES_FIELD}.hugepage_limits[{i}].limit"),
+                    "out of range",
+                )
+            })?;
+            if h.page_size.is_empty() {
+                return Err(SpecError::invalid(
+                    format!("{RES_FIELD}.hugepage_limits[{i}].page_size"),
+                    "must not be empty",
+                ));
+            }
+            v.push(
+                LinuxHugepageLimitBuilder::default()
+                    .page_size(h.page_size.clone())
+                    .limit(limit)
+                    .build()?,
+            );
+        }
+        b = b.hugepage_limits(v);
+    }
+    if !r.unified.is_empty() {
+        b = b.unified(
+            r.unified
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<HashMap<_, _>>(),
+        );
+    }
+    Ok(b.build()?)
+}
+
+/// The annotations of the spec: the CRI container annotations plus the
+/// `io.kubernetes.*` ones CRI-O and containerd set.
+pub fn annotations(input: &SpecInput) -> HashMap<String, String> {
+    let c = input.container;
+    let mut a: HashMap<String, String> = c
+        .annotations
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let meta = input.pod.metadata.clone().unwrap_or_default();
+    for (k, v) in [
+        ("io.kubernetes.cri.container-type", "container".to_string()),
+        ("io.kubernetes.cri.sandbox-id", input.sandbox_id.to_string()),
+        (
+            "io.kubernetes.cri.container-name",
+            c.metadata
+                .as_ref()
+                .map(|m| m.name.clone())
+                .unwrap_or_default(),
+        ),
+        ("io.kubernetes.pod.name", meta.name),
+        ("io.kubernetes.pod.namespace", meta.namespace),
+        ("io.kubernetes.pod.uid", meta.uid),
+        (ANNOTATION_STDIN, c.stdin.to_string()),
+        (ANNOTATION_STDIN_ONCE, c.stdin_once.to_string()),
+    ] {
+        a.insert(k.to_string(), v);
+    }
+    if !input.image.stop_signal.is_empty() {
+        a.insert(
+            ANNOTATION_STOP_SIGNAL.into(),
+            input.image.stop_signal.clone(),
+        );
+    }
+    a
+}
+
+/// Generates the OCI runtime spec of a container.
+pub fn generate(input: &SpecInput) -> Result<Spec, SpecError> {
+    let c = input.container;
+    let empty_sc = LinuxContainerSecurityContext::default();
+    let sc_opt = c.linux.as_ref().and_then(|l| l.security_context.as_ref());
+    let sc = sc_opt.unwrap_or(&empty_sc);
+    let privileged = sc.privileged;
+
+    let argv = args::process_args(&c.command, &c.args, input.image)?;
+    let user = user::resolve_user(sc_opt, &input.image.user, input.passwd, input.group)?;
+    let (nss, own_uts) = namespaces(sc.namespace_options.as_ref(), input.namespaces)?;
+    let hostname = if own_uts {
+        input.pod.hostname.clone()
+    } else {
+        String::new()
+    };
+    let env = args::merge_env(
+        &input.image.env,
+        &c.envs,
+        &args::EnvContext {
+            hostname: &input.pod.hostname,
+            tty: c.tty,
+            home: user.home.as_deref(),
+        },
+    )?;
+    let cwd = args::working_dir(&c.working_dir, input.image)?;
+    let caps = caps::capabilities(
+        sc.capabilities.as_ref(),
+        privileged,
+        &input.host.bounding_caps,
+    )?;
+    let mount_plan = mounts::mounts(&c.mounts, privileged, input.files)?;
+    let (masked, readonly) =
+        mounts::masked_and_readonly_paths(&sc.masked_paths, &sc.readonly_paths, privileged);
+    let seccomp = seccomp::seccomp(sc.seccomp.as_ref(), privileged, input.seccomp_localhost)?;
+    let res = c.linux.as_ref().and_then(|l| l.resources.as_ref());
+    let resources = resources(res)?;
+    let oom = clamp_oom_score_adj(
+        res.map_or(0, |r| r.oom_score_adj),
+        input.host.min_oom_score_adj,
+    );
+
+    let process = ProcessBuilder::default()
+        .terminal(c.tty)
+        .user(
+            UserBuilder::default()
+                .uid(user.uid)
+                .gid(user.gid)
+                .additional_gids(user.additional_gids.clone())
+                .build()?,
+        )
+        .args(argv)
+        .env(env)
+        .cwd(cwd)
+        .capabilities(caps.to_oci()?)
+        .rlimits(vec![PosixRlimitBuilder::default()
+            .typ(PosixRlimitType::RlimitNofile)
+            .soft(NOFILE_LIMIT)
+            .hard(NOFILE_LIMIT)
+            .build()?])
+        .no_new_privileges(sc.no_new_privs)
+        .oom_score_adj(oom)
+        .build()?;
+
+    let cgroup_parent = input.host.cgroup_parent.trim_end_matches('/');
+    let mut linux = LinuxBuilder::default()
+        .namespaces(nss)
+        .resources(resources)
+        .cgroups_path(format!("{cgroup_parent}/crius-{}", input.container_id))
+        .masked_paths(masked)
+        .readonly_paths(readonly)
+        .build()?;
+    linux.set_uid_mappings(None);
+    linux.set_gid_mappings(None);
+    linux.set_devices(None);
+    linux.set_seccomp(seccomp);
+    linux.set_rootfs_propagation(mount_plan.rootfs_propagation().map(String::from));
+    let sysctls = input.pod.linux.as_ref().map(|l| &l.sysctls);
+    linux.set_sysctl(
+        sysctls
+            .filter(|s| !s.is_empty())
+            .map(|s| s.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+    );
+
+    let mut annotations = annotations(input);
+    if !caps.dropped.is_empty() {
+        annotations.insert(
+            ANNOTATION_DROPPED_CAPS.into(),
+            caps.dropped.iter().cloned().collect::<Vec<_>>().join(","),
+        );
+    }
+
+    let mut spec = SpecBuilder::default()
+        .version(input.oci_version)
+        .root(
+            RootBuilder::default()
+                .path(input.rootfs)
+                .readonly(sc.readonly_rootfs)
+                .build()?,
+        )
+        .mounts(mount_plan.mounts)
+        .process(process)
+        .annotations(annotations)
+        .linux(linux)
+        .build()?;
+    spec.set_hostname((!hostname.is_empty()).then_some(hostname));
+    spec.set_hooks(None);
+    Ok(spec)
+}

@@ -22,7 +22,7 @@ APT_PACKAGES := $(BUILD_PACKAGES) runc crun containernetworking-plugins docker-r
 PYENV := target/pyenv
 PY_PACKAGES := grpcio grpcio-tools
 
-.PHONY: all build build-deps run test deps pyenv lint bench install clean
+.PHONY: all build build-deps run test deps pyenv cgroup-prep lint bench install clean
 
 all: build
 
@@ -50,9 +50,19 @@ pyenv:
 	@$(PYENV)/bin/python -c 'import grpc, grpc_tools' 2>/dev/null || \
 		{ python3 -m venv $(PYENV) && $(PYENV)/bin/pip install -q --disable-pip-version-check $(PY_PACKAGES); }
 
+# crun cannot run containers on a hybrid cgroup layout with controllers on
+# cgroup v2 (docs/runtimes.md). Where only hugetlb sits on v2, as on the
+# development and CI machines, move it to a v1 hierarchy so the crun tests
+# run. Idempotent; does nothing elsewhere.
+cgroup-prep:
+	@if [ -r /sys/fs/cgroup/unified/cgroup.controllers ] && grep -qw hugetlb /sys/fs/cgroup/unified/cgroup.controllers \
+		&& ! mountpoint -q /sys/fs/cgroup/hugetlb; then \
+		mkdir -p /sys/fs/cgroup/hugetlb && mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb \
+		&& echo "cgroup-prep: moved the hugetlb controller to cgroup v1 for crun"; fi
+
 # Unit and integration tests of every crate (benches are run by `make bench`),
 # then one summary line over all test binaries.
-test: deps pyenv
+test: deps pyenv cgroup-prep
 	@mkdir -p target
 	set -o pipefail; $(CARGO) test --workspace --locked --lib --bins --tests 2>&1 | tee target/test.log
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "%d passed, %d failed\n", p, f }' target/test.log

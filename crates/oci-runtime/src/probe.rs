@@ -94,6 +94,91 @@ impl HostFacts {
     }
 }
 
+/// Capability names by number (linux/capability.h).
+pub const CAPABILITY_NAMES: [&str; 41] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// The capabilities in a `/proc/<pid>/status` `CapBnd:` mask (pure).
+pub fn capabilities_in_mask(hex: &str) -> Vec<String> {
+    let mask = u64::from_str_radix(hex.trim(), 16).unwrap_or(0);
+    CAPABILITY_NAMES
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| mask & (1u64 << i) != 0)
+        .map(|(_, n)| n.to_string())
+        .collect()
+}
+
+/// The daemon's own capability bounding set: what a container can be
+/// given at most (these machines lack CAP_SYS_RESOURCE, for one).
+pub fn bounding_set() -> Vec<String> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:").map(capabilities_in_mask))
+        })
+        .unwrap_or_default()
+}
+
+/// The daemon's own oom_score_adj (containers cannot go below it without
+/// CAP_SYS_RESOURCE).
+pub fn own_oom_score_adj() -> i32 {
+    std::fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The daemon's own hard RLIMIT_NOFILE (container limits cannot exceed it
+/// without CAP_SYS_RESOURCE).
+pub fn own_nofile_limit() -> u64 {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(_, hard)| hard)
+        .unwrap_or(0)
+}
+
 /// The runtime's features, or why they are unknown.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FeaturesProbe {
@@ -316,6 +401,17 @@ mod tests {
 
     fn known(j: &str) -> FeaturesProbe {
         FeaturesProbe::Known(Box::new(parse_features(j).unwrap()))
+    }
+
+    #[test]
+    fn capability_masks() {
+        assert_eq!(capabilities_in_mask("0000000000000001"), vec!["CAP_CHOWN"]);
+        let all_but_resource = (0x1ff_ffff_ffffu64 & !(1 << 24)).to_string();
+        let _ = all_but_resource;
+        let caps = capabilities_in_mask(&format!("{:x}", 0x1ff_ffff_ffffu64 & !(1u64 << 24)));
+        assert_eq!(caps.len(), 40);
+        assert!(!caps.iter().any(|c| c == "CAP_SYS_RESOURCE"));
+        assert!(capabilities_in_mask("zz").is_empty());
     }
 
     #[test]

@@ -96,6 +96,9 @@ pub struct HostLimits {
     pub min_oom_score_adj: i32,
     /// The cgroup parent (cgroupfs path).
     pub cgroup_parent: String,
+    /// The daemon's own hard RLIMIT_NOFILE: raising a limit above it needs
+    /// CAP_SYS_RESOURCE, which these machines lack. 0: no cap.
+    pub max_nofile: u64,
 }
 
 /// Everything [`generate`] needs.
@@ -388,6 +391,10 @@ pub fn generate(input: &SpecInput) -> Result<Spec, SpecError> {
         input.host.min_oom_score_adj,
     );
 
+    let nofile = match input.host.max_nofile {
+        0 => NOFILE_LIMIT,
+        max => NOFILE_LIMIT.min(max),
+    };
     let process = ProcessBuilder::default()
         .terminal(c.tty)
         .user(
@@ -403,8 +410,8 @@ pub fn generate(input: &SpecInput) -> Result<Spec, SpecError> {
         .capabilities(caps.to_oci()?)
         .rlimits(vec![PosixRlimitBuilder::default()
             .typ(PosixRlimitType::RlimitNofile)
-            .soft(NOFILE_LIMIT)
-            .hard(NOFILE_LIMIT)
+            .soft(nofile)
+            .hard(nofile)
             .build()?])
         .no_new_privileges(sc.no_new_privs)
         .oom_score_adj(oom)

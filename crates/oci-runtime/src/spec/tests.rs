@@ -29,7 +29,41 @@ fn host() -> HostLimits {
         bounding_caps: caps,
         min_oom_score_adj: -998,
         cgroup_parent: "/kubepods/besteffort/pod123/".into(),
+        max_nofile: 0,
     }
+}
+
+#[test]
+fn nofile_limit_is_capped_by_the_daemons_own() {
+    let mut h = host();
+    h.max_nofile = 20_000;
+    let (pod, c, img) = (
+        pod(),
+        ContainerConfig {
+            command: vec!["/bin/true".into()],
+            ..Default::default()
+        },
+        ImageConfig::default(),
+    );
+    let (ns, files) = (PodNamespaces::default(), PodFiles::default());
+    let input = SpecInput {
+        container_id: "c",
+        sandbox_id: "s",
+        pod: &pod,
+        container: &c,
+        image: &img,
+        passwd: "",
+        group: "",
+        rootfs: std::path::Path::new("/r"),
+        namespaces: &ns,
+        files: &files,
+        oci_version: "1.0.2",
+        host: &h,
+        seccomp_localhost: None,
+    };
+    let v = serde_json::to_value(generate(&input).unwrap()).unwrap();
+    assert_eq!(v["process"]["rlimits"][0]["hard"], 20_000);
+    assert_eq!(v["process"]["rlimits"][0]["soft"], 20_000);
 }
 
 fn pod() -> PodSandboxConfig {

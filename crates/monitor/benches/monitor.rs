@@ -1,0 +1,257 @@
+//! `make bench` (monitor): the resident memory of crius-monitor next to
+//! conmon's (Debian's `conmon`) watching the same kind of container, and
+//! the time to create+start a container through the monitor next to a bare
+//! `runc run --detach` of the same bundle (the floor).
+//! Targets: monitor RSS below conmon's; create+start overhead < 10 ms p50.
+//! Run as root: `cargo bench -p crius-monitor --bench monitor`.
+
+use crius_oci_runtime::rootfs::{mount_rootfs, remove_rootfs};
+use crius_test_support::image::{busybox_rootfs, sha256_digest};
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const MONITOR: &str = env!("CARGO_BIN_EXE_crius-monitor");
+const RUNS: usize = 20;
+
+fn bundle(dir: &Path, rootfs: &Path) -> PathBuf {
+    let b = dir.join("bundle");
+    std::fs::create_dir_all(&b).unwrap();
+    assert!(Command::new("runc")
+        .arg("spec")
+        .current_dir(&b)
+        .status()
+        .unwrap()
+        .success());
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
+    spec["process"]["terminal"] = false.into();
+    spec["process"]["args"] = serde_json::json!(["/bin/sleep", "600"]);
+    spec["root"]["path"] = rootfs.display().to_string().into();
+    std::fs::write(b.join("config.json"), serde_json::to_vec(&spec).unwrap()).unwrap();
+    b
+}
+
+fn rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The pid of the (daemonized) process whose command line has `needle`.
+fn find_process(exe: &str, needle: &str) -> Option<i32> {
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains(exe) && cmd.contains(needle) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+fn runc(state: &Path, args: &[&str]) -> std::process::Output {
+    Command::new("runc")
+        .arg("--root")
+        .arg(state)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Create through the monitor, then `runc start`: the crius path.
+fn monitor_create_start(work: &Path, b: &Path, state: &Path, id: &str) -> Duration {
+    let t = Instant::now();
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let w_fd = w.as_raw_fd();
+    let mut cmd = Command::new(MONITOR);
+    // SAFETY: fcntl is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::fcntl(w_fd, libc::F_SETFD, 0);
+            Ok(())
+        });
+    }
+    let st = cmd
+        .args(["--runtime", "runc", "--runtime-root"])
+        .arg(state)
+        .args(["--id", id, "--bundle"])
+        .arg(b)
+        .arg("--log")
+        .arg(work.join(format!("{id}.log")))
+        .arg("--exit-file")
+        .arg(work.join(format!("{id}.exit")))
+        .arg("--pid-file")
+        .arg(work.join(format!("{id}.pid")))
+        .arg("--sync-fd")
+        .arg(w_fd.to_string())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    drop(w);
+    let mut sync = String::new();
+    std::fs::File::from(r).read_to_string(&mut sync).unwrap();
+    assert!(sync.starts_with("pid "), "{sync}");
+    assert!(runc(state, &["start", id]).status.success());
+    t.elapsed()
+}
+
+fn bare_run(b: &Path, state: &Path, id: &str) -> Duration {
+    let t = Instant::now();
+    let st = Command::new("runc")
+        .arg("--root")
+        .arg(state)
+        .args(["run", "--detach", "--bundle"])
+        .arg(b)
+        .arg(id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    t.elapsed()
+}
+
+fn cleanup(state: &Path, id: &str) {
+    let _ = runc(state, &["delete", "--force", id]);
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn main() {
+    let work = tempfile::tempdir().unwrap();
+    let tar = busybox_rootfs().unwrap().tar().unwrap();
+    let layer = work.path().join("layer");
+    crius_image_store::unpack::unpack_layer(tar.as_slice(), &sha256_digest(&tar), &layer).unwrap();
+    let paths = mount_rootfs(std::slice::from_ref(&layer), &work.path().join("c")).unwrap();
+    let b = bundle(work.path(), &paths.merged);
+    let state = work.path().join("state");
+
+    // Latency, alternating to share any drift.
+    let (mut ours, mut floor) = (Vec::new(), Vec::new());
+    for i in 0..RUNS {
+        let id = format!("bench-mon-{i}");
+        ours.push(monitor_create_start(work.path(), &b, &state, &id));
+        cleanup(&state, &id);
+        let id = format!("bench-bare-{i}");
+        floor.push(bare_run(&b, &state, &id));
+        cleanup(&state, &id);
+    }
+
+    // Memory: one container under each monitor, steady state.
+    let id = "bench-rss-crius";
+    monitor_create_start(work.path(), &b, &state, id);
+    std::thread::sleep(Duration::from_millis(300));
+    let crius_pid = find_process("crius-monitor", id).expect("monitor process");
+    let crius_rss = rss_kib(crius_pid);
+    cleanup(&state, id);
+
+    let cid = "bench-rss-conmon";
+    let conmon_pidfile = work.path().join("conmon.pid");
+    let st = Command::new("conmon")
+        .args([
+            "--api-version",
+            "1",
+            "-c",
+            cid,
+            "-u",
+            cid,
+            "-n",
+            cid,
+            "-r",
+            "/usr/sbin/runc",
+            "-b",
+        ])
+        .arg(&b)
+        .arg("-p")
+        .arg(work.path().join("conmon-ctr.pid"))
+        .arg("-P")
+        .arg(&conmon_pidfile)
+        .arg("-l")
+        .arg(work.path().join("conmon.log"))
+        .arg("--exit-dir")
+        .arg(work.path())
+        .arg("--socket-dir-path")
+        .arg(work.path())
+        .arg("--runtime-arg")
+        .arg(format!("--root={}", state.display()))
+        .stdin(Stdio::null())
+        .status();
+    let conmon_rss = match st {
+        Ok(s) if s.success() => {
+            // conmon's first process returns before the create finishes.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !String::from_utf8_lossy(&runc(&state, &["state", cid]).stdout)
+                .contains("\"created\"")
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "conmon never created the container"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let out = runc(&state, &["start", cid]);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(300));
+            let pid: i32 = std::fs::read_to_string(&conmon_pidfile)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            let rss = rss_kib(pid);
+            cleanup(&state, cid);
+            Some(rss)
+        }
+        other => {
+            eprintln!("conmon could not run: {other:?}");
+            None
+        }
+    };
+    remove_rootfs(&work.path().join("c")).unwrap();
+
+    let (o, f) = (median(ours), median(floor));
+    println!("crius monitor benchmark (median of {RUNS})");
+    println!("{:<44} {:>10}", "", "ms");
+    println!(
+        "{:<44} {:>10.2}",
+        "create+start via crius-monitor + runc start",
+        o.as_secs_f64() * 1e3
+    );
+    println!(
+        "{:<44} {:>10.2}",
+        "bare runc run --detach (floor)",
+        f.as_secs_f64() * 1e3
+    );
+    println!(
+        "overhead: {:.2} ms p50 (target < 10 ms)",
+        (o.as_secs_f64() - f.as_secs_f64()) * 1e3
+    );
+    println!(
+        "RSS: crius-monitor {crius_rss} KiB, conmon {} (target: below conmon)",
+        conmon_rss
+            .map(|r| format!("{r} KiB"))
+            .unwrap_or_else(|| "n/a".into())
+    );
+    println!(
+        "{}",
+        serde_json::json!({"bench": "monitor", "create_start_ms": o.as_secs_f64() * 1e3,
+            "runc_run_ms": f.as_secs_f64() * 1e3, "monitor_rss_kib": crius_rss, "conmon_rss_kib": conmon_rss})
+    );
+}

@@ -107,7 +107,14 @@ fn main() -> ExitCode {
     // Detached from the daemon: its own session, reparented to init.
     let _ = setsid();
     // SAFETY: sync_fd was inherited from the daemon for us alone.
-    let mut sync = Some(unsafe { File::from_raw_fd(args.sync_fd) });
+    let sync_file = unsafe { File::from_raw_fd(args.sync_fd) };
+    // Never pass it on: a runtime that leaks fds into the container (crun
+    // does) would keep the daemon waiting for end of file.
+    let _ = nix::fcntl::fcntl(
+        &sync_file,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
+    let mut sync = Some(sync_file);
     match run(&args, &mut sync) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

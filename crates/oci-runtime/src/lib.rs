@@ -10,6 +10,7 @@
 pub mod handlers;
 pub mod probe;
 pub mod rootfs;
+pub mod runtime;
 pub mod spec;
 
 pub use handlers::{HandlerConfig, RuntimeHandlers};

@@ -1,0 +1,352 @@
+//! The narrow interface the RuntimeService calls to run containers with one
+//! handler: create (through `crius-monitor`), start, kill, delete, state,
+//! exec with a timeout and an output cap, and the exit status the monitor
+//! recorded. All blocking: call from `spawn_blocking`.
+
+use crate::handlers::ResolvedHandler;
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("runtime handler {0}: binary not found")]
+    NoBinary(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The runtime refused: its own words.
+    #[error("{runtime} {op} {id}: {message}")]
+    Runtime {
+        runtime: String,
+        op: &'static str,
+        id: String,
+        message: String,
+    },
+}
+
+/// Files of one container the monitor writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerFiles {
+    pub bundle: PathBuf,
+    pub log: PathBuf,
+    pub exit_file: PathBuf,
+    pub pid_file: PathBuf,
+}
+
+impl ContainerFiles {
+    /// The conventional layout under a container's state dir.
+    pub fn under(dir: &Path, log: PathBuf) -> Self {
+        ContainerFiles {
+            bundle: dir.join("bundle"),
+            log,
+            exit_file: dir.join("exit"),
+            pid_file: dir.join("pid"),
+        }
+    }
+}
+
+/// What `exec_sync` produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub exit_code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub timed_out: bool,
+    /// Output beyond the cap was dropped.
+    pub truncated: bool,
+}
+
+/// One handler, ready to run containers.
+#[derive(Debug, Clone)]
+pub struct OciRuntime {
+    pub name: String,
+    binary: PathBuf,
+    root: PathBuf,
+    extra_args: Vec<String>,
+    monitor: PathBuf,
+}
+
+impl OciRuntime {
+    pub fn new(h: &ResolvedHandler, monitor: impl Into<PathBuf>) -> Result<Self, RuntimeError> {
+        Ok(OciRuntime {
+            name: h.name.clone(),
+            binary: h
+                .binary
+                .clone()
+                .ok_or_else(|| RuntimeError::NoBinary(h.name.clone()))?,
+            root: h.config.root.clone(),
+            extra_args: h.config.extra_args.clone(),
+            monitor: monitor.into(),
+        })
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(&self.binary);
+        c.arg("--root").arg(&self.root).args(&self.extra_args);
+        c
+    }
+
+    fn run(&self, op: &'static str, id: &str, args: &[&str]) -> Result<String, RuntimeError> {
+        let out = self
+            .cmd()
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| RuntimeError::Io {
+                what: format!("running {}", self.binary.display()),
+                source: e,
+            })?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(RuntimeError::Runtime {
+                runtime: self.name.clone(),
+                op,
+                id: id.to_string(),
+                message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            })
+        }
+    }
+
+    /// Creates the container under a new, detached monitor; returns the
+    /// container's pid once the runtime has created it.
+    pub fn create(
+        &self,
+        id: &str,
+        files: &ContainerFiles,
+        max_log_line: usize,
+    ) -> Result<i32, RuntimeError> {
+        let io = |what: &str| {
+            let what = what.to_string();
+            move |source| RuntimeError::Io { what, source }
+        };
+        std::fs::create_dir_all(&self.root).map_err(io("creating runtime root"))?;
+        // CLOEXEC everywhere but in the monitor, so no other child of the
+        // daemon holds the write end (the read below waits for EOF).
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| io("sync pipe")(e.into()))?;
+        let w_fd = w.as_raw_fd();
+        let mut cmd = Command::new(&self.monitor);
+        cmd.arg("--runtime")
+            .arg(&self.binary)
+            .arg("--runtime-root")
+            .arg(&self.root);
+        for a in &self.extra_args {
+            cmd.arg("--runtime-arg").arg(a);
+        }
+        cmd.arg("--id")
+            .arg(id)
+            .arg("--bundle")
+            .arg(&files.bundle)
+            .arg("--log")
+            .arg(&files.log)
+            .arg("--exit-file")
+            .arg(&files.exit_file)
+            .arg("--pid-file")
+            .arg(&files.pid_file)
+            .arg("--sync-fd")
+            .arg(w_fd.to_string())
+            .arg("--max-line")
+            .arg(max_log_line.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: fcntl is async-signal-safe; it only clears CLOEXEC.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::fcntl(w_fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let status = cmd.status().map_err(io("starting crius-monitor"))?;
+        drop(w);
+        if !status.success() {
+            return Err(RuntimeError::Runtime {
+                runtime: self.name.clone(),
+                op: "create",
+                id: id.into(),
+                message: format!("crius-monitor exited with {status}"),
+            });
+        }
+        let mut sync = String::new();
+        std::fs::File::from(r)
+            .read_to_string(&mut sync)
+            .map_err(io("reading the monitor's report"))?;
+        match sync.trim().split_once(' ') {
+            Some(("pid", p)) => p.parse().map_err(|_| RuntimeError::Runtime {
+                runtime: self.name.clone(),
+                op: "create",
+                id: id.into(),
+                message: format!("monitor reported {sync:?}"),
+            }),
+            Some(("error", m)) => Err(RuntimeError::Runtime {
+                runtime: self.name.clone(),
+                op: "create",
+                id: id.into(),
+                message: m.to_string(),
+            }),
+            _ => Err(RuntimeError::Runtime {
+                runtime: self.name.clone(),
+                op: "create",
+                id: id.into(),
+                message: format!("monitor died without a report ({sync:?})"),
+            }),
+        }
+    }
+
+    pub fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        self.run("start", id, &["start", id]).map(|_| ())
+    }
+
+    pub fn kill(&self, id: &str, signal: &str) -> Result<(), RuntimeError> {
+        self.run("kill", id, &["kill", id, signal]).map(|_| ())
+    }
+
+    /// Deletes the container's runtime state; `force` kills it first.
+    pub fn delete(&self, id: &str, force: bool) -> Result<(), RuntimeError> {
+        let mut args = vec!["delete"];
+        if force {
+            args.push("--force");
+        }
+        args.push(id);
+        self.run("delete", id, &args).map(|_| ())
+    }
+
+    /// The runtime's `state` (OCI state JSON: status, pid, bundle…).
+    pub fn state(&self, id: &str) -> Result<serde_json::Value, RuntimeError> {
+        let out = self.run("state", id, &["state", id])?;
+        serde_json::from_str(&out).map_err(|e| RuntimeError::Runtime {
+            runtime: self.name.clone(),
+            op: "state",
+            id: id.into(),
+            message: format!("unparsable state: {e}"),
+        })
+    }
+
+    /// Runs `argv` in the container, collecting at most `cap` bytes of each
+    /// stream; kills it after `timeout` (zero: no timeout).
+    pub fn exec_sync(
+        &self,
+        id: &str,
+        argv: &[String],
+        timeout: Duration,
+        cap: usize,
+    ) -> Result<ExecOutput, RuntimeError> {
+        let io = |what: &str| {
+            let what = what.to_string();
+            move |source| RuntimeError::Io { what, source }
+        };
+        // The exec'd process's host pid, to kill it on timeout (killing the
+        // runtime alone would leave it running in the container).
+        let pid_file = tempfile_path(&self.root, id);
+        let mut child = self
+            .cmd()
+            .arg("exec")
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .arg(id)
+            .args(argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .map_err(io("running exec"))?;
+        let reader = |mut pipe: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut kept = Vec::new();
+                let mut buf = [0u8; 8192];
+                let mut truncated = false;
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    let room = cap.saturating_sub(kept.len());
+                    kept.extend_from_slice(&buf[..n.min(room)]);
+                    truncated |= n > room;
+                }
+                (kept, truncated)
+            })
+        };
+        let out =
+            reader(Box::new(child.stdout.take().ok_or_else(|| {
+                io("exec stdout")(std::io::ErrorKind::Other.into())
+            })?));
+        let err =
+            reader(Box::new(child.stderr.take().ok_or_else(|| {
+                io("exec stderr")(std::io::ErrorKind::Other.into())
+            })?));
+        let start = Instant::now();
+        let mut timed_out = false;
+        let status = loop {
+            if let Some(s) = child.try_wait().map_err(io("waiting for exec"))? {
+                break s;
+            }
+            if !timeout.is_zero() && start.elapsed() >= timeout {
+                timed_out = true;
+                if let Some(pid) = std::fs::read_to_string(&pid_file)
+                    .ok()
+                    .and_then(|p| p.trim().parse::<i32>().ok())
+                {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(child.id() as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                break child.wait().map_err(io("waiting for exec"))?;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let _ = std::fs::remove_file(&pid_file);
+        let (stdout, t1) = out.join().unwrap_or_default();
+        let (stderr, t2) = err.join().unwrap_or_default();
+        use std::os::unix::process::ExitStatusExt;
+        let exit_code = status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+        Ok(ExecOutput {
+            exit_code: if timed_out { -1 } else { exit_code },
+            stdout,
+            stderr,
+            timed_out,
+            truncated: t1 || t2,
+        })
+    }
+}
+
+/// A unique scratch path in the runtime root for one exec's pid file.
+fn tempfile_path(root: &Path, id: &str) -> PathBuf {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    root.join(format!(".exec-{id}-{}-{n}.pid", std::process::id()))
+}
+
+/// The exit status the monitor recorded, if the container has exited:
+/// `(code, RFC3339Nano time)`. Readable by any process, e.g. a daemon
+/// restarted after the container exited.
+pub fn exit_status(files: &ContainerFiles) -> std::io::Result<Option<(i32, String)>> {
+    match std::fs::read_to_string(&files.exit_file) {
+        Ok(t) => {
+            let mut it = t.split_whitespace();
+            Ok(it
+                .next()
+                .and_then(|c| c.parse().ok())
+                .map(|c| (c, it.next().unwrap_or("").to_string())))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}

@@ -18,13 +18,13 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, setsid, ForkResult, Pid};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: crius-monitor --runtime PATH --runtime-root DIR --id ID --bundle DIR \
---log FILE --exit-file FILE --pid-file FILE --sync-fd N [--max-line BYTES] [--runtime-arg ARG]...";
+--log FILE --exit-file FILE --pid-file FILE --sync-fd N [--max-line BYTES] [--tty] [--runtime-arg ARG]...";
 
 #[derive(Debug, Default)]
 struct Args {
@@ -38,6 +38,9 @@ struct Args {
     pid_file: PathBuf,
     sync_fd: i32,
     max_line: usize,
+    /// The container has a terminal: receive the pty master from the
+    /// runtime over a console socket and log it as stdout.
+    tty: bool,
 }
 
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
@@ -67,6 +70,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
                     .parse()
                     .map_err(|_| "--max-line: not a number".to_string())?
             }
+            "--tty" => a.tty = true,
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -148,6 +152,17 @@ fn run(args: &Args, sync: &mut Option<File>) -> Result<(), String> {
     let mut log =
         open_log(&args.log).map_err(|e| format!("opening log {}: {e}", args.log.display()))?;
 
+    // With a terminal the runtime hands us the pty master over a console
+    // socket during create; accept it on a thread while create runs.
+    let console = if args.tty {
+        let path = args.pid_file.with_extension("console.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path)
+            .map_err(|e| format!("console socket {}: {e}", path.display()))?;
+        Some((path, std::thread::spawn(move || receive_pty(listener))))
+    } else {
+        None
+    };
     let mut cmd = Command::new(&args.runtime);
     cmd.arg("--root").arg(&args.runtime_root);
     cmd.args(&args.runtime_args);
@@ -155,14 +170,34 @@ fn run(args: &Args, sync: &mut Option<File>) -> Result<(), String> {
         .arg("--bundle")
         .arg(&args.bundle)
         .arg("--pid-file")
-        .arg(&args.pid_file)
-        .arg(&args.id);
+        .arg(&args.pid_file);
+    if let Some((path, _)) = &console {
+        cmd.arg("--console-socket").arg(path);
+    }
+    cmd.arg(&args.id);
     let status = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::from(out_w))
         .stderr(Stdio::from(err_w))
         .status()
         .map_err(|e| format!("running {}: {e}", args.runtime.display()))?;
+    let pty = match console {
+        Some((path, receiver)) if status.success() => {
+            let _ = std::fs::remove_file(&path);
+            Some(
+                receiver
+                    .join()
+                    .map_err(|_| "console receiver panicked".to_string())??,
+            )
+        }
+        Some((path, _)) => {
+            // Unblock the receiver thread; it exits with an error we ignore.
+            let _ = std::os::unix::net::UnixStream::connect(&path);
+            let _ = std::fs::remove_file(&path);
+            None
+        }
+        None => None,
+    };
     if !status.success() {
         // The runtime's own error went to the container's stderr pipe.
         let mut msg = vec![0u8; 8192];
@@ -189,6 +224,12 @@ fn run(args: &Args, sync: &mut Option<File>) -> Result<(), String> {
         writeln!(s, "pid {pid}").map_err(|e| format!("reporting pid: {e}"))?;
     }
 
+    // With a terminal, stdout and stderr both arrive on the pty master,
+    // logged as stdout (as kubelet expects for tty containers).
+    let (out_r, err_r) = match pty {
+        Some(master) => (master, None),
+        None => (out_r, Some(err_r)),
+    };
     let code = pump(args, pid, out_r, err_r, &sigfd, &mut log)?;
     exitfile::write(&args.exit_file, code, &now_rfc3339_nano())
         .map_err(|e| format!("writing exit file {}: {e}", args.exit_file.display()))
@@ -201,7 +242,7 @@ fn pump(
     args: &Args,
     pid: i32,
     out_r: OwnedFd,
-    err_r: OwnedFd,
+    err_r: Option<OwnedFd>,
     sigfd: &SignalFd,
     log: &mut File,
 ) -> Result<i32, String> {
@@ -209,7 +250,7 @@ fn pump(
         LineSplitter::new(Stream::Stdout, args.max_line),
         LineSplitter::new(Stream::Stderr, args.max_line),
     ];
-    let mut pipes: [Option<File>; 2] = [Some(File::from(out_r)), Some(File::from(err_r))];
+    let mut pipes: [Option<File>; 2] = [Some(File::from(out_r)), err_r.map(File::from)];
     let mut exit: Option<i32> = None;
     let mut exited_at: Option<Instant> = None;
     let mut buf = vec![0u8; 64 * 1024];
@@ -291,6 +332,34 @@ fn pump(
     let _ = log.write_all(&record);
     let _ = log.sync_all();
     Ok(exit.unwrap_or(-1))
+}
+
+/// Accepts the runtime's connection on the console socket and receives
+/// the pty master it sends (SCM_RIGHTS).
+fn receive_pty(listener: std::os::unix::net::UnixListener) -> Result<OwnedFd, String> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let (stream, _) = listener
+        .accept()
+        .map_err(|e| format!("console socket accept: {e}"))?;
+    let mut name = [0u8; 4096];
+    let mut iov = [std::io::IoSliceMut::new(&mut name)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(|e| format!("receiving the pty: {e}"))?;
+    for c in msg.cmsgs().map_err(|e| format!("receiving the pty: {e}"))? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            if let Some(&fd) = fds.first() {
+                // SAFETY: the kernel just gave us this descriptor.
+                return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    Err("the runtime sent no pty on the console socket".into())
 }
 
 #[cfg(test)]

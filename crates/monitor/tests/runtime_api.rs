@@ -22,27 +22,33 @@ use std::time::{Duration, Instant};
 
 const MONITOR: &str = env!("CARGO_BIN_EXE_crius-monitor");
 
-#[test]
-fn container_lifecycle_through_the_runtime_layer() {
+struct Prepared {
+    rt: OciRuntime,
+    files: ContainerFiles,
+    cdir: std::path::PathBuf,
+    merged: std::path::PathBuf,
+}
+
+/// Every ready handler, with a rootfs mounted and a generated spec for
+/// `command` written into a bundle for each.
+fn prepare(work: &Path, name: &str, command: &[&str], tty: bool) -> Vec<(String, Prepared)> {
     crius_test_support::require_root();
-    let work = tempfile::tempdir().unwrap();
     let tar = busybox_rootfs().unwrap().tar().unwrap();
-    let layer = work.path().join("layer");
+    let layer = work.join(format!("layer-{name}"));
     crius_image_store::unpack::unpack_layer(tar.as_slice(), &sha256_digest(&tar), &layer).unwrap();
     let host = HostFacts::read();
     let path = std::env::var("PATH").unwrap_or_default() + ":/usr/sbin:/sbin";
     let handlers =
-        RuntimeHandlers::resolve(&BTreeMap::new(), "runc", &work.path().join("run"), &path)
-            .unwrap();
-    let mut ran = Vec::new();
+        RuntimeHandlers::resolve(&BTreeMap::new(), "runc", &work.join("run"), &path).unwrap();
+    let mut out = Vec::new();
     for h in handlers.handlers.values() {
         let probe = probe_handler(h, &host);
         if !probe.status.ready {
             continue;
         }
         let rt = OciRuntime::new(h, MONITOR).unwrap();
-        let id = format!("crius-api-{}-{}", h.name, std::process::id());
-        let cdir = work.path().join(&id);
+        let id = format!("crius-{name}-{}-{}", h.name, std::process::id());
+        let cdir = work.join(&id);
         let paths = mount_rootfs(std::slice::from_ref(&layer), &cdir).unwrap();
         let files = ContainerFiles::under(&cdir, cdir.join("ctr.log"));
         let pod = PodSandboxConfig {
@@ -59,11 +65,8 @@ fn container_lifecycle_through_the_runtime_layer() {
                 name: "c".into(),
                 attempt: 0,
             }),
-            command: vec![
-                "/bin/sh".into(),
-                "-c".into(),
-                "echo started; exec sleep 600".into(),
-            ],
+            command: command.iter().map(|s| s.to_string()).collect(),
+            tty,
             ..Default::default()
         };
         let read = |p: &str| std::fs::read_to_string(paths.merged.join(p)).unwrap_or_default();
@@ -96,22 +99,88 @@ fn container_lifecycle_through_the_runtime_layer() {
         .unwrap();
         std::fs::create_dir_all(&files.bundle).unwrap();
         spec.save(files.bundle.join("config.json")).unwrap();
+        out.push((
+            id,
+            Prepared {
+                rt,
+                files,
+                cdir,
+                merged: paths.merged.clone(),
+            },
+        ));
+    }
+    assert!(
+        out.iter().any(|(id, _)| id.contains("-runc-")),
+        "runc must be ready"
+    );
+    out
+}
 
-        let pid = rt.create(&id, &files, 16 * 1024).unwrap();
+fn wait_exit(files: &ContainerFiles) -> (i32, String) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(e) = exit_status(files).unwrap() {
+            return e;
+        }
+        assert!(Instant::now() < deadline, "no exit file");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn tty_container_output_is_logged_as_stdout() {
+    let work = tempfile::tempdir().unwrap();
+    for (id, p) in prepare(
+        work.path(),
+        "tty",
+        &["/bin/sh", "-c", "tty; echo tty-out; exit 4"],
+        true,
+    ) {
+        p.rt.create(&id, &p.files, 16 * 1024, true).unwrap();
+        p.rt.start(&id).unwrap();
+        assert_eq!(wait_exit(&p.files).0, 4, "{id}");
+        let log = std::fs::read_to_string(&p.files.log).unwrap();
+        assert!(
+            log.lines().any(|l| l.contains(" stdout F /dev/pts/")),
+            "{id}: no terminal: {log}"
+        );
+        assert!(
+            log.lines().any(|l| l.contains(" stdout F tty-out")),
+            "{id}: {log}"
+        );
+        assert!(
+            !log.contains(" stderr "),
+            "{id}: a tty has no separate stderr: {log}"
+        );
+        p.rt.delete(&id, true).unwrap();
+        remove_rootfs(&p.cdir).unwrap();
+    }
+}
+
+#[test]
+fn container_lifecycle_through_the_runtime_layer() {
+    let work = tempfile::tempdir().unwrap();
+    let argv = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    for (id, p) in prepare(
+        work.path(),
+        "api",
+        &["/bin/sh", "-c", "echo started; exec sleep 600"],
+        false,
+    ) {
+        let (rt, files) = (&p.rt, &p.files);
+        let pid = rt.create(&id, files, 16 * 1024, false).unwrap();
         assert!(pid > 1);
-        assert_eq!(rt.state(&id).unwrap()["status"], "created", "{}", h.name);
+        assert_eq!(rt.state(&id).unwrap()["status"], "created", "{id}");
         rt.start(&id).unwrap();
-        assert_eq!(rt.state(&id).unwrap()["status"], "running", "{}", h.name);
+        assert_eq!(rt.state(&id).unwrap()["status"], "running", "{id}");
 
-        let argv = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let out = rt
             .exec_sync(&id, &argv(&["echo", "hi"]), Duration::from_secs(10), 1024)
             .unwrap();
         assert_eq!(
             (out.exit_code, out.stdout.as_slice(), out.timed_out),
             (0, &b"hi\n"[..], false),
-            "{}",
-            h.name
+            "{id}"
         );
         let out = rt
             .exec_sync(
@@ -124,8 +193,7 @@ fn container_lifecycle_through_the_runtime_layer() {
         assert_eq!(
             (out.exit_code, out.stderr.as_slice()),
             (7, &b"oops\n"[..]),
-            "{}",
-            h.name
+            "{id}"
         );
         let t = Instant::now();
         let out = rt
@@ -136,11 +204,10 @@ fn container_lifecycle_through_the_runtime_layer() {
                 1024,
             )
             .unwrap();
-        assert!(out.timed_out, "{}", h.name);
+        assert!(out.timed_out, "{id}");
         assert!(
             t.elapsed() < Duration::from_secs(10),
-            "{}: timeout not honoured: {:?}",
-            h.name,
+            "{id}: timeout not honoured: {:?}",
             t.elapsed()
         );
         let out = rt
@@ -151,40 +218,22 @@ fn container_lifecycle_through_the_runtime_layer() {
                 10,
             )
             .unwrap();
-        assert_eq!(out.stdout.len(), 10, "{}", h.name);
-        assert!(out.truncated, "{}", h.name);
+        assert_eq!(out.stdout.len(), 10, "{id}");
+        assert!(out.truncated, "{id}");
 
-        assert_eq!(
-            exit_status(&files).unwrap(),
-            None,
-            "{}: still running",
-            h.name
-        );
+        assert_eq!(exit_status(files).unwrap(), None, "{id}: still running");
         rt.kill(&id, "KILL").unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let (code, at) = loop {
-            if let Some(e) = exit_status(&files).unwrap() {
-                break e;
-            }
-            assert!(Instant::now() < deadline, "{}: no exit file", h.name);
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        assert_eq!(code, 137, "{}", h.name);
+        let (code, at) = wait_exit(files);
+        assert_eq!(code, 137, "{id}");
         assert!(at.ends_with('Z'));
         let log = std::fs::read_to_string(&files.log).unwrap();
         assert!(
             log.lines().any(|l| l.ends_with(" stdout F started")),
-            "{}: {log}",
-            h.name
+            "{id}: {log}"
         );
         rt.delete(&id, true).unwrap();
-        assert!(rt.state(&id).is_err(), "{}: state after delete", h.name);
-        remove_rootfs(&cdir).unwrap();
-        assert!(!Path::new(&paths.merged).join("bin").exists());
-        ran.push(h.name.clone());
+        assert!(rt.state(&id).is_err(), "{id}: state after delete");
+        remove_rootfs(&p.cdir).unwrap();
+        assert!(!p.merged.join("bin").exists());
     }
-    assert!(
-        ran.contains(&"runc".to_string()),
-        "runc must be ready: ran {ran:?}"
-    );
 }

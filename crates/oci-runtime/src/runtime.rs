@@ -117,11 +117,13 @@ impl OciRuntime {
 
     /// Creates the container under a new, detached monitor; returns the
     /// container's pid once the runtime has created it.
+    /// With `tty`, the spec must ask for a terminal (`process.terminal`).
     pub fn create(
         &self,
         id: &str,
         files: &ContainerFiles,
         max_log_line: usize,
+        tty: bool,
     ) -> Result<i32, RuntimeError> {
         let io = |what: &str| {
             let what = what.to_string();
@@ -155,6 +157,7 @@ impl OciRuntime {
             .arg(w_fd.to_string())
             .arg("--max-line")
             .arg(max_log_line.to_string())
+            .args(if tty { &["--tty"][..] } else { &[][..] })
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());

@@ -6,6 +6,7 @@
 //! Prints a table and one JSON line. Run as root: `cargo bench -p crius --bench rpc`.
 
 use crius_test_support::cri::{StatusRequest, VersionRequest};
+use crius_test_support::runtime::rss_kib;
 use crius_test_support::Daemon;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
@@ -17,15 +18,6 @@ fn percentiles(mut v: Vec<Duration>) -> [f64; 3] {
     v.sort();
     let at = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e6;
     [at(0.50), at(0.90), at(0.99)]
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 fn echo_floor() -> Vec<Duration> {

@@ -7,42 +7,16 @@
 
 use crius_oci_runtime::rootfs::{mount_rootfs, remove_rootfs};
 use crius_test_support::image::{busybox_rootfs, sha256_digest};
+use crius_test_support::runtime::{rss_kib, runc_spec_bundle};
 use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const MONITOR: &str = env!("CARGO_BIN_EXE_crius-monitor");
 const RUNS: usize = 20;
-
-fn bundle(dir: &Path, rootfs: &Path) -> PathBuf {
-    let b = dir.join("bundle");
-    std::fs::create_dir_all(&b).unwrap();
-    assert!(Command::new("runc")
-        .arg("spec")
-        .current_dir(&b)
-        .status()
-        .unwrap()
-        .success());
-    let mut spec: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
-    spec["process"]["terminal"] = false.into();
-    spec["process"]["args"] = serde_json::json!(["/bin/sleep", "600"]);
-    spec["root"]["path"] = rootfs.display().to_string().into();
-    std::fs::write(b.join("config.json"), serde_json::to_vec(&spec).unwrap()).unwrap();
-    b
-}
-
-fn rss_kib(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
 
 /// The pid of the (daemonized) process whose command line has `needle`.
 fn find_process(exe: &str, needle: &str) -> Option<i32> {
@@ -137,7 +111,7 @@ fn main() {
     let layer = work.path().join("layer");
     crius_image_store::unpack::unpack_layer(tar.as_slice(), &sha256_digest(&tar), &layer).unwrap();
     let paths = mount_rootfs(std::slice::from_ref(&layer), &work.path().join("c")).unwrap();
-    let b = bundle(work.path(), &paths.merged);
+    let b = runc_spec_bundle(work.path(), &paths.merged, &["/bin/sleep", "600"]).unwrap();
     let state = work.path().join("state");
 
     // Latency, alternating to share any drift.
@@ -156,7 +130,7 @@ fn main() {
     monitor_create_start(work.path(), &b, &state, id);
     std::thread::sleep(Duration::from_millis(300));
     let crius_pid = find_process("crius-monitor", id).expect("monitor process");
-    let crius_rss = rss_kib(crius_pid);
+    let crius_rss = rss_kib(crius_pid as u32);
     cleanup(&state, id);
 
     let cid = "bench-rss-conmon";
@@ -215,7 +189,7 @@ fn main() {
                 .trim()
                 .parse()
                 .unwrap();
-            let rss = rss_kib(pid);
+            let rss = rss_kib(pid as u32);
             cleanup(&state, cid);
             Some(rss)
         }

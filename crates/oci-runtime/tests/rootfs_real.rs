@@ -27,27 +27,6 @@ fn mounted(path: &Path) -> bool {
         .any(|l| l.split_whitespace().nth(4) == Some(p.as_str()))
 }
 
-/// A bundle whose config is `runc spec`'s default with our args and rootfs.
-fn bundle(dir: &Path, rootfs: &Path, args: &[&str]) -> PathBuf {
-    let b = dir.join("bundle");
-    std::fs::create_dir_all(&b).unwrap();
-    assert!(Command::new("runc")
-        .arg("spec")
-        .current_dir(&b)
-        .status()
-        .unwrap()
-        .success());
-    let mut spec: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
-    spec["process"]["terminal"] = false.into();
-    spec["process"]["args"] = serde_json::json!(args);
-    spec["root"]["path"] = rootfs.display().to_string().into();
-    // crun 1.8.1 accepts at most 1.0.2 (what the probe reports for it).
-    spec["ociVersion"] = "1.0.2".into();
-    std::fs::write(b.join("config.json"), serde_json::to_vec(&spec).unwrap()).unwrap();
-    b
-}
-
 #[test]
 fn overlay_rootfs_runs_under_each_ready_runtime() {
     crius_test_support::require_root();
@@ -80,7 +59,7 @@ fn overlay_rootfs_runs_under_each_ready_runtime() {
         let cdir = work.path().join(format!("c-{}", h.name));
         let paths = mount_rootfs(&[top.clone(), base.clone()], &cdir).unwrap();
         assert!(mounted(&paths.merged));
-        let b = bundle(
+        let b = crius_test_support::runtime::runc_spec_bundle(
             &cdir,
             &paths.merged,
             &[
@@ -88,7 +67,8 @@ fn overlay_rootfs_runs_under_each_ready_runtime() {
                 "-c",
                 "cat /hello.txt; test -e /etc/group || echo whiteout-ok; id -u",
             ],
-        );
+        )
+        .unwrap();
         let out = Command::new(h.binary.as_ref().unwrap())
             .arg("--root")
             .arg(work.path().join(format!("state-{}", h.name)))

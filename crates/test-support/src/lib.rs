@@ -5,6 +5,7 @@
 pub mod daemon;
 pub mod image;
 pub mod registry;
+pub mod runtime;
 pub mod token;
 
 pub use crius_cri_api::{v1 as cri, CriClient};

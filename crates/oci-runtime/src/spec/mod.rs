@@ -19,6 +19,7 @@ pub mod args;
 pub mod caps;
 pub mod mounts;
 pub mod seccomp;
+pub mod sysctl;
 pub mod user;
 
 #[cfg(test)]
@@ -430,12 +431,26 @@ pub fn generate(input: &SpecInput) -> Result<Spec, SpecError> {
     linux.set_devices(None);
     linux.set_seccomp(seccomp);
     linux.set_rootfs_propagation(mount_plan.rootfs_propagation().map(String::from));
-    let sysctls = input.pod.linux.as_ref().map(|l| &l.sysctls);
-    linux.set_sysctl(
-        sysctls
-            .filter(|s| !s.is_empty())
-            .map(|s| s.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
-    );
+    let pod_ns = input
+        .pod
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|sc| sc.namespace_options.as_ref());
+    let is_host = |m: Option<i32>| m == Some(NamespaceMode::Node as i32);
+    let sysctls = match input.pod.linux.as_ref().map(|l| &l.sysctls) {
+        Some(s) if !s.is_empty() => Some(
+            sysctl::validate(
+                s,
+                is_host(pod_ns.map(|o| o.network)),
+                is_host(pod_ns.map(|o| o.ipc)),
+            )?
+            .into_iter()
+            .collect(),
+        ),
+        _ => None,
+    };
+    linux.set_sysctl(sysctls);
 
     let mut annotations = annotations(input);
     if !caps.dropped.is_empty() {

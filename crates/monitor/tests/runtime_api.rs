@@ -95,6 +95,7 @@ fn prepare(work: &Path, name: &str, command: &[&str], tty: bool) -> Vec<(String,
             oci_version: &probe.status.oci_version,
             host: &limits,
             seccomp_localhost: None,
+            devices: &[],
         })
         .unwrap();
         std::fs::create_dir_all(&files.bundle).unwrap();

@@ -53,6 +53,7 @@ fn container(
 
 /// Generates the spec, runs it with each ready runtime, returns (runtime, stdout).
 fn run(e: &Env, name: &str, c: &ContainerConfig) -> Vec<(String, String)> {
+    let devices = crius_oci_runtime::spec::devices::resolve(&c.devices).unwrap();
     let host = HostFacts::read();
     let path = std::env::var("PATH").unwrap_or_default() + ":/usr/sbin:/sbin";
     let handlers = RuntimeHandlers::resolve(
@@ -107,6 +108,7 @@ fn run(e: &Env, name: &str, c: &ContainerConfig) -> Vec<(String, String)> {
             oci_version: &probe.status.oci_version,
             host: &limits,
             seccomp_localhost: None,
+            devices: &devices,
         };
         let spec = generate(&input).unwrap_or_else(|err| panic!("{name}: {err}"));
         let bundle = cdir.join("bundle");
@@ -286,5 +288,33 @@ fn masked_and_readonly_paths() {
     ) {
         let lines: Vec<_> = out.lines().map(str::trim).collect();
         assert_eq!(lines, ["kcore=0", "sys-readonly"], "{rt}");
+    }
+}
+
+#[test]
+fn devices_are_allowed_as_requested_and_nothing_else() {
+    let e = env();
+    // /dev/loop-control (10:237) is in no runtime's default allow list.
+    let script = "(: < /dev/lc) 2>/dev/null && echo open-ok || echo open-denied; \
+                  mknod /tmp/disk b 8 0 && (head -c 1 /tmp/disk >/dev/null 2>&1 && echo disk-open || echo disk-denied)";
+    let sc = || LinuxContainerSecurityContext {
+        // Even a container that may mknod cannot open a host disk.
+        capabilities: Some(Capability {
+            add_capabilities: vec!["MKNOD".into()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    for (perms, want) in [("rw", "open-ok"), ("m", "open-denied")] {
+        let mut c = container(script, sc(), None);
+        c.devices = vec![Device {
+            host_path: "/dev/loop-control".into(),
+            container_path: "/dev/lc".into(),
+            permissions: perms.into(),
+        }];
+        for (rt, out) in run(&e, &format!("devices-{perms}"), &c) {
+            let lines: Vec<_> = out.lines().collect();
+            assert_eq!(lines, [want, "disk-denied"], "{rt} with {perms:?}");
+        }
     }
 }

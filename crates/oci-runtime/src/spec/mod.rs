@@ -17,6 +17,7 @@
 
 pub mod args;
 pub mod caps;
+pub mod devices;
 pub mod mounts;
 pub mod seccomp;
 pub mod sysctl;
@@ -121,6 +122,8 @@ pub struct SpecInput<'a> {
     pub host: &'a HostLimits,
     /// Contents of the Localhost seccomp profile `localhost_ref` names.
     pub seccomp_localhost: Option<&'a str>,
+    /// The CRI `devices`, resolved on the host (`devices::resolve`).
+    pub devices: &'a [devices::HostDevice],
 }
 
 /// Why a spec could not be generated; messages start with the CRI field.
@@ -386,7 +389,9 @@ pub fn generate(input: &SpecInput) -> Result<Spec, SpecError> {
         mounts::masked_and_readonly_paths(&sc.masked_paths, &sc.readonly_paths, privileged);
     let seccomp = seccomp::seccomp(sc.seccomp.as_ref(), privileged, input.seccomp_localhost)?;
     let res = c.linux.as_ref().and_then(|l| l.resources.as_ref());
-    let resources = resources(res)?;
+    let mut resources = resources(res)?;
+    let (device_nodes, device_rules) = devices::to_oci(input.devices)?;
+    resources.set_devices(Some(device_rules));
     let oom = clamp_oom_score_adj(
         res.map_or(0, |r| r.oom_score_adj),
         input.host.min_oom_score_adj,
@@ -428,7 +433,7 @@ pub fn generate(input: &SpecInput) -> Result<Spec, SpecError> {
         .build()?;
     linux.set_uid_mappings(None);
     linux.set_gid_mappings(None);
-    linux.set_devices(None);
+    linux.set_devices((!device_nodes.is_empty()).then_some(device_nodes));
     linux.set_seccomp(seccomp);
     linux.set_rootfs_propagation(mount_plan.rootfs_propagation().map(String::from));
     let pod_ns = input

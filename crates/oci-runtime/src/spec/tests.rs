@@ -60,6 +60,7 @@ fn nofile_limit_is_capped_by_the_daemons_own() {
         oci_version: "1.0.2",
         host: &h,
         seccomp_localhost: None,
+        devices: &[],
     };
     let v = serde_json::to_value(generate(&input).unwrap()).unwrap();
     assert_eq!(v["process"]["rlimits"][0]["hard"], 20_000);
@@ -159,6 +160,7 @@ impl Fixture {
             oci_version: "1.2.0",
             host: &self.host,
             seccomp_localhost: None,
+            devices: &[],
         }
     }
 
@@ -411,6 +413,7 @@ fn snapshot_non_root_readonly_dropped_caps_memory_limit() {
     assert_eq!(
         v["linux"]["resources"],
         json!({
+            "devices": [{"allow": false, "access": "rwm"}],
             "memory": {"limit": 268435456, "swap": 268435456},
             "cpu": {"shares": 512, "quota": 50000, "period": 100000}
         })

@@ -238,3 +238,105 @@ fn container_lifecycle_through_the_runtime_layer() {
         assert!(!p.merged.join("bin").exists());
     }
 }
+
+/// Run by `creator_killed_the_exit_code_is_still_recorded` in a child process
+/// (this test binary again): plays the daemon that creates and starts a
+/// container, reports, then waits to be killed.
+#[test]
+fn creator_process_helper() {
+    let Ok(work) = std::env::var("CRIUS_CREATOR_WORK") else {
+        return;
+    };
+    let work = Path::new(&work);
+    // Only runc is used; the other handlers' rootfs are unmounted again.
+    let mut runc = None;
+    for (id, p) in prepare(work, "creator", &["/bin/sh", "-c", "exec sleep 600"], false) {
+        if id.contains("-runc-") {
+            runc = Some((id, p));
+        } else {
+            remove_rootfs(&p.cdir).unwrap();
+        }
+    }
+    let (id, p) = runc.unwrap();
+    p.rt.create(&id, &p.files, 16 * 1024, false).unwrap();
+    p.rt.start(&id).unwrap();
+    std::fs::write(
+        work.join("created"),
+        format!(
+            "{id}\n{}\n{}\n",
+            p.files.exit_file.display(),
+            p.cdir.display()
+        ),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(600));
+}
+
+#[test]
+fn creator_killed_the_exit_code_is_still_recorded() {
+    crius_test_support::require_root();
+    let work = tempfile::tempdir().unwrap();
+    let mut creator = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "creator_process_helper", "--nocapture"])
+        .env("CRIUS_CREATOR_WORK", work.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let marker = work.path().join("created");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !marker.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the creator never created its container"
+        );
+        assert!(
+            creator.try_wait().unwrap().is_none(),
+            "the creator died early"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let created = std::fs::read_to_string(&marker).unwrap();
+    let mut lines = created.lines();
+    let (id, exit_file, cdir) = (
+        lines.next().unwrap().to_string(),
+        lines.next().unwrap().to_string(),
+        lines.next().unwrap().to_string(),
+    );
+    // The "daemon" dies hard; the container and its monitor live on.
+    creator.kill().unwrap();
+    creator.wait().unwrap();
+    let runc_root = work.path().join("run/runtimes/runc");
+    let state = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(&runc_root)
+        .args(["state", &id])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&state.stdout).contains("\"running\""),
+        "container died with its creator"
+    );
+    // A new "daemon" stops it and reads the exit code the monitor recorded.
+    assert!(std::process::Command::new("runc")
+        .arg("--root")
+        .arg(&runc_root)
+        .args(["kill", &id, "KILL"])
+        .status()
+        .unwrap()
+        .success());
+    let files = ContainerFiles {
+        bundle: "".into(),
+        log: "".into(),
+        exit_file: exit_file.into(),
+        pid_file: "".into(),
+    };
+    let (code, _) = wait_exit(&files);
+    assert_eq!(code, 128 + 9);
+    let _ = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(&runc_root)
+        .args(["delete", "--force", &id])
+        .status();
+    remove_rootfs(Path::new(&cdir)).unwrap();
+}

@@ -76,6 +76,7 @@ fn prepare(work: &Path, name: &str, command: &[&str], tty: bool) -> Vec<(String,
             min_oom_score_adj: own_oom_score_adj(),
             cgroup_parent: "/crius-test".into(),
             max_nofile: own_nofile_limit(),
+            pids_limit: 0,
         };
         let image = ImageConfig {
             env: vec!["PATH=/bin:/usr/bin:/sbin:/usr/sbin".into()],

@@ -53,6 +53,10 @@ fn container(
 
 /// Generates the spec, runs it with each ready runtime, returns (runtime, stdout).
 fn run(e: &Env, name: &str, c: &ContainerConfig) -> Vec<(String, String)> {
+    run_with(e, name, c, 0)
+}
+
+fn run_with(e: &Env, name: &str, c: &ContainerConfig, pids_limit: i64) -> Vec<(String, String)> {
     let devices = crius_oci_runtime::spec::devices::resolve(&c.devices).unwrap();
     let host = HostFacts::read();
     let path = std::env::var("PATH").unwrap_or_default() + ":/usr/sbin:/sbin";
@@ -93,6 +97,7 @@ fn run(e: &Env, name: &str, c: &ContainerConfig) -> Vec<(String, String)> {
             min_oom_score_adj: own_oom_score_adj(),
             cgroup_parent: "/crius-test".into(),
             max_nofile: own_nofile_limit(),
+            pids_limit,
         };
         let input = SpecInput {
             container_id: &id,
@@ -316,5 +321,19 @@ fn devices_are_allowed_as_requested_and_nothing_else() {
             let lines: Vec<_> = out.lines().collect();
             assert_eq!(lines, [want, "disk-denied"], "{rt} with {perms:?}");
         }
+    }
+}
+
+#[test]
+fn pids_limit_is_in_the_cgroup() {
+    let e = env();
+    let script = "cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max";
+    for (rt, out) in run_with(
+        &e,
+        "pids",
+        &container(script, LinuxContainerSecurityContext::default(), None),
+        321,
+    ) {
+        assert_eq!(out.trim(), "321", "{rt}");
     }
 }

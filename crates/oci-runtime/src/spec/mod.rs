@@ -101,6 +101,9 @@ pub struct HostLimits {
     /// The daemon's own hard RLIMIT_NOFILE: raising a limit above it needs
     /// CAP_SYS_RESOURCE, which these machines lack. 0: no cap.
     pub max_nofile: u64,
+    /// The node's per-container process limit (pids cgroup; CRI carries
+    /// none per container). 0: unlimited.
+    pub pids_limit: i64,
 }
 
 /// Everything [`generate`] needs.
@@ -392,6 +395,13 @@ pub fn generate(input: &SpecInput) -> Result<Spec, SpecError> {
     let mut resources = resources(res)?;
     let (device_nodes, device_rules) = devices::to_oci(input.devices)?;
     resources.set_devices(Some(device_rules));
+    if input.host.pids_limit > 0 {
+        resources.set_pids(Some(
+            oci_spec::runtime::LinuxPidsBuilder::default()
+                .limit(input.host.pids_limit)
+                .build()?,
+        ));
+    }
     let oom = clamp_oom_score_adj(
         res.map_or(0, |r| r.oom_score_adj),
         input.host.min_oom_score_adj,

@@ -30,6 +30,7 @@ fn host() -> HostLimits {
         min_oom_score_adj: -998,
         cgroup_parent: "/kubepods/besteffort/pod123/".into(),
         max_nofile: 0,
+        pids_limit: 0,
     }
 }
 
@@ -65,6 +66,15 @@ fn nofile_limit_is_capped_by_the_daemons_own() {
     let v = serde_json::to_value(generate(&input).unwrap()).unwrap();
     assert_eq!(v["process"]["rlimits"][0]["hard"], 20_000);
     assert_eq!(v["process"]["rlimits"][0]["soft"], 20_000);
+    assert!(
+        v["linux"]["resources"]["pids"].is_null(),
+        "no pids limit unless configured"
+    );
+    let mut h2 = h.clone();
+    h2.pids_limit = 1024;
+    let input = SpecInput { host: &h2, ..input };
+    let v = serde_json::to_value(generate(&input).unwrap()).unwrap();
+    assert_eq!(v["linux"]["resources"]["pids"]["limit"], 1024);
 }
 
 fn pod() -> PodSandboxConfig {

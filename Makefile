@@ -76,6 +76,7 @@ bench: deps
 
 install: build
 	install -D -m 0755 target/release/crius $(DESTDIR)$(PREFIX)/bin/crius
+	install -D -m 0755 target/release/crius-monitor $(DESTDIR)$(PREFIX)/bin/crius-monitor
 	install -D -m 0644 conf/crius.toml $(DESTDIR)/etc/crius/crius.toml.example
 	install -D -m 0644 contrib/systemd/crius.service $(DESTDIR)/etc/systemd/system/crius.service
 

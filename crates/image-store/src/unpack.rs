@@ -441,7 +441,8 @@ fn remove_tree_at(parent: BorrowedFd<'_>, name: &[u8]) -> nix::Result<()> {
                 stack.push(Level { fd, name: n });
             }
             None => {
-                let done = stack.pop().expect("stack is not empty");
+                // The loop only runs while the stack has a top.
+                let Some(done) = stack.pop() else { break };
                 drop(done.fd);
                 let p = stack.last().map_or(parent, |l| l.fd.as_fd());
                 match unlinkat(p, done.name.as_slice(), UnlinkatFlags::RemoveDir) {

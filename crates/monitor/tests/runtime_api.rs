@@ -6,9 +6,7 @@
 //! in the exit file, readable by anyone after the fact.
 
 use crius_cri_api::v1::*;
-use crius_oci_runtime::probe::{
-    bounding_set, own_nofile_limit, own_oom_score_adj, probe_handler, HostFacts,
-};
+use crius_oci_runtime::probe::{probe_handler, HostFacts};
 use crius_oci_runtime::rootfs::{mount_rootfs, remove_rootfs};
 use crius_oci_runtime::runtime::{exit_status, ContainerFiles, OciRuntime};
 use crius_oci_runtime::spec::{
@@ -71,13 +69,7 @@ fn prepare(work: &Path, name: &str, command: &[&str], tty: bool) -> Vec<(String,
         };
         let read = |p: &str| std::fs::read_to_string(paths.merged.join(p)).unwrap_or_default();
         let (passwd, group) = (read("etc/passwd"), read("etc/group"));
-        let limits = HostLimits {
-            bounding_caps: bounding_set(),
-            min_oom_score_adj: own_oom_score_adj(),
-            cgroup_parent: "/crius-test".into(),
-            max_nofile: own_nofile_limit(),
-            pids_limit: 0,
-        };
+        let limits = HostLimits::of_this_process("/crius-test");
         let image = ImageConfig {
             env: vec!["PATH=/bin:/usr/bin:/sbin:/usr/sbin".into()],
             ..Default::default()

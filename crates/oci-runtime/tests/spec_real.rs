@@ -5,9 +5,7 @@
 //! syscall fails), a memory limit visible in the cgroup, masked paths.
 
 use crius_cri_api::v1::*;
-use crius_oci_runtime::probe::{
-    bounding_set, own_nofile_limit, own_oom_score_adj, probe_handler, HostFacts,
-};
+use crius_oci_runtime::probe::{probe_handler, HostFacts};
 use crius_oci_runtime::rootfs::{mount_rootfs, remove_rootfs};
 use crius_oci_runtime::spec::{
     generate, HostLimits, ImageConfig, PodFiles, PodNamespaces, SpecInput,
@@ -93,11 +91,8 @@ fn run_with(e: &Env, name: &str, c: &ContainerConfig, pids_limit: i64) -> Vec<(S
         let read = |p: &str| std::fs::read_to_string(paths.merged.join(p)).unwrap_or_default();
         let (passwd, group) = (read("etc/passwd"), read("etc/group"));
         let limits = HostLimits {
-            bounding_caps: bounding_set(),
-            min_oom_score_adj: own_oom_score_adj(),
-            cgroup_parent: "/crius-test".into(),
-            max_nofile: own_nofile_limit(),
             pids_limit,
+            ..HostLimits::of_this_process("/crius-test")
         };
         let input = SpecInput {
             container_id: &id,

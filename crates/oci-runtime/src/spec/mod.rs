@@ -106,6 +106,20 @@ pub struct HostLimits {
     pub pids_limit: i64,
 }
 
+impl HostLimits {
+    /// The limits of the calling process (the daemon): its capability
+    /// bounding set, oom_score_adj and hard RLIMIT_NOFILE. No pids limit.
+    pub fn of_this_process(cgroup_parent: impl Into<String>) -> Self {
+        HostLimits {
+            bounding_caps: crate::probe::bounding_set(),
+            min_oom_score_adj: crate::probe::own_oom_score_adj(),
+            cgroup_parent: cgroup_parent.into(),
+            max_nofile: crate::probe::own_nofile_limit(),
+            pids_limit: 0,
+        }
+    }
+}
+
 /// Everything [`generate`] needs.
 #[derive(Debug, Clone, Copy)]
 pub struct SpecInput<'a> {

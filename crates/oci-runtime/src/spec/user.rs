@@ -135,7 +135,8 @@ pub fn resolve_user(
             }
             None if sc.is_some_and(|s| !s.run_as_username.is_empty()) => {
                 let field = format!("{SC}.run_as_username");
-                let e = by_name(&field, &sc.unwrap().run_as_username)?;
+                let name = sc.map(|s| s.run_as_username.as_str()).unwrap_or_default();
+                let e = by_name(&field, name)?;
                 (Some(e), e.uid, None)
             }
             None => {

@@ -50,6 +50,31 @@ pub struct Config {
     /// Runtime handlers by name (`[runtimes.<name>]`: `path`, `root`,
     /// `extra_args`). Empty: runc and crun, each if its binary is in PATH.
     pub runtimes: BTreeMap<String, HandlerConfig>,
+    /// cgroup manager; only `cgroupfs` (on cgroup v1 and v2) is supported.
+    pub cgroup_manager: String,
+    /// Parent cgroup of containers whose pod names none (kubelet always
+    /// names one: `/kubepods/...`).
+    pub cgroup_parent: String,
+    /// Maximum processes per container (pids cgroup); 0: unlimited. CRI
+    /// carries no per-container pids limit (kubelet's podPidsLimit applies
+    /// at the pod cgroup).
+    pub pids_limit: i64,
+    /// Clamp container oom_score_adj to the daemon's own value: `auto`
+    /// (when the daemon lacks CAP_SYS_RESOURCE, which lowering needs),
+    /// `always`, or `never`.
+    pub restrict_oom_score_adj: OomClamp,
+    /// AppArmor profile that RuntimeDefault means (hosts with AppArmor).
+    pub apparmor_default_profile: String,
+    /// Size of a pod's /dev/shm tmpfs in bytes.
+    pub shm_size: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OomClamp {
+    Auto,
+    Always,
+    Never,
 }
 
 pub const DEFAULT_REGISTRIES_CONF: &str = "/etc/containers/registries.conf";
@@ -73,6 +98,12 @@ impl Default for Config {
             pinned_images: Vec::new(),
             default_runtime: "runc".into(),
             runtimes: BTreeMap::new(),
+            cgroup_manager: "cgroupfs".into(),
+            cgroup_parent: "/crius".into(),
+            pids_limit: 0,
+            restrict_oom_score_adj: OomClamp::Auto,
+            apparmor_default_profile: "crius-default".into(),
+            shm_size: 64 * 1024 * 1024,
         }
     }
 }
@@ -219,6 +250,36 @@ impl Config {
                 reason: "must be at least 1".into(),
             });
         }
+        if self.cgroup_manager != "cgroupfs" {
+            return Err(ConfigError::Invalid {
+                key: "cgroup_manager",
+                reason: format!(
+                    "{:?} is not supported; crius manages cgroups with \"cgroupfs\"",
+                    self.cgroup_manager
+                ),
+            });
+        }
+        if !self.cgroup_parent.starts_with('/') {
+            return Err(ConfigError::Invalid {
+                key: "cgroup_parent",
+                reason: format!(
+                    "must be an absolute cgroup path, got {:?}",
+                    self.cgroup_parent
+                ),
+            });
+        }
+        if self.pids_limit < 0 {
+            return Err(ConfigError::Invalid {
+                key: "pids_limit",
+                reason: "must be 0 (unlimited) or positive".into(),
+            });
+        }
+        if self.shm_size == 0 {
+            return Err(ConfigError::Invalid {
+                key: "shm_size",
+                reason: "must be positive".into(),
+            });
+        }
         if self.root == self.runroot {
             return Err(ConfigError::Invalid {
                 key: "runroot",
@@ -254,6 +315,21 @@ mod tests {
     }
 
     #[test]
+    fn runtime_keys_are_validated() {
+        for (doc, key) in [
+            ("cgroup_manager = \"systemd\"", "cgroup_manager"),
+            ("cgroup_parent = \"kubepods\"", "cgroup_parent"),
+            ("pids_limit = -1", "pids_limit"),
+            ("shm_size = 0", "shm_size"),
+        ] {
+            let e = Config::from_toml_str(doc).unwrap_err();
+            assert!(e.to_string().contains(key), "{doc}: {e}");
+        }
+        let e = Config::from_toml_str("restrict_oom_score_adj = \"sometimes\"").unwrap_err();
+        assert!(e.to_string().contains("restrict_oom_score_adj"), "{e}");
+    }
+
+    #[test]
     fn toml_round_trips() {
         let c = Config {
             listen: "/tmp/x.sock".into(),
@@ -279,6 +355,12 @@ mod tests {
             )]
             .into_iter()
             .collect(),
+            cgroup_manager: "cgroupfs".into(),
+            cgroup_parent: "/kubepods".into(),
+            pids_limit: 4096,
+            restrict_oom_score_adj: OomClamp::Never,
+            apparmor_default_profile: "tight".into(),
+            shm_size: 1 << 20,
         };
         assert_eq!(Config::from_toml_str(&c.to_toml()).unwrap(), c);
     }

@@ -153,11 +153,20 @@ pub fn capabilities_in_mask(hex: &str) -> Vec<String> {
 /// The daemon's own capability bounding set: what a container can be
 /// given at most (these machines lack CAP_SYS_RESOURCE, for one).
 pub fn bounding_set() -> Vec<String> {
+    own_capabilities("CapBnd:")
+}
+
+/// The daemon's effective capabilities.
+pub fn effective_set() -> Vec<String> {
+    own_capabilities("CapEff:")
+}
+
+fn own_capabilities(key: &str) -> Vec<String> {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("CapBnd:").map(capabilities_in_mask))
+                .find_map(|l| l.strip_prefix(key).map(capabilities_in_mask))
         })
         .unwrap_or_default()
 }

@@ -10,14 +10,16 @@
 //! - `caps`: capability sets.
 //! - `mounts`: default and CRI mounts, masked and read-only paths.
 //! - `seccomp`: the RuntimeDefault profile and profile selection.
+//! - `lsm`: the AppArmor profile; SELinux options checked against the host.
+//! - `devices`, `sysctl`: CRI devices and pod sysctls.
 //!
-//! Not handled here: devices, CDI devices, SELinux/AppArmor labels, user
-//! namespaces (an error), and the stdin pipes (stdin/stdin_once are recorded
-//! as annotations for the caller).
+//! Not handled here: CDI devices, user namespaces (an error), and the stdin
+//! pipes (stdin/stdin_once are recorded as annotations for the caller).
 
 pub mod args;
 pub mod caps;
 pub mod devices;
+pub mod lsm;
 pub mod mounts;
 pub mod seccomp;
 pub mod sysctl;
@@ -104,6 +106,8 @@ pub struct HostLimits {
     /// The node's per-container process limit (pids cgroup; CRI carries
     /// none per container). 0: unlimited.
     pub pids_limit: i64,
+    /// AppArmor and SELinux on this host.
+    pub lsm: lsm::LsmHost,
 }
 
 impl HostLimits {
@@ -116,6 +120,7 @@ impl HostLimits {
             cgroup_parent: cgroup_parent.into(),
             max_nofile: crate::probe::own_nofile_limit(),
             pids_limit: 0,
+            lsm: lsm::LsmHost::read(lsm::DEFAULT_APPARMOR_PROFILE),
         }
     }
 }
@@ -154,6 +159,9 @@ pub enum SpecError {
     GroupNotFound { field: String, name: String },
     #[error("{field}: unknown capability {name:?}")]
     UnknownCapability { field: String, name: String },
+    /// The request is valid but this host cannot honour it.
+    #[error("{field}: {reason}")]
+    HostUnsupported { field: String, reason: String },
     #[error("{field}: {what} is not supported yet")]
     Unsupported { field: String, what: String },
     #[error("building the OCI spec: {0}")]
@@ -405,6 +413,16 @@ pub fn generate(input: &SpecInput) -> Result<Spec, SpecError> {
     let (masked, readonly) =
         mounts::masked_and_readonly_paths(&sc.masked_paths, &sc.readonly_paths, privileged);
     let seccomp = seccomp::seccomp(sc.seccomp.as_ref(), privileged, input.seccomp_localhost)?;
+    // The deprecated string form is still sent by older kubelets.
+    #[allow(deprecated)]
+    let deprecated_apparmor = sc.apparmor_profile.as_str();
+    let apparmor = lsm::apparmor_profile(
+        sc.apparmor.as_ref(),
+        deprecated_apparmor,
+        privileged,
+        &input.host.lsm,
+    )?;
+    lsm::check_selinux(sc.selinux_options.as_ref(), &input.host.lsm)?;
     let res = c.linux.as_ref().and_then(|l| l.resources.as_ref());
     let mut resources = resources(res)?;
     let (device_nodes, device_rules) = devices::to_oci(input.devices)?;
@@ -446,6 +464,8 @@ pub fn generate(input: &SpecInput) -> Result<Spec, SpecError> {
         .no_new_privileges(sc.no_new_privs)
         .oom_score_adj(oom)
         .build()?;
+    let mut process = process;
+    process.set_apparmor_profile(apparmor);
 
     let cgroup_parent = input.host.cgroup_parent.trim_end_matches('/');
     let mut linux = LinuxBuilder::default()

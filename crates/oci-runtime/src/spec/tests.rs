@@ -31,6 +31,7 @@ fn host() -> HostLimits {
         cgroup_parent: "/kubepods/besteffort/pod123/".into(),
         max_nofile: 0,
         pids_limit: 0,
+        lsm: Default::default(),
     }
 }
 
@@ -735,4 +736,30 @@ fn resources_mapping() {
         let err = resources(Some(&r)).unwrap_err();
         assert!(err.to_string().starts_with(want), "{err}");
     }
+}
+
+#[test]
+fn apparmor_profile_lands_in_the_process() {
+    use crius_cri_api::v1::{security_profile::ProfileType, SecurityProfile};
+    let mut f = Fixture::new(container("app", LinuxContainerSecurityContext::default()));
+    f.host.lsm = lsm::LsmHost {
+        apparmor: true,
+        apparmor_profiles: s(&["crius-default", "tight"]),
+        apparmor_default_profile: "crius-default".into(),
+        selinux: false,
+    };
+    assert_eq!(f.json()["process"]["apparmorProfile"], "crius-default");
+    let sc = LinuxContainerSecurityContext {
+        apparmor: Some(SecurityProfile {
+            profile_type: ProfileType::Localhost as i32,
+            localhost_ref: "tight".into(),
+        }),
+        ..Default::default()
+    };
+    f.container = container("app", sc);
+    assert_eq!(f.json()["process"]["apparmorProfile"], "tight");
+    // Without AppArmor in the kernel the same request is refused, not dropped.
+    f.host.lsm = Default::default();
+    let e = generate(&f.input()).unwrap_err();
+    assert!(matches!(e, SpecError::HostUnsupported { .. }), "{e}");
 }

@@ -1,0 +1,202 @@
+//! Pinned namespaces. A fresh OS thread unshares the namespaces (network,
+//! IPC and UTS are per-thread, so the daemon's other threads are untouched),
+//! sets the hostname and brings loopback up inside them, and bind-mounts
+//! `/proc/thread-self/ns/<kind>` onto files in the pod's directory. The
+//! thread then ends; the bind mounts keep the namespaces alive until
+//! [`unpin`]. No process has to stay running for the pod.
+
+use crate::{io, sys, SandboxError};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+use std::path::{Path, PathBuf};
+
+/// nsfs's statfs magic: a path whose filesystem is nsfs is a pinned namespace.
+const NSFS_MAGIC: i64 = 0x6e73_6673;
+
+/// The namespace kinds a pod can pin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NsKind {
+    Net,
+    Ipc,
+    Uts,
+}
+
+impl NsKind {
+    pub const ALL: [NsKind; 3] = [NsKind::Net, NsKind::Ipc, NsKind::Uts];
+
+    /// The file name under /proc/<pid>/ns and under the pod's directory.
+    pub fn name(self) -> &'static str {
+        match self {
+            NsKind::Net => "net",
+            NsKind::Ipc => "ipc",
+            NsKind::Uts => "uts",
+        }
+    }
+
+    fn flag(self) -> CloneFlags {
+        match self {
+            NsKind::Net => CloneFlags::CLONE_NEWNET,
+            NsKind::Ipc => CloneFlags::CLONE_NEWIPC,
+            NsKind::Uts => CloneFlags::CLONE_NEWUTS,
+        }
+    }
+}
+
+/// Paths of the pinned namespace files (None: not pinned, e.g. the host's).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pinned {
+    pub net: Option<PathBuf>,
+    pub ipc: Option<PathBuf>,
+    pub uts: Option<PathBuf>,
+}
+
+/// The path of a kind's pin file under `dir`.
+pub fn pin_path(dir: &Path, kind: NsKind) -> PathBuf {
+    dir.join(kind.name())
+}
+
+/// Creates new namespaces of `kinds` and pins them under `dir` (created if
+/// missing). `hostname` is set in a new UTS namespace; loopback is brought
+/// up in a new network namespace. On error nothing stays pinned.
+pub fn pin(dir: &Path, kinds: &[NsKind], hostname: Option<&str>) -> Result<Pinned, SandboxError> {
+    std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+    if kinds.is_empty() {
+        return Ok(Pinned::default());
+    }
+    let dir = dir.to_path_buf();
+    let kinds = kinds.to_vec();
+    let hostname = hostname.map(str::to_string);
+    let worker = {
+        let dir = dir.clone();
+        let kinds = kinds.clone();
+        std::thread::Builder::new()
+            .name("crius-pinns".into())
+            .spawn(move || pin_in_this_thread(&dir, &kinds, hostname.as_deref()))
+            .map_err(io("starting the namespace thread"))?
+    };
+    let result = worker.join().unwrap_or_else(|_| {
+        Err(SandboxError::Io {
+            what: "namespace thread".into(),
+            source: std::io::Error::other("panicked"),
+        })
+    });
+    match result {
+        Ok(()) => {
+            let mut p = Pinned::default();
+            for k in kinds {
+                let path = Some(pin_path(&dir, k));
+                match k {
+                    NsKind::Net => p.net = path,
+                    NsKind::Ipc => p.ipc = path,
+                    NsKind::Uts => p.uts = path,
+                }
+            }
+            Ok(p)
+        }
+        Err(e) => {
+            // Best effort: the error to report is the first one.
+            let _ = unpin(&dir);
+            Err(e)
+        }
+    }
+}
+
+/// Runs on a thread of its own, which ends afterwards: its namespaces are
+/// never seen by other work.
+fn pin_in_this_thread(
+    dir: &Path,
+    kinds: &[NsKind],
+    hostname: Option<&str>,
+) -> Result<(), SandboxError> {
+    let flags = kinds.iter().fold(CloneFlags::empty(), |f, k| f | k.flag());
+    unshare(flags).map_err(sys("unshare"))?;
+    if kinds.contains(&NsKind::Uts) {
+        if let Some(h) = hostname.filter(|h| !h.is_empty()) {
+            nix::unistd::sethostname(h).map_err(sys(format!("sethostname {h:?}")))?;
+        }
+    }
+    if kinds.contains(&NsKind::Net) {
+        loopback_up()?;
+    }
+    for k in kinds {
+        let target = pin_path(dir, *k);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&target)
+            .map_err(io(format!("creating {}", target.display())))?;
+        let source = format!("/proc/thread-self/ns/{}", k.name());
+        mount(
+            Some(source.as_str()),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(sys(format!(
+            "bind-mounting {source} on {}",
+            target.display()
+        )))?;
+    }
+    Ok(())
+}
+
+/// Sets IFF_UP on `lo` in the calling thread's network namespace.
+fn loopback_up() -> Result<(), SandboxError> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: plain syscalls on a socket this function owns; the ifreq is
+    // zero-initialised and its name NUL-terminated.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io("socket for loopback")(std::io::Error::last_os_error()));
+        }
+        let sock = OwnedFd::from_raw_fd(fd);
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo\0".iter().enumerate() {
+            req.ifr_name[i] = *b as libc::c_char;
+        }
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(io("reading loopback flags")(std::io::Error::last_os_error()));
+        }
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+            return Err(io("bringing loopback up")(std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `path` is a pinned namespace (an nsfs mount).
+pub fn is_pinned(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .map(|s| s.filesystem_type().0 as i64 == NSFS_MAGIC)
+        .unwrap_or(false)
+}
+
+/// Unmounts and removes every pin file under `dir`. Idempotent: missing
+/// files and files that are not mounted are fine.
+pub fn unpin(dir: &Path) -> Result<(), SandboxError> {
+    for k in NsKind::ALL {
+        let p = pin_path(dir, k);
+        // A pin may have been mounted more than once (never by crius, but
+        // be thorough): unmount until it is a plain file.
+        for _ in 0..8 {
+            if !is_pinned(&p) {
+                break;
+            }
+            match umount2(&p, MntFlags::MNT_DETACH) {
+                Ok(()) => {}
+                Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => break,
+                Err(e) => return Err(sys(format!("unmounting {}", p.display()))(e)),
+            }
+        }
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(format!("removing {}", p.display()))(e)),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,94 @@
+//! Pinning real namespaces and mounting a real shm tmpfs (root only).
+
+use crius_sandbox::{ns, shm};
+use std::os::unix::fs::MetadataExt;
+use std::process::Command;
+
+fn mounts_under(dir: &std::path::Path) -> usize {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let d = dir.to_str().unwrap();
+    info.lines().filter(|l| l.contains(d)).count()
+}
+
+fn nsenter(args: &[&str]) -> String {
+    let out = Command::new("nsenter").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "nsenter {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn pinned_namespaces_live_without_a_process_and_unpin_cleanly() {
+    crius_test_support::require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ns");
+    let host_uts = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let pinned = ns::pin(&dir, &ns::NsKind::ALL, Some("pod-a")).unwrap();
+    let (net, ipc, uts) = (
+        pinned.net.unwrap(),
+        pinned.ipc.unwrap(),
+        pinned.uts.unwrap(),
+    );
+    for p in [&net, &ipc, &uts] {
+        assert!(ns::is_pinned(p), "{} not an nsfs mount", p.display());
+    }
+    // New namespaces, not the daemon's.
+    let self_net = std::fs::metadata("/proc/self/ns/net").unwrap().ino();
+    assert_ne!(std::fs::metadata(&net).unwrap().ino(), self_net);
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(),
+        host_uts
+    );
+    // The hostname was set in the pinned UTS namespace, loopback is up.
+    let uts_arg = format!("--uts={}", uts.display());
+    assert_eq!(
+        nsenter(&[&uts_arg, "cat", "/proc/sys/kernel/hostname"]).trim(),
+        "pod-a"
+    );
+    let net_arg = format!("--net={}", net.display());
+    let links = nsenter(&[&net_arg, "ip", "-o", "link"]);
+    assert_eq!(links.lines().count(), 1, "only loopback: {links}");
+    assert!(links.contains("lo:") && links.contains(",UP"), "{links}");
+    assert_eq!(mounts_under(&dir), 3);
+    ns::unpin(&dir).unwrap();
+    assert_eq!(mounts_under(&dir), 0);
+    assert!(!net.exists());
+    // Idempotent.
+    ns::unpin(&dir).unwrap();
+}
+
+#[test]
+fn pinning_only_some_kinds() {
+    crius_test_support::require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ns");
+    let p = ns::pin(&dir, &[ns::NsKind::Ipc], None).unwrap();
+    assert!(p.net.is_none() && p.uts.is_none());
+    assert!(ns::is_pinned(p.ipc.as_ref().unwrap()));
+    assert!(!ns::pin_path(&dir, ns::NsKind::Net).exists());
+    ns::unpin(&dir).unwrap();
+    assert_eq!(mounts_under(&dir), 0);
+}
+
+#[test]
+fn shm_is_a_sized_tmpfs_and_unmounts() {
+    crius_test_support::require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("shm");
+    shm::mount_shm(&path, 8 << 20).unwrap();
+    assert!(shm::is_mounted(&path));
+    // Idempotent.
+    shm::mount_shm(&path, 8 << 20).unwrap();
+    assert_eq!(mounts_under(&path), 1);
+    let st = nix::sys::statvfs::statvfs(&path).unwrap();
+    assert_eq!(st.blocks() * st.fragment_size(), 8 << 20);
+    let m = std::fs::metadata(&path).unwrap();
+    assert_eq!(m.mode() & 0o7777, 0o1777);
+    shm::unmount_shm(&path).unwrap();
+    assert!(!path.exists());
+    assert_eq!(mounts_under(&path), 0);
+    shm::unmount_shm(&path).unwrap();
+}

@@ -3,4 +3,6 @@
 
 pub mod config;
 pub mod logging;
+pub mod manager;
 pub mod server;
+pub mod state;

@@ -221,7 +221,10 @@ fn run(args: &Args, sync: &mut Option<File>) -> Result<(), String> {
     if let Some(mut s) = sync.take() {
         // Closing the sync fd right after tells the daemon we are done
         // starting up (it reads to end of file).
-        writeln!(s, "pid {pid}").map_err(|e| format!("reporting pid: {e}"))?;
+        // The monitor's own pid lets the daemon signal it (SIGUSR1: reopen
+        // the log) after a restart.
+        writeln!(s, "pid {pid} {}", std::process::id())
+            .map_err(|e| format!("reporting pid: {e}"))?;
     }
 
     // With a terminal, stdout and stderr both arrive on the pty master,

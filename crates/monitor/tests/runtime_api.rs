@@ -162,7 +162,7 @@ fn container_lifecycle_through_the_runtime_layer() {
         false,
     ) {
         let (rt, files) = (&p.rt, &p.files);
-        let pid = rt.create(&id, files, 16 * 1024, false).unwrap();
+        let pid = rt.create(&id, files, 16 * 1024, false).unwrap().pid;
         assert!(pid > 1);
         assert_eq!(rt.state(&id).unwrap()["status"], "created", "{id}");
         rt.start(&id).unwrap();

@@ -63,6 +63,13 @@ pub struct ExecOutput {
     pub truncated: bool,
 }
 
+/// A container the runtime created, and the monitor that keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Created {
+    pub pid: i32,
+    pub monitor_pid: i32,
+}
+
 /// One handler, ready to run containers.
 #[derive(Debug, Clone)]
 pub struct OciRuntime {
@@ -124,7 +131,7 @@ impl OciRuntime {
         files: &ContainerFiles,
         max_log_line: usize,
         tty: bool,
-    ) -> Result<i32, RuntimeError> {
+    ) -> Result<Created, RuntimeError> {
         let io = |what: &str| {
             let what = what.to_string();
             move |source| RuntimeError::Io { what, source }
@@ -185,12 +192,18 @@ impl OciRuntime {
             .read_to_string(&mut sync)
             .map_err(io("reading the monitor's report"))?;
         match sync.trim().split_once(' ') {
-            Some(("pid", p)) => p.parse().map_err(|_| RuntimeError::Runtime {
-                runtime: self.name.clone(),
-                op: "create",
-                id: id.into(),
-                message: format!("monitor reported {sync:?}"),
-            }),
+            Some(("pid", p)) => {
+                let mut it = p.split_whitespace().map(str::parse::<i32>);
+                match (it.next(), it.next()) {
+                    (Some(Ok(pid)), Some(Ok(monitor_pid))) => Ok(Created { pid, monitor_pid }),
+                    _ => Err(RuntimeError::Runtime {
+                        runtime: self.name.clone(),
+                        op: "create",
+                        id: id.into(),
+                        message: format!("monitor reported {sync:?}"),
+                    }),
+                }
+            }
             Some(("error", m)) => Err(RuntimeError::Runtime {
                 runtime: self.name.clone(),
                 op: "create",
@@ -222,6 +235,45 @@ impl OciRuntime {
         }
         args.push(id);
         self.run("delete", id, &args).map(|_| ())
+    }
+
+    /// Applies new cgroup resources (`<runtime> update --resources -`,
+    /// the OCI LinuxResources JSON on stdin).
+    pub fn update(&self, id: &str, resources_json: &[u8]) -> Result<(), RuntimeError> {
+        use std::io::Write;
+        let mut child = self
+            .cmd()
+            .args(["update", "--resources", "-", id])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| RuntimeError::Io {
+                what: format!("running {}", self.binary.display()),
+                source: e,
+            })?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(resources_json)
+                .map_err(|e| RuntimeError::Io {
+                    what: "writing resources to the runtime".into(),
+                    source: e,
+                })?;
+        }
+        let out = child.wait_with_output().map_err(|e| RuntimeError::Io {
+            what: format!("waiting for {}", self.binary.display()),
+            source: e,
+        })?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(RuntimeError::Runtime {
+                runtime: self.name.clone(),
+                op: "update",
+                id: id.into(),
+                message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            })
+        }
     }
 
     /// The runtime's `state` (OCI state JSON: status, pid, bundle…).

@@ -40,3 +40,17 @@ pub fn image_error(e: StoreError) -> Status {
 pub fn missing(field: &str) -> Status {
     Status::invalid_argument(format!("{field} is required"))
 }
+
+/// Pod and container errors: the manager already sorted them by code.
+pub fn manager_error(e: crate::manager::ManagerError) -> Status {
+    use crate::manager::ManagerError as M;
+    match e {
+        M::InvalidArgument(m) => Status::invalid_argument(m),
+        M::NotFound(m) => Status::not_found(m),
+        M::AlreadyExists(m) => Status::already_exists(m),
+        M::FailedPrecondition(m) => Status::failed_precondition(m),
+        M::Unimplemented(m) => Status::unimplemented(m),
+        M::DeadlineExceeded(m) => Status::deadline_exceeded(m),
+        M::Internal(m) => Status::internal(m),
+    }
+}

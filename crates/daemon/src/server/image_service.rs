@@ -11,16 +11,21 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+/// Which container uses an image (by image id), if any.
+pub type InUse = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 pub struct ImageServiceImpl {
     store: Arc<ImageStore>,
     pinned: Arc<Vec<String>>,
+    in_use: InUse,
 }
 
 impl ImageServiceImpl {
-    pub fn new(store: Arc<ImageStore>, pinned: Vec<String>) -> Self {
+    pub fn new(store: Arc<ImageStore>, pinned: Vec<String>, in_use: InUse) -> Self {
         Self {
             store,
             pinned: Arc::new(pinned),
+            in_use,
         }
     }
 
@@ -166,9 +171,8 @@ cri_service! {
         async fn remove_image(&self, request: Request<RemoveImageRequest>) -> Result<Response<RemoveImageResponse>, Status> {
             let image = image_name(request.into_inner().image.as_ref(), "image.image")?;
             let store = self.store.clone();
-            // No containers exist before the runtime service is built, so
-            // nothing is in use yet.
-            blocking(move || store.remove(&image, |_| None).map_err(image_error)).await?;
+            let in_use = self.in_use.clone();
+            blocking(move || store.remove(&image, |id| in_use(id)).map_err(image_error)).await?;
             Ok(Response::new(RemoveImageResponse {}))
         }
 

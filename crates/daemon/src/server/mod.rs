@@ -46,6 +46,8 @@ pub enum ServerError {
     Images(String),
     #[error("runtime handlers: {0}")]
     Runtimes(String),
+    #[error("pod and container state: {0}")]
+    State(String),
     #[error("serving gRPC: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
@@ -54,7 +56,8 @@ pub enum ServerError {
 pub struct Server {
     config: Arc<Config>,
     images: Arc<ImageStore>,
-    runtimes: runtimes::RuntimeInfo,
+    runtimes: Arc<runtimes::Runtimes>,
+    manager: Arc<crate::manager::Manager>,
     listener: UnixListener,
     socket_ino: (u64, u64),
     _lock: RootLock,
@@ -81,7 +84,14 @@ impl Server {
         // 0660 socket must be able to reach it.
         create_dir(&config.runroot, 0o711)?;
         let images = Arc::new(open_image_store(&config)?);
-        let runtimes = runtimes::RuntimeInfo::probe(&config).map_err(ServerError::Runtimes)?;
+        let info = runtimes::RuntimeInfo::probe(&config).map_err(ServerError::Runtimes)?;
+        let config = Arc::new(config);
+        let runtimes = Arc::new(runtimes::Runtimes::new(config.clone(), info));
+        // Recovers pods and containers before the socket exists, so no RPC
+        // sees half-reconciled state.
+        let manager =
+            crate::manager::Manager::open(config.clone(), images.clone(), runtimes.clone())
+                .map_err(ServerError::State)?;
         let listener = listener::bind(&config.listen)?;
         let meta = std::fs::symlink_metadata(&config.listen).map_err(|e| ServerError::Io {
             what: format!("stat {}", config.listen.display()),
@@ -96,9 +106,10 @@ impl Server {
             env!("CARGO_PKG_VERSION"),
         );
         Ok(Self {
-            config: Arc::new(config),
+            config,
             images,
             runtimes,
+            manager,
             listener,
             socket_ino: (meta.dev(), meta.ino()),
             _lock: lock,
@@ -113,11 +124,11 @@ impl Server {
             config,
             images,
             runtimes,
+            manager,
             listener,
             socket_ino,
             _lock,
         } = self;
-        let runtimes = Arc::new(runtimes::Runtimes::new(config.clone(), runtimes));
         // SIGHUP re-probes the runtime handlers.
         let hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             Ok(mut sig) => {
@@ -141,6 +152,7 @@ impl Server {
                 RuntimeServiceServer::new(runtime_service::RuntimeServiceImpl::new(
                     config.clone(),
                     runtimes.clone(),
+                    manager.clone(),
                 ))
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
@@ -149,6 +161,10 @@ impl Server {
                 ImageServiceServer::new(image_service::ImageServiceImpl::new(
                     images,
                     config.pinned_images.clone(),
+                    {
+                        let m = manager.clone();
+                        Arc::new(move |id: &str| m.container_using_image(id))
+                    },
                 ))
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),

@@ -1,10 +1,15 @@
-//! The CRI RuntimeService. `Version` and `Status` are served here; pods and
-//! containers arrive with the OCI runtime layer and answer UNIMPLEMENTED
-//! (naming the RPC) until then.
+//! The CRI RuntimeService: Version, Status, RuntimeConfig, and the pod and
+//! container RPCs, which convert between the wire types and the manager
+//! (`crate::manager`). Streaming RPCs, stats and checkpoints answer
+//! UNIMPLEMENTED naming the RPC.
 
+use super::error::manager_error;
 use super::runtimes::{RuntimeInfo, Runtimes};
 use super::unimplemented::cri_service;
 use crate::config::Config;
+use crate::manager::container::cri_state;
+use crate::manager::Manager;
+use crate::state::{decode_config, ContainerRecord, PodPhase, PodRecord};
 use crius_cri_api::v1::runtime_service_server::RuntimeService;
 use crius_cri_api::v1::*;
 use std::collections::HashMap;
@@ -22,12 +27,112 @@ pub const NETWORK_READY: &str = "NetworkReady";
 pub struct RuntimeServiceImpl {
     config: Arc<Config>,
     runtimes: Arc<Runtimes>,
+    manager: Arc<Manager>,
 }
 
 impl RuntimeServiceImpl {
-    pub fn new(config: Arc<Config>, runtimes: Arc<Runtimes>) -> Self {
-        Self { config, runtimes }
+    pub fn new(config: Arc<Config>, runtimes: Arc<Runtimes>, manager: Arc<Manager>) -> Self {
+        Self {
+            config,
+            runtimes,
+            manager,
+        }
     }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String, Status> {
+    serde_json::to_string(v).map_err(|e| Status::internal(format!("encoding info: {e}")))
+}
+
+fn pod_state(r: &PodRecord) -> i32 {
+    if r.phase == PodPhase::Ready {
+        PodSandboxState::SandboxReady as i32
+    } else {
+        PodSandboxState::SandboxNotready as i32
+    }
+}
+
+fn to_map(m: &std::collections::HashMap<String, String>) -> HashMap<String, String> {
+    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+fn pod_status(config: &PodSandboxConfig, r: &PodRecord) -> PodSandboxStatus {
+    let opts = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.clone());
+    PodSandboxStatus {
+        id: r.id.clone(),
+        metadata: config.metadata.clone(),
+        state: pod_state(r),
+        created_at: r.created_at,
+        // Pod IPs come with CNI networking.
+        network: Some(PodSandboxNetworkStatus::default()),
+        linux: Some(LinuxPodSandboxStatus {
+            namespaces: Some(Namespace { options: opts }),
+        }),
+        labels: to_map(&config.labels),
+        annotations: to_map(&config.annotations),
+        runtime_handler: r.runtime_handler.clone(),
+    }
+}
+
+fn container_proto(config: &ContainerConfig, r: &ContainerRecord) -> Container {
+    Container {
+        id: r.id.clone(),
+        pod_sandbox_id: r.pod_id.clone(),
+        metadata: config.metadata.clone(),
+        image: Some(ImageSpec {
+            image: r.image.clone(),
+            ..Default::default()
+        }),
+        image_ref: r.image_ref.clone(),
+        state: cri_state(r.phase) as i32,
+        created_at: r.created_at,
+        labels: to_map(&config.labels),
+        annotations: to_map(&config.annotations),
+        image_id: r.image_id.clone(),
+    }
+}
+
+fn container_status(r: &ContainerRecord) -> Result<ContainerStatus, Status> {
+    // The stored config carries resources updated since creation.
+    let config: ContainerConfig =
+        decode_config(&r.id, &r.config).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(ContainerStatus {
+        id: r.id.clone(),
+        metadata: config.metadata.clone(),
+        state: cri_state(r.phase) as i32,
+        created_at: r.created_at,
+        started_at: r.started_at,
+        finished_at: r.finished_at,
+        exit_code: r.exit_code,
+        image: Some(ImageSpec {
+            image: r.image.clone(),
+            ..Default::default()
+        }),
+        image_ref: r.image_ref.clone(),
+        reason: r.reason.clone(),
+        message: r.message.clone(),
+        labels: to_map(&config.labels),
+        annotations: to_map(&config.annotations),
+        mounts: config.mounts.clone(),
+        log_path: r.log_path.display().to_string(),
+        resources: Some(ContainerResources {
+            linux: config.linux.as_ref().and_then(|l| l.resources.clone()),
+            windows: None,
+        }),
+        image_id: r.image_id.clone(),
+        user: Some(ContainerUser {
+            linux: Some(LinuxContainerUser {
+                uid: r.uid as i64,
+                gid: r.gid as i64,
+                supplemental_groups: r.additional_gids.iter().map(|g| *g as i64).collect(),
+            }),
+        }),
+        stop_signal: config.stop_signal,
+    })
 }
 
 /// Every handler by name, and the default again as "" (kubelet asks about
@@ -60,21 +165,21 @@ pub fn version_response() -> VersionResponse {
 /// The node conditions kubelet gates on. Each one that is false says why:
 /// kubelet shows reason and message in the node's status, and an operator
 /// reads them to learn what is missing.
-pub fn conditions() -> Vec<RuntimeCondition> {
+pub fn conditions(runtime: (bool, String, String)) -> Vec<RuntimeCondition> {
     vec![
         RuntimeCondition {
             r#type: RUNTIME_READY.into(),
-            status: false,
-            reason: "ContainersNotSupported".into(),
-            message: "this crius build cannot run pod sandboxes or containers yet: \
-                      the OCI runtime layer is not built"
-                .into(),
+            status: runtime.0,
+            reason: runtime.1,
+            message: runtime.2,
         },
         RuntimeCondition {
             r#type: NETWORK_READY.into(),
             status: false,
             reason: "NetworkPluginNotReady".into(),
-            message: "pod networking (CNI) is not built in this crius yet".into(),
+            message: "pod networking (CNI) is not built in this crius yet: pods get an \
+                      isolated network namespace with loopback only"
+                .into(),
         },
     ]
 }
@@ -101,33 +206,154 @@ cri_service! {
                 info.insert("host".to_string(), encode(serde_json::to_string(&runtimes.host))?);
             }
             Ok(Response::new(StatusResponse {
-                status: Some(RuntimeStatus { conditions: conditions() }),
+                status: Some(RuntimeStatus { conditions: conditions(self.manager.runtime_ready()) }),
                 info,
                 runtime_handlers: runtime_handlers(&runtimes),
-                // Nothing of these is implemented yet: say so.
                 features: Some(RuntimeFeatures {
-                    supplemental_groups_policy: false,
+                    // Merge and Strict are both applied (spec::user).
+                    supplemental_groups_policy: true,
                     user_namespaces_host_network: false,
                     mount_options: false,
                 }),
             }))
         }
+
+        async fn runtime_config(&self, _request: Request<RuntimeConfigRequest>) -> Result<Response<RuntimeConfigResponse>, Status> {
+            Ok(Response::new(RuntimeConfigResponse {
+                linux: Some(LinuxRuntimeConfiguration { cgroup_driver: CgroupDriver::Cgroupfs as i32 }),
+            }))
+        }
+
+        async fn update_runtime_config(&self, request: Request<UpdateRuntimeConfigRequest>) -> Result<Response<UpdateRuntimeConfigResponse>, Status> {
+            // kubelet sends the node's pod CIDR; it matters to CNI plugins,
+            // which read their own configuration (CRI-O ignores it too).
+            let cidr = request.get_ref().runtime_config.as_ref().and_then(|c| c.network_config.as_ref()).map(|n| n.pod_cidr.clone()).unwrap_or_default();
+            tracing::debug!(pod_cidr = %cidr, "UpdateRuntimeConfig: recorded nothing (no CNI yet)");
+            Ok(Response::new(UpdateRuntimeConfigResponse {}))
+        }
+
+        async fn run_pod_sandbox(&self, request: Request<RunPodSandboxRequest>) -> Result<Response<RunPodSandboxResponse>, Status> {
+            let req = request.into_inner();
+            let id = self.manager.run_pod(req.config, &req.runtime_handler).await.map_err(manager_error)?;
+            Ok(Response::new(RunPodSandboxResponse { pod_sandbox_id: id }))
+        }
+
+        async fn stop_pod_sandbox(&self, request: Request<StopPodSandboxRequest>) -> Result<Response<StopPodSandboxResponse>, Status> {
+            self.manager.stop_pod(&request.get_ref().pod_sandbox_id).await.map_err(manager_error)?;
+            Ok(Response::new(StopPodSandboxResponse {}))
+        }
+
+        async fn remove_pod_sandbox(&self, request: Request<RemovePodSandboxRequest>) -> Result<Response<RemovePodSandboxResponse>, Status> {
+            self.manager.remove_pod(&request.get_ref().pod_sandbox_id).await.map_err(manager_error)?;
+            Ok(Response::new(RemovePodSandboxResponse {}))
+        }
+
+        async fn pod_sandbox_status(&self, request: Request<PodSandboxStatusRequest>) -> Result<Response<PodSandboxStatusResponse>, Status> {
+            let req = request.into_inner();
+            let (pod, rec) = self.manager.pod_status(&req.pod_sandbox_id).map_err(manager_error)?;
+            let mut info = HashMap::new();
+            if req.verbose {
+                info.insert("info".to_string(), json(&serde_json::json!({
+                    "id": rec.id,
+                    "phase": rec.phase,
+                    "runtimeHandler": rec.runtime_handler,
+                    "dir": rec.dir,
+                    "namespaces": { "network": rec.netns, "ipc": rec.ipcns, "uts": rec.utsns },
+                    "shm": rec.shm,
+                    "cgroupParent": rec.cgroup_parent,
+                    "pids": [],
+                }))?);
+            }
+            Ok(Response::new(PodSandboxStatusResponse {
+                status: Some(pod_status(&pod.config, &rec)),
+                info,
+                containers_statuses: Vec::new(),
+                timestamp: 0,
+            }))
+        }
+
+        async fn list_pod_sandbox(&self, request: Request<ListPodSandboxRequest>) -> Result<Response<ListPodSandboxResponse>, Status> {
+            let req = request.into_inner();
+            let items = self.manager.list_pods(req.filter.as_ref()).into_iter().map(|(pod, rec)| PodSandbox {
+                id: rec.id.clone(),
+                metadata: pod.config.metadata.clone(),
+                state: pod_state(&rec),
+                created_at: rec.created_at,
+                labels: to_map(&pod.config.labels),
+                annotations: to_map(&pod.config.annotations),
+                runtime_handler: rec.runtime_handler.clone(),
+            }).collect();
+            Ok(Response::new(ListPodSandboxResponse { items }))
+        }
+
+        async fn create_container(&self, request: Request<CreateContainerRequest>) -> Result<Response<CreateContainerResponse>, Status> {
+            let req = request.into_inner();
+            let id = self.manager.create_container(&req.pod_sandbox_id, req.config, req.sandbox_config).await.map_err(manager_error)?;
+            Ok(Response::new(CreateContainerResponse { container_id: id }))
+        }
+
+        async fn start_container(&self, request: Request<StartContainerRequest>) -> Result<Response<StartContainerResponse>, Status> {
+            self.manager.start_container(&request.get_ref().container_id).await.map_err(manager_error)?;
+            Ok(Response::new(StartContainerResponse {}))
+        }
+
+        async fn stop_container(&self, request: Request<StopContainerRequest>) -> Result<Response<StopContainerResponse>, Status> {
+            let req = request.get_ref();
+            self.manager.stop_container(&req.container_id, req.timeout).await.map_err(manager_error)?;
+            Ok(Response::new(StopContainerResponse {}))
+        }
+
+        async fn remove_container(&self, request: Request<RemoveContainerRequest>) -> Result<Response<RemoveContainerResponse>, Status> {
+            self.manager.remove_container(&request.get_ref().container_id).await.map_err(manager_error)?;
+            Ok(Response::new(RemoveContainerResponse {}))
+        }
+
+        async fn list_containers(&self, request: Request<ListContainersRequest>) -> Result<Response<ListContainersResponse>, Status> {
+            let req = request.into_inner();
+            let containers = self.manager.list_containers(req.filter.as_ref()).await.into_iter()
+                .map(|(c, rec)| container_proto(&c.config, &rec)).collect();
+            Ok(Response::new(ListContainersResponse { containers }))
+        }
+
+        async fn container_status(&self, request: Request<ContainerStatusRequest>) -> Result<Response<ContainerStatusResponse>, Status> {
+            let req = request.into_inner();
+            let (_c, rec) = self.manager.container_status(&req.container_id).await.map_err(manager_error)?;
+            let mut info = HashMap::new();
+            if req.verbose {
+                let spec: serde_json::Value = std::fs::read(rec.dir.join("bundle/config.json")).ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+                info.insert("info".to_string(), json(&serde_json::json!({
+                    "sandboxID": rec.pod_id,
+                    "pid": rec.pid,
+                    "monitorPid": rec.monitor_pid,
+                    "runtimeHandler": rec.runtime_handler,
+                    "bundle": rec.dir.join("bundle"),
+                    "exitFile": rec.exit_file,
+                    "cgroupsPath": rec.cgroups_path,
+                    "runtimeSpec": spec,
+                }))?);
+            }
+            Ok(Response::new(ContainerStatusResponse { status: Some(container_status(&rec)?), info }))
+        }
+
+        async fn update_container_resources(&self, request: Request<UpdateContainerResourcesRequest>) -> Result<Response<UpdateContainerResourcesResponse>, Status> {
+            let req = request.into_inner();
+            self.manager.update_resources(&req.container_id, req.linux).await.map_err(manager_error)?;
+            Ok(Response::new(UpdateContainerResourcesResponse {}))
+        }
+
+        async fn reopen_container_log(&self, request: Request<ReopenContainerLogRequest>) -> Result<Response<ReopenContainerLogResponse>, Status> {
+            self.manager.reopen_log(&request.get_ref().container_id).await.map_err(manager_error)?;
+            Ok(Response::new(ReopenContainerLogResponse {}))
+        }
+
+        async fn exec_sync(&self, request: Request<ExecSyncRequest>) -> Result<Response<ExecSyncResponse>, Status> {
+            let req = request.into_inner();
+            let out = self.manager.exec_sync(&req.container_id, req.cmd, req.timeout).await.map_err(manager_error)?;
+            Ok(Response::new(ExecSyncResponse { stdout: out.stdout, stderr: out.stderr, exit_code: out.exit_code }))
+        }
     }
     not_built {
-        RunPodSandbox => run_pod_sandbox(RunPodSandboxRequest) -> RunPodSandboxResponse;
-        StopPodSandbox => stop_pod_sandbox(StopPodSandboxRequest) -> StopPodSandboxResponse;
-        RemovePodSandbox => remove_pod_sandbox(RemovePodSandboxRequest) -> RemovePodSandboxResponse;
-        PodSandboxStatus => pod_sandbox_status(PodSandboxStatusRequest) -> PodSandboxStatusResponse;
-        ListPodSandbox => list_pod_sandbox(ListPodSandboxRequest) -> ListPodSandboxResponse;
-        CreateContainer => create_container(CreateContainerRequest) -> CreateContainerResponse;
-        StartContainer => start_container(StartContainerRequest) -> StartContainerResponse;
-        StopContainer => stop_container(StopContainerRequest) -> StopContainerResponse;
-        RemoveContainer => remove_container(RemoveContainerRequest) -> RemoveContainerResponse;
-        ListContainers => list_containers(ListContainersRequest) -> ListContainersResponse;
-        ContainerStatus => container_status(ContainerStatusRequest) -> ContainerStatusResponse;
-        UpdateContainerResources => update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse;
-        ReopenContainerLog => reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse;
-        ExecSync => exec_sync(ExecSyncRequest) -> ExecSyncResponse;
         Exec => exec(ExecRequest) -> ExecResponse;
         Attach => attach(AttachRequest) -> AttachResponse;
         PortForward => port_forward(PortForwardRequest) -> PortForwardResponse;
@@ -135,13 +361,11 @@ cri_service! {
         ListContainerStats => list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse;
         PodSandboxStats => pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse;
         ListPodSandboxStats => list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse;
-        UpdateRuntimeConfig => update_runtime_config(UpdateRuntimeConfigRequest) -> UpdateRuntimeConfigResponse;
         CheckpointContainer => checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse;
         CheckpointPod => checkpoint_pod(CheckpointPodRequest) -> CheckpointPodResponse;
         RestorePod => restore_pod(RestorePodRequest) -> RestorePodResponse;
         ListMetricDescriptors => list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse;
         ListPodSandboxMetrics => list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse;
-        RuntimeConfig => runtime_config(RuntimeConfigRequest) -> RuntimeConfigResponse;
         UpdatePodSandboxResources => update_pod_sandbox_resources(UpdatePodSandboxResourcesRequest) -> UpdatePodSandboxResourcesResponse;
     }
     not_built_streams {
@@ -169,7 +393,7 @@ mod tests {
 
     #[test]
     fn every_false_condition_says_why() {
-        let c = conditions();
+        let c = conditions((false, "X".into(), "y".into()));
         let types: Vec<_> = c.iter().map(|c| c.r#type.as_str()).collect();
         assert_eq!(types, [RUNTIME_READY, NETWORK_READY]);
         for cond in c.iter().filter(|c| !c.status) {

@@ -1,0 +1,1047 @@
+//! Containers: CreateContainer, StartContainer, StopContainer,
+//! RemoveContainer, ContainerStatus, ListContainers, ExecSync,
+//! ReopenContainerLog, UpdateContainerResources.
+
+use super::{blocking, filters, hostmounts, ids, now_ns, Ctr, Manager, ManagerError, Result};
+use crate::state::{encode_config, ContainerPhase, ContainerRecord, PodPhase, RECORD_VERSION};
+use crius_cri_api::v1::{
+    ContainerConfig, ContainerFilter, ContainerState, LinuxContainerResources, MountPropagation,
+    PodSandboxConfig, Signal,
+};
+use crius_image_store::db::ImageRecord;
+use crius_oci_runtime::runtime::{exit_status, ContainerFiles, ExecOutput, OciRuntime};
+use crius_oci_runtime::spec::{self, ImageConfig, PodFiles, PodNamespaces, SpecInput};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Longest log line before the monitor splits it (a "P" line), as
+/// containerd's default.
+pub const MAX_LOG_LINE: usize = 16 * 1024;
+/// ExecSync output kept per stream.
+pub const EXEC_OUTPUT_CAP: usize = 16 * 1024 * 1024;
+/// Termination messages are capped like kubelet's.
+pub const MAX_TERMINATION_MESSAGE: u64 = 4096;
+/// kubelet's annotation naming the termination message path.
+pub const TERMINATION_PATH_ANNOTATION: &str = "io.kubernetes.container.terminationMessagePath";
+pub const DEFAULT_TERMINATION_PATH: &str = "/dev/termination-log";
+
+/// The reservation key of a container's name in its pod.
+pub fn container_key(pod_id: &str, c: &ContainerConfig) -> Result<String> {
+    let m = c
+        .metadata
+        .as_ref()
+        .ok_or_else(|| ManagerError::InvalidArgument("config.metadata is required".into()))?;
+    if m.name.is_empty() {
+        return Err(ManagerError::InvalidArgument(
+            "config.metadata.name is required".into(),
+        ));
+    }
+    Ok(format!("{pod_id}/{}_{}", m.name, m.attempt))
+}
+
+/// The container's log file: the pod's log_directory joined with the
+/// container's log_path (relative, no ".."), or a default under the root.
+pub fn log_file(
+    pod: &PodSandboxConfig,
+    c: &ContainerConfig,
+    default_dir: &Path,
+) -> Result<PathBuf> {
+    let name = c.metadata.as_ref().map(|m| (m.name.as_str(), m.attempt));
+    let rel = if c.log_path.is_empty() {
+        let (n, a) = name.unwrap_or(("container", 0));
+        PathBuf::from(format!("{n}_{a}.log"))
+    } else {
+        let p = PathBuf::from(&c.log_path);
+        if p.is_absolute()
+            || p.components()
+                .any(|x| !matches!(x, std::path::Component::Normal(_)))
+        {
+            return Err(ManagerError::InvalidArgument(format!(
+                "config.log_path {:?} must be a relative path without \"..\"",
+                c.log_path
+            )));
+        }
+        p
+    };
+    let dir = if pod.log_directory.is_empty() {
+        default_dir.to_path_buf()
+    } else {
+        PathBuf::from(&pod.log_directory)
+    };
+    Ok(dir.join(rel))
+}
+
+/// The signal StopContainer sends first: the CRI's, else the image's,
+/// else SIGTERM.
+pub fn stop_signal(c: &ContainerConfig, image_signal: &str) -> String {
+    match Signal::try_from(c.stop_signal) {
+        Ok(Signal::RuntimeDefault) | Err(_) => {
+            if image_signal.is_empty() {
+                "SIGTERM".into()
+            } else {
+                image_signal.to_string()
+            }
+        }
+        Ok(s) => s
+            .as_str_name()
+            .strip_prefix("SIGNAL_")
+            .unwrap_or("SIGTERM")
+            .to_string(),
+    }
+}
+
+/// Reads a file inside an untrusted root: symlinks resolve inside it
+/// (openat2 RESOLVE_IN_ROOT), at most `cap` bytes. Missing: "".
+pub fn read_in_root(root: &Path, rel: &str, cap: u64) -> String {
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+    use std::io::Read;
+    let Ok(dir) = nix::fcntl::open(
+        root,
+        OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    ) else {
+        return String::new();
+    };
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    // O_NOFOLLOW applies to the last component only; inner symlinks still
+    // resolve within the root. A final symlink (e.g. /etc/passwd -> x) is
+    // resolved by trying again without it.
+    let fd = openat2(&dir, rel, how).or_else(|_| {
+        openat2(
+            &dir,
+            rel,
+            OpenHow::new()
+                .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+                .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS),
+        )
+    });
+    let Ok(fd) = fd else { return String::new() };
+    let f = std::fs::File::from(fd);
+    if !f.metadata().map(|m| m.is_file()).unwrap_or(false) {
+        return String::new();
+    }
+    let mut s = String::new();
+    let _ = f.take(cap).read_to_string(&mut s);
+    s
+}
+
+/// The image config fields the spec needs, from the image's config blob.
+fn image_config(images: &crius_image_store::ImageStore, rec: &ImageRecord) -> Result<ImageConfig> {
+    let blob = images
+        .layout()
+        .read_blob(&rec.id)
+        .map_err(|e| ManagerError::Internal(format!("reading config of image {}: {e}", rec.id)))?;
+    let v: serde_json::Value = serde_json::from_slice(&blob).map_err(|e| {
+        ManagerError::FailedPrecondition(format!("image {} has an invalid config: {e}", rec.id))
+    })?;
+    let c = &v["config"];
+    let strings = |k: &str| -> Vec<String> {
+        c[k].as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let string = |k: &str| c[k].as_str().unwrap_or("").to_string();
+    Ok(ImageConfig {
+        entrypoint: strings("Entrypoint"),
+        cmd: strings("Cmd"),
+        env: strings("Env"),
+        working_dir: string("WorkingDir"),
+        user: string("User"),
+        stop_signal: string("StopSignal"),
+    })
+}
+
+/// Checks and canonicalises the host side of CRI bind mounts: the path
+/// exists (symlinks followed, so the runtime mounts what the operator
+/// meant), and the propagation the mount asks for is possible.
+fn check_host_mounts(c: &mut ContainerConfig) -> Result<()> {
+    let mut mountinfo: Option<Vec<hostmounts::MountEntry>> = None;
+    for (i, m) in c.mounts.iter_mut().enumerate() {
+        if m.image.is_some() {
+            return Err(ManagerError::Unimplemented(format!(
+                "mounts[{i}].image: image volumes are not supported by crius yet"
+            )));
+        }
+        if m.host_path.is_empty() {
+            return Err(ManagerError::InvalidArgument(format!(
+                "mounts[{i}].host_path is required"
+            )));
+        }
+        let real = std::fs::canonicalize(&m.host_path).map_err(|e| {
+            ManagerError::InvalidArgument(format!(
+                "mounts[{i}].host_path {:?}: {}",
+                m.host_path,
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    "does not exist".to_string()
+                } else {
+                    e.to_string()
+                }
+            ))
+        })?;
+        let real_s = real.to_string_lossy().into_owned();
+        let prop = MountPropagation::try_from(m.propagation)
+            .unwrap_or(MountPropagation::PropagationPrivate);
+        if prop != MountPropagation::PropagationPrivate {
+            let infos = mountinfo.get_or_insert_with(|| {
+                hostmounts::parse_mountinfo(
+                    &std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(),
+                )
+            });
+            let entry = hostmounts::mount_of(infos, &real_s);
+            let (ok, want) = match prop {
+                MountPropagation::PropagationBidirectional => {
+                    (entry.is_some_and(|e| e.shared), "shared")
+                }
+                _ => (
+                    entry.is_some_and(|e| e.shared || e.slave),
+                    "shared or slave",
+                ),
+            };
+            if !ok {
+                return Err(ManagerError::FailedPrecondition(format!(
+                    "mounts[{i}].host_path {:?} is on mount {:?}, which is not {want} \
+                     (needed for propagation {}); make it so with `mount --make-rshared {}`",
+                    m.host_path,
+                    entry.map(|e| e.mount_point.as_str()).unwrap_or("?"),
+                    prop.as_str_name(),
+                    entry.map(|e| e.mount_point.as_str()).unwrap_or("/"),
+                )));
+            }
+        }
+        m.host_path = real_s;
+    }
+    Ok(())
+}
+
+pub(crate) fn cleanup_dir(dir: &Path) {
+    if let Err(e) = crius_oci_runtime::rootfs::remove_rootfs(&dir.join("fs")) {
+        tracing::warn!(dir = %dir.display(), error = %e, "removing rootfs");
+    }
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(dir = %dir.display(), error = %e, "removing container dir");
+        }
+    }
+}
+
+pub(crate) fn files_of(rec: &ContainerRecord) -> ContainerFiles {
+    ContainerFiles {
+        bundle: rec.dir.join("bundle"),
+        log: rec.log_path.clone(),
+        exit_file: rec.exit_file.clone(),
+        pid_file: rec.dir.join("pid"),
+    }
+}
+
+/// Whether the container's memory cgroup saw an OOM kill (v1 or v2).
+fn oom_killed(cgroups_path: &str) -> bool {
+    let rel = cgroups_path.trim_start_matches('/');
+    for (file, base) in [
+        ("memory.oom_control", "/sys/fs/cgroup/memory"),
+        ("memory.events", "/sys/fs/cgroup"),
+        ("memory.events", "/sys/fs/cgroup/unified"),
+    ] {
+        let p = Path::new(base).join(rel).join(file);
+        if let Ok(s) = std::fs::read_to_string(&p) {
+            let n = s
+                .lines()
+                .find_map(|l| l.strip_prefix("oom_kill "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            if n > 0 {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// The termination message the container wrote, read from the host side
+/// of the mount kubelet provides for it.
+fn termination_message(c: &ContainerConfig) -> String {
+    let path = c
+        .annotations
+        .get(TERMINATION_PATH_ANNOTATION)
+        .map(String::as_str)
+        .unwrap_or(DEFAULT_TERMINATION_PATH);
+    let Some(m) = c.mounts.iter().find(|m| m.container_path == path) else {
+        return String::new();
+    };
+    use std::io::Read;
+    let mut s = String::new();
+    // The host path may be a symlink the container replaced: never follow.
+    if let Ok(f) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&m.host_path)
+    {
+        let _ = f.take(MAX_TERMINATION_MESSAGE).read_to_string(&mut s);
+    }
+    s
+}
+
+use std::os::unix::fs::OpenOptionsExt;
+
+/// The record after the container's exit, from the exit file (None: still
+/// running). Reads the cgroup for OOM and the termination message.
+pub(crate) fn exited_record(
+    rec: &ContainerRecord,
+    config: &ContainerConfig,
+) -> Option<ContainerRecord> {
+    if !matches!(rec.phase, ContainerPhase::Created | ContainerPhase::Running) {
+        return None;
+    }
+    let (code, time) = exit_status(&files_of(rec)).ok()??;
+    let mut r = rec.clone();
+    r.phase = ContainerPhase::Exited;
+    r.exit_code = code;
+    r.finished_at = parse_rfc3339_ns(&time).unwrap_or_else(now_ns);
+    r.reason = if oom_killed(&rec.cgroups_path) {
+        "OOMKilled".into()
+    } else if code == 0 {
+        "Completed".into()
+    } else {
+        "Error".into()
+    };
+    r.message = termination_message(config);
+    Some(r)
+}
+
+/// Parses the monitor's RFC 3339 UTC timestamp (`2024-01-02T03:04:05.123456789Z`).
+pub fn parse_rfc3339_ns(s: &str) -> Option<i64> {
+    let s = s.strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>());
+    let (y, mo, da) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.split(':').map(|x| x.parse::<i64>());
+    let (h, mi, se) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
+    let mut frac = frac.to_string();
+    frac.truncate(9);
+    while frac.len() < 9 {
+        frac.push('0');
+    }
+    let ns: i64 = frac.parse().ok()?;
+    // Days from civil (Howard Hinnant's algorithm).
+    let y2 = if mo <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + da - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 86_400 + h * 3600 + mi * 60 + se) * 1_000_000_000) + ns)
+}
+
+struct CreateJob {
+    id: String,
+    dir: PathBuf,
+    pod: PodSandboxConfig,
+    pod_id: String,
+    pod_files: PodFiles,
+    namespaces: PodNamespaces,
+    config: ContainerConfig,
+    image_config: ImageConfig,
+    lower: Vec<PathBuf>,
+    host: spec::HostLimits,
+    oci_version: String,
+    runtime: OciRuntime,
+    files: ContainerFiles,
+}
+
+/// The blocking part of CreateContainer: rootfs, spec, bundle, the
+/// runtime's create under a monitor. Returns the record fields it learned.
+fn create_blocking(job: &CreateJob) -> Result<(i32, i32, u32, u32, Vec<u32>)> {
+    let bundle = &job.files.bundle;
+    std::fs::create_dir_all(bundle)
+        .map_err(|e| ManagerError::Internal(format!("creating {}: {e}", bundle.display())))?;
+    let paths = crius_oci_runtime::rootfs::mount_rootfs(&job.lower, &job.dir.join("fs"))?;
+    let passwd = read_in_root(&paths.merged, "etc/passwd", 4 << 20);
+    let group = read_in_root(&paths.merged, "etc/group", 4 << 20);
+    let devices = spec::devices::resolve(&job.config.devices)?;
+    let sc = job
+        .config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref());
+    let seccomp_localhost = match sc.and_then(|s| s.seccomp.as_ref()) {
+        Some(p)
+            if p.profile_type
+                == crius_cri_api::v1::security_profile::ProfileType::Localhost as i32 =>
+        {
+            let path = Path::new(&p.localhost_ref);
+            if !path.is_absolute() {
+                return Err(ManagerError::InvalidArgument(format!(
+                    "linux.security_context.seccomp.localhost_ref {:?} must be an absolute path",
+                    p.localhost_ref
+                )));
+            }
+            Some(std::fs::read_to_string(path).map_err(|e| {
+                ManagerError::InvalidArgument(format!(
+                    "linux.security_context.seccomp.localhost_ref {:?}: {e}",
+                    p.localhost_ref
+                ))
+            })?)
+        }
+        _ => None,
+    };
+    let input = SpecInput {
+        container_id: &job.id,
+        sandbox_id: &job.pod_id,
+        pod: &job.pod,
+        container: &job.config,
+        image: &job.image_config,
+        passwd: &passwd,
+        group: &group,
+        rootfs: &paths.merged,
+        namespaces: &job.namespaces,
+        files: &job.pod_files,
+        oci_version: &job.oci_version,
+        host: &job.host,
+        seccomp_localhost: seccomp_localhost.as_deref(),
+        devices: &devices,
+    };
+    let spec = spec::generate(&input)?;
+    let user = spec
+        .process()
+        .as_ref()
+        .map(|p| {
+            let u = p.user();
+            (
+                u.uid(),
+                u.gid(),
+                u.additional_gids().clone().unwrap_or_default(),
+            )
+        })
+        .unwrap_or_default();
+    let json = serde_json::to_vec_pretty(&spec)
+        .map_err(|e| ManagerError::Internal(format!("encoding config.json: {e}")))?;
+    crius_sandbox::files::write_atomic(&bundle.join("config.json"), &json)?;
+    if let Some(parent) = job.files.log.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| {
+            ManagerError::Internal(format!("creating log directory {}: {e}", parent.display()))
+        })?;
+    }
+    let _ = std::fs::remove_file(&job.files.exit_file);
+    let created = job
+        .runtime
+        .create(&job.id, &job.files, MAX_LOG_LINE, job.config.tty)
+        .map_err(|e| ManagerError::FailedPrecondition(e.to_string()))?;
+    Ok((created.pid, created.monitor_pid, user.0, user.1, user.2))
+}
+
+impl Manager {
+    pub async fn create_container(
+        self: &Arc<Self>,
+        pod_query: &str,
+        config: Option<ContainerConfig>,
+        _sandbox_config: Option<PodSandboxConfig>,
+    ) -> Result<String> {
+        let pod = self.pod(pod_query)?;
+        let mut config =
+            config.ok_or_else(|| ManagerError::InvalidArgument("config is required".into()))?;
+        let key = container_key(&pod.id, &config)?;
+        let pod_rec = pod.record();
+        if pod_rec.phase != PodPhase::Ready {
+            return Err(ManagerError::FailedPrecondition(format!(
+                "pod sandbox {} is not ready",
+                pod.id
+            )));
+        }
+        let image_name = config
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .filter(|i| !i.is_empty())
+            .ok_or_else(|| {
+                ManagerError::InvalidArgument("config.image.image is required".into())
+            })?;
+        let images = self.images.clone();
+        let name2 = image_name.clone();
+        let image = blocking(move || {
+            images
+                .resolve(&name2)
+                .map_err(|e| ManagerError::InvalidArgument(format!("config.image.image: {e}")))
+        })
+        .await?
+        .ok_or_else(|| {
+            ManagerError::NotFound(format!(
+                "config.image.image: image {image_name:?} not found; pull it first"
+            ))
+        })?;
+        if image.is_artifact() {
+            return Err(ManagerError::FailedPrecondition(format!(
+                "config.image.image: {image_name:?} is an OCI artifact, not a runnable image"
+            )));
+        }
+        let runtime = self.runtime(&pod_rec.runtime_handler)?;
+        let log_path = log_file(
+            &pod.config,
+            &config,
+            &self.cfg.root.join("pod-logs").join(&pod.id),
+        )?;
+        let id = ids::new_id();
+        self.reserve(&key, &id).map_err(|holder| {
+            ManagerError::AlreadyExists(format!(
+                "container name {key:?} is reserved by container {holder}"
+            ))
+        })?;
+        let span = tracing::info_span!("container", pod = %pod.id, container = %id);
+        let _g = span.enter();
+        let dir = self.cfg.root.join("containers").join(&id);
+        let exit_file = self.cfg.runroot.join("exits").join(&id);
+        let cgroups_path = format!("{}/crius-{id}", pod_rec.cgroup_parent.trim_end_matches('/'));
+        let mut rec = ContainerRecord {
+            version: RECORD_VERSION,
+            id: id.clone(),
+            pod_id: pod.id.clone(),
+            phase: ContainerPhase::Creating,
+            created_at: now_ns(),
+            started_at: 0,
+            finished_at: 0,
+            exit_code: 0,
+            reason: String::new(),
+            message: String::new(),
+            config: encode_config(&config),
+            image: image_name,
+            image_id: image.id.clone(),
+            image_ref: image
+                .repo_digests
+                .first()
+                .cloned()
+                .unwrap_or_else(|| image.id.clone()),
+            runtime_handler: pod_rec.runtime_handler.clone(),
+            dir: dir.clone(),
+            log_path: log_path.clone(),
+            exit_file: exit_file.clone(),
+            pid: 0,
+            monitor_pid: 0,
+            cgroups_path,
+            stop_signal: String::new(),
+            uid: 0,
+            gid: 0,
+            additional_gids: Vec::new(),
+        };
+        let images = self.images.clone();
+        let image2 = image.clone();
+        let ic = blocking(move || image_config(&images, &image2)).await;
+        let image_config = match ic {
+            Ok(c) => c,
+            Err(e) => {
+                self.release(&key, &id);
+                return Err(e);
+            }
+        };
+        rec.stop_signal = stop_signal(&config, &image_config.stop_signal);
+        // The host side of mounts is checked before anything is created.
+        let checked = {
+            let mut c = config.clone();
+            blocking(move || check_host_mounts(&mut c).map(|_| c)).await
+        };
+        config = match checked {
+            Ok(c) => c,
+            Err(e) => {
+                self.release(&key, &id);
+                return Err(e);
+            }
+        };
+        let job = CreateJob {
+            id: id.clone(),
+            dir: dir.clone(),
+            pod: pod.config.clone(),
+            pod_id: pod.id.clone(),
+            pod_files: PodFiles {
+                hosts: Some(pod_rec.dir.join("hosts")),
+                resolv_conf: Some(pod_rec.dir.join("resolv.conf")),
+                hostname: Some(pod_rec.dir.join("hostname")),
+                shm: pod_rec.shm.clone(),
+            },
+            namespaces: PodNamespaces {
+                network: pod_rec.netns.clone(),
+                ipc: pod_rec.ipcns.clone(),
+                uts: pod_rec.utsns.clone(),
+                pid: None,
+            },
+            config: config.clone(),
+            image_config,
+            lower: self.images.lower_dirs(&image),
+            host: self.host_limits(&pod_rec.cgroup_parent),
+            oci_version: self.oci_version(&pod_rec.runtime_handler),
+            runtime,
+            files: ContainerFiles {
+                bundle: dir.join("bundle"),
+                log: log_path,
+                exit_file,
+                pid_file: dir.join("pid"),
+            },
+        };
+        let db = self.db.clone();
+        let result = blocking(move || {
+            db.put_container(&rec)?;
+            match create_blocking(&job) {
+                Ok((pid, monitor_pid, uid, gid, groups)) => {
+                    rec.phase = ContainerPhase::Created;
+                    rec.pid = pid;
+                    rec.monitor_pid = monitor_pid;
+                    rec.uid = uid;
+                    rec.gid = gid;
+                    rec.additional_gids = groups;
+                    db.put_container(&rec)?;
+                    Ok(rec)
+                }
+                Err(e) => {
+                    let _ = job.runtime.delete(&job.id, true);
+                    cleanup_dir(&job.dir);
+                    let _ = std::fs::remove_file(&job.files.exit_file);
+                    let _ = db.delete_container(&job.id);
+                    Err(e)
+                }
+            }
+        })
+        .await;
+        match result {
+            Ok(rec) => {
+                tracing::info!(pid = rec.pid, "container created");
+                self.containers
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id.clone(), Arc::new(Ctr::new(rec, config)));
+                Ok(id)
+            }
+            Err(e) => {
+                self.release(&key, &id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Observes an exit the monitor recorded and persists it.
+    pub(crate) async fn refresh(&self, c: &Ctr) -> ContainerRecord {
+        let rec = c.record();
+        let Some(new) = exited_record(&rec, &c.config) else {
+            return rec;
+        };
+        c.set(new.clone());
+        let db = self.db.clone();
+        let r2 = new.clone();
+        if let Err(e) = blocking(move || Ok(db.put_container(&r2)?)).await {
+            tracing::error!(container = %c.id, error = %e, "persisting the container's exit");
+        }
+        tracing::info!(container = %c.id, exit_code = new.exit_code, reason = %new.reason, "container exited");
+        new
+    }
+
+    pub async fn start_container(self: &Arc<Self>, query: &str) -> Result<()> {
+        let c = self.ctr(query)?;
+        let _op = c.op.lock().await;
+        let rec = self.refresh(&c).await;
+        if rec.phase != ContainerPhase::Created {
+            return Err(ManagerError::FailedPrecondition(format!(
+                "container {} is {}, not created",
+                c.id,
+                phase_name(rec.phase)
+            )));
+        }
+        let runtime = self.runtime(&rec.runtime_handler)?;
+        let id = c.id.clone();
+        let db = self.db.clone();
+        let mut r = rec.clone();
+        let r = blocking(move || {
+            runtime
+                .start(&id)
+                .map_err(|e| ManagerError::FailedPrecondition(e.to_string()))?;
+            r.phase = ContainerPhase::Running;
+            r.started_at = now_ns();
+            db.put_container(&r)?;
+            Ok(r)
+        })
+        .await?;
+        c.set(r);
+        tracing::info!(container = %c.id, "container started");
+        Ok(())
+    }
+
+    pub async fn stop_container(self: &Arc<Self>, query: &str, timeout: i64) -> Result<()> {
+        let c = self.ctr(query)?;
+        let _op = c.op.lock().await;
+        self.stop_container_inner(&c, timeout).await
+    }
+
+    /// Sends the stop signal, waits up to `timeout` seconds for the exit,
+    /// then SIGKILL. The caller holds the container's op lock (or owns the
+    /// pod's). Idempotent.
+    pub(crate) async fn stop_container_inner(&self, c: &Arc<Ctr>, timeout: i64) -> Result<()> {
+        let rec = self.refresh(c).await;
+        if !matches!(rec.phase, ContainerPhase::Created | ContainerPhase::Running) {
+            return Ok(());
+        }
+        let runtime = self.runtime_any(&rec.runtime_handler)?;
+        let files = files_of(&rec);
+        if timeout > 0 && rec.phase == ContainerPhase::Running {
+            let (rt, id, sig) = (runtime.clone(), c.id.clone(), rec.stop_signal.clone());
+            let sent = blocking(move || Ok(rt.kill(&id, &sig)?)).await;
+            if let Err(e) = sent {
+                tracing::debug!(container = %c.id, error = %e, "stop signal not delivered");
+            }
+            wait_exit(&files, Duration::from_secs(timeout as u64)).await;
+        }
+        if exit_status(&files).ok().flatten().is_none() {
+            let (rt, id) = (runtime.clone(), c.id.clone());
+            let killed = blocking(move || Ok(rt.kill(&id, "SIGKILL")?)).await;
+            if let Err(e) = killed {
+                tracing::debug!(container = %c.id, error = %e, "SIGKILL not delivered");
+            }
+            if !wait_exit(&files, Duration::from_secs(30)).await {
+                return Err(ManagerError::Internal(format!(
+                    "container {} did not exit after SIGKILL",
+                    c.id
+                )));
+            }
+        }
+        self.refresh(c).await;
+        tracing::info!(container = %c.id, "container stopped");
+        Ok(())
+    }
+
+    /// The runtime of a handler even when its probe says not ready (to
+    /// stop and delete what it already runs).
+    pub(crate) fn runtime_any(&self, handler: &str) -> Result<OciRuntime> {
+        let info = self.runtimes.current();
+        let h = info.handlers.get(handler).ok_or_else(|| {
+            ManagerError::FailedPrecondition(format!(
+                "runtime handler {handler:?} is no longer configured"
+            ))
+        })?;
+        Ok(OciRuntime::new(h, &self.monitor)?)
+    }
+
+    pub async fn remove_container(self: &Arc<Self>, query: &str) -> Result<()> {
+        let c = match self.ctr(query) {
+            Ok(c) => c,
+            Err(ManagerError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        self.remove_container_inner(&c).await
+    }
+
+    pub(crate) async fn remove_container_inner(&self, c: &Arc<Ctr>) -> Result<()> {
+        let _op = c.op.lock().await;
+        if !self
+            .containers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&c.id)
+        {
+            return Ok(());
+        }
+        self.stop_container_inner(c, 0).await?;
+        let rec = c.record();
+        let runtime = self.runtime_any(&rec.runtime_handler).ok();
+        let db = self.db.clone();
+        blocking(move || {
+            if let Some(rt) = runtime {
+                if let Err(e) = rt.delete(&rec.id, true) {
+                    tracing::debug!(container = %rec.id, error = %e, "runtime delete");
+                }
+            }
+            crius_oci_runtime::rootfs::remove_rootfs(&rec.dir.join("fs"))?;
+            cleanup_dir(&rec.dir);
+            let _ = std::fs::remove_file(&rec.exit_file);
+            db.delete_container(&rec.id)?;
+            Ok(())
+        })
+        .await?;
+        self.containers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&c.id);
+        if let Ok(key) = container_key(&c.pod_id, &c.config) {
+            self.release(&key, &c.id);
+        }
+        tracing::info!(container = %c.id, "container removed");
+        Ok(())
+    }
+
+    pub async fn container_status(&self, query: &str) -> Result<(Arc<Ctr>, ContainerRecord)> {
+        let c = self.ctr(query)?;
+        let rec = self.refresh(&c).await;
+        Ok((c, rec))
+    }
+
+    pub async fn list_containers(
+        &self,
+        filter: Option<&ContainerFilter>,
+    ) -> Vec<(Arc<Ctr>, ContainerRecord)> {
+        let all: Vec<Arc<Ctr>> = {
+            let ctrs = self.containers.read().unwrap_or_else(|p| p.into_inner());
+            ctrs.values()
+                .filter(|c| match filter {
+                    None => true,
+                    Some(f) => {
+                        filters::id_matches(&f.id, &c.id)
+                            && filters::id_matches(&f.pod_sandbox_id, &c.pod_id)
+                            && filters::labels_match(&f.label_selector, &c.config.labels)
+                    }
+                })
+                .cloned()
+                .collect()
+        };
+        let mut out = Vec::with_capacity(all.len());
+        for c in all {
+            let rec = self.refresh(&c).await;
+            if let Some(s) = filter.and_then(|f| f.state.as_ref()) {
+                if s.state != cri_state(rec.phase) as i32 {
+                    continue;
+                }
+            }
+            out.push((c, rec));
+        }
+        out.sort_by_key(|(_, r)| r.created_at);
+        out
+    }
+
+    pub async fn exec_sync(
+        &self,
+        query: &str,
+        cmd: Vec<String>,
+        timeout: i64,
+    ) -> Result<ExecOutput> {
+        let c = self.ctr(query)?;
+        if cmd.is_empty() {
+            return Err(ManagerError::InvalidArgument("cmd is required".into()));
+        }
+        let rec = self.refresh(&c).await;
+        if rec.phase != ContainerPhase::Running {
+            return Err(ManagerError::FailedPrecondition(format!(
+                "container {} is {}, not running",
+                c.id,
+                phase_name(rec.phase)
+            )));
+        }
+        let runtime = self.runtime_any(&rec.runtime_handler)?;
+        let id = c.id.clone();
+        let t = Duration::from_secs(timeout.max(0) as u64);
+        let cmd2 = cmd.clone();
+        let out = blocking(move || {
+            runtime
+                .exec_sync(&id, &cmd2, t, EXEC_OUTPUT_CAP)
+                .map_err(|e| ManagerError::Internal(e.to_string()))
+        })
+        .await?;
+        if out.timed_out {
+            return Err(ManagerError::DeadlineExceeded(format!(
+                "command {cmd:?} in container {} timed out after {timeout}s",
+                c.id
+            )));
+        }
+        Ok(out)
+    }
+
+    pub async fn reopen_log(&self, query: &str) -> Result<()> {
+        let c = self.ctr(query)?;
+        let rec = self.refresh(&c).await;
+        if rec.phase != ContainerPhase::Running {
+            return Err(ManagerError::FailedPrecondition(format!(
+                "container {} is {}, not running",
+                c.id,
+                phase_name(rec.phase)
+            )));
+        }
+        // Only signal the pid if it is still this container's monitor.
+        let cmdline =
+            std::fs::read(format!("/proc/{}/cmdline", rec.monitor_pid)).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if rec.monitor_pid <= 0 || !cmdline.contains("crius-monitor") || !cmdline.contains(&rec.id)
+        {
+            return Err(ManagerError::FailedPrecondition(format!(
+                "container {}'s monitor is gone",
+                c.id
+            )));
+        }
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(rec.monitor_pid),
+            nix::sys::signal::Signal::SIGUSR1,
+        )
+        .map_err(|e| ManagerError::Internal(format!("signalling the monitor: {e}")))?;
+        // kubelet renames the log, then asks for a reopen and expects the
+        // new file: wait (briefly) until the monitor has created it.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !rec.log_path.exists() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if !rec.log_path.exists() {
+            return Err(ManagerError::Internal(format!(
+                "the monitor did not reopen {}",
+                rec.log_path.display()
+            )));
+        }
+        Ok(())
+    }
+
+    pub async fn update_resources(
+        &self,
+        query: &str,
+        linux: Option<LinuxContainerResources>,
+    ) -> Result<()> {
+        let c = self.ctr(query)?;
+        let _op = c.op.lock().await;
+        let rec = self.refresh(&c).await;
+        if !matches!(rec.phase, ContainerPhase::Created | ContainerPhase::Running) {
+            return Err(ManagerError::FailedPrecondition(format!(
+                "container {} is {}; only created or running containers can be updated",
+                c.id,
+                phase_name(rec.phase)
+            )));
+        }
+        let Some(linux) = linux else {
+            return Ok(());
+        };
+        let res = spec::resources(Some(&linux))?;
+        let json = serde_json::to_vec(&res)
+            .map_err(|e| ManagerError::Internal(format!("encoding resources: {e}")))?;
+        let runtime = self.runtime_any(&rec.runtime_handler)?;
+        let id = c.id.clone();
+        blocking(move || {
+            runtime
+                .update(&id, &json)
+                .map_err(|e| ManagerError::FailedPrecondition(e.to_string()))
+        })
+        .await?;
+        // Keep the record's config in step, so ContainerStatus reports the
+        // resources in force.
+        let mut cfg = c.config.clone();
+        if let Some(l) = cfg.linux.as_mut() {
+            l.resources = Some(linux);
+        }
+        let mut r = c.record();
+        r.config = encode_config(&cfg);
+        let db = self.db.clone();
+        let r2 = r.clone();
+        blocking(move || Ok(db.put_container(&r2)?)).await?;
+        c.set(r);
+        Ok(())
+    }
+}
+
+/// Polls for the monitor's exit file; true once it exists.
+async fn wait_exit(files: &ContainerFiles, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    let mut delay = Duration::from_millis(2);
+    loop {
+        if files.exit_file.exists() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(50));
+    }
+}
+
+pub fn cri_state(p: ContainerPhase) -> ContainerState {
+    match p {
+        ContainerPhase::Creating | ContainerPhase::Created => ContainerState::ContainerCreated,
+        ContainerPhase::Running => ContainerState::ContainerRunning,
+        ContainerPhase::Exited => ContainerState::ContainerExited,
+    }
+}
+
+fn phase_name(p: ContainerPhase) -> &'static str {
+    match p {
+        ContainerPhase::Creating => "being created",
+        ContainerPhase::Created => "created",
+        ContainerPhase::Running => "running",
+        ContainerPhase::Exited => "exited",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crius_cri_api::v1::ContainerMetadata;
+
+    fn cfg(name: &str, attempt: u32, log: &str) -> ContainerConfig {
+        ContainerConfig {
+            metadata: Some(ContainerMetadata {
+                name: name.into(),
+                attempt,
+            }),
+            log_path: log.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn log_file_table() {
+        let pod = PodSandboxConfig {
+            log_directory: "/var/log/pods/ns_p_uid".into(),
+            ..Default::default()
+        };
+        let d = Path::new("/var/lib/crius/pod-logs/x");
+        assert_eq!(
+            log_file(&pod, &cfg("app", 0, "app/0.log"), d).unwrap(),
+            PathBuf::from("/var/log/pods/ns_p_uid/app/0.log")
+        );
+        assert_eq!(
+            log_file(&PodSandboxConfig::default(), &cfg("app", 2, ""), d).unwrap(),
+            d.join("app_2.log")
+        );
+        for bad in ["/etc/passwd", "../x.log", "a/../../b"] {
+            assert!(log_file(&pod, &cfg("app", 0, bad), d).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn stop_signal_precedence() {
+        let mut c = cfg("a", 0, "");
+        assert_eq!(stop_signal(&c, ""), "SIGTERM");
+        assert_eq!(stop_signal(&c, "SIGQUIT"), "SIGQUIT");
+        c.stop_signal = Signal::SignalSigusr1 as i32;
+        assert_eq!(stop_signal(&c, "SIGQUIT"), "SIGUSR1");
+    }
+
+    #[test]
+    fn names_are_keyed_by_pod_name_and_attempt() {
+        assert_eq!(container_key("p", &cfg("a", 1, "")).unwrap(), "p/a_1");
+        assert!(container_key("p", &ContainerConfig::default()).is_err());
+    }
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(parse_rfc3339_ns("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            parse_rfc3339_ns("2024-03-01T12:34:56.123456789Z"),
+            Some(1_709_296_496_123_456_789)
+        );
+        assert_eq!(
+            parse_rfc3339_ns("2000-01-01T00:00:01.5Z"),
+            Some(946_684_801_500_000_000)
+        );
+        assert_eq!(parse_rfc3339_ns("garbage"), None);
+    }
+
+    #[test]
+    fn reading_in_root_never_leaves_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        let outside = tmp.path().join("secret");
+        std::fs::write(&outside, "host secret").unwrap();
+        std::fs::write(root.join("etc/group"), "g:x:1:\n").unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("etc/passwd")).unwrap();
+        std::os::unix::fs::symlink("../../../../secret", root.join("etc/shadow")).unwrap();
+        assert_eq!(read_in_root(&root, "etc/group", 100), "g:x:1:\n");
+        // Absolute and relative escapes resolve inside the root: nothing.
+        assert_eq!(read_in_root(&root, "etc/passwd", 100), "");
+        assert_eq!(read_in_root(&root, "etc/shadow", 100), "");
+        assert_eq!(read_in_root(&root, "etc/group", 3), "g:x");
+    }
+}

@@ -1,0 +1,46 @@
+//! List filters of ListPodSandbox and ListContainers (pure).
+
+use std::collections::HashMap;
+
+/// Every selector pair is present in `labels` with the same value.
+pub fn labels_match(selector: &HashMap<String, String>, labels: &HashMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// An id filter: empty matches all; otherwise the id or an id prefix.
+pub fn id_matches(filter: &str, id: &str) -> bool {
+    filter.is_empty() || id.starts_with(filter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(p: &[(&str, &str)]) -> HashMap<String, String> {
+        p.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn label_table() {
+        let labels = m(&[("app", "web"), ("tier", "front")]);
+        for (sel, want) in [
+            (m(&[]), true),
+            (m(&[("app", "web")]), true),
+            (m(&[("app", "web"), ("tier", "front")]), true),
+            (m(&[("app", "db")]), false),
+            (m(&[("missing", "")]), false),
+        ] {
+            assert_eq!(labels_match(&sel, &labels), want, "{sel:?}");
+        }
+    }
+
+    #[test]
+    fn id_table() {
+        assert!(id_matches("", "abc"));
+        assert!(id_matches("ab", "abc"));
+        assert!(id_matches("abc", "abc"));
+        assert!(!id_matches("abd", "abc"));
+    }
+}

@@ -1,0 +1,403 @@
+//! Pods and containers: the behaviour behind the RuntimeService RPCs.
+//!
+//! The manager owns the records (sled, `crate::state`), an in-memory index
+//! of them, and the side effects: pinned namespaces and pod files
+//! (crius-sandbox), root filesystems, OCI specs and the runtime
+//! (crius-oci-runtime), images (crius-image-store).
+//!
+//! Locking: each pod and container has an async `op` mutex that serialises
+//! the RPCs changing it, and a plain mutex around its record held only to
+//! copy or update it. The index maps are behind RwLocks held for lookups
+//! only. No lock is shared across pods, and no index lock is held across a
+//! runtime call, so RPCs on different pods never wait for each other.
+//!
+//! - `sandbox`: RunPodSandbox, StopPodSandbox, RemovePodSandbox, status, list.
+//! - `container`: the container RPCs.
+//! - `recover`: reconciling records with reality at start.
+//! - `ids`, `filters`, `hostmounts`: pure helpers.
+
+pub mod container;
+pub mod filters;
+pub mod hostmounts;
+pub mod ids;
+mod recover;
+pub mod sandbox;
+
+use crate::config::{Config, OomClamp};
+use crate::server::runtimes::Runtimes;
+use crate::state::{ContainerRecord, PodRecord, StateDb, StateError};
+use crius_cri_api::v1::{ContainerConfig, PodSandboxConfig};
+use crius_image_store::ImageStore;
+use crius_oci_runtime::spec::lsm::LsmHost;
+use crius_oci_runtime::spec::HostLimits;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+/// What went wrong, by the gRPC code it becomes (`server::error`).
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    Unimplemented(String),
+    #[error("{0}")]
+    DeadlineExceeded(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+pub type Result<T> = std::result::Result<T, ManagerError>;
+
+impl From<StateError> for ManagerError {
+    fn from(e: StateError) -> Self {
+        ManagerError::Internal(e.to_string())
+    }
+}
+
+impl From<crius_oci_runtime::spec::SpecError> for ManagerError {
+    fn from(e: crius_oci_runtime::spec::SpecError) -> Self {
+        use crius_oci_runtime::spec::SpecError as S;
+        let msg = e.to_string();
+        match e {
+            S::Invalid { .. }
+            | S::UserNotFound { .. }
+            | S::GroupNotFound { .. }
+            | S::UnknownCapability { .. } => ManagerError::InvalidArgument(msg),
+            S::HostUnsupported { .. } => ManagerError::FailedPrecondition(msg),
+            S::Unsupported { .. } => ManagerError::Unimplemented(msg),
+            S::Build(_) => ManagerError::Internal(msg),
+        }
+    }
+}
+
+impl From<crius_sandbox::SandboxError> for ManagerError {
+    fn from(e: crius_sandbox::SandboxError) -> Self {
+        match e {
+            crius_sandbox::SandboxError::Dns(_) => ManagerError::InvalidArgument(e.to_string()),
+            _ => ManagerError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<crius_oci_runtime::runtime::RuntimeError> for ManagerError {
+    fn from(e: crius_oci_runtime::runtime::RuntimeError) -> Self {
+        ManagerError::Internal(e.to_string())
+    }
+}
+
+impl From<crius_oci_runtime::rootfs::RootfsError> for ManagerError {
+    fn from(e: crius_oci_runtime::rootfs::RootfsError) -> Self {
+        ManagerError::Internal(e.to_string())
+    }
+}
+
+/// Runs blocking work (fsync, mounts, runtime calls) off the async runtime.
+pub(crate) async fn blocking<T, F>(f: F) -> Result<T>
+where
+    F: FnOnce() -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ManagerError::Internal(format!("blocking task failed: {e}")))?
+}
+
+/// Unix nanoseconds now.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+pub struct Pod {
+    pub id: String,
+    pub config: PodSandboxConfig,
+    op: tokio::sync::Mutex<()>,
+    rec: Mutex<PodRecord>,
+}
+
+impl Pod {
+    fn new(rec: PodRecord, config: PodSandboxConfig) -> Self {
+        Pod {
+            id: rec.id.clone(),
+            config,
+            op: tokio::sync::Mutex::new(()),
+            rec: Mutex::new(rec),
+        }
+    }
+
+    pub fn record(&self) -> PodRecord {
+        self.rec.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, r: PodRecord) {
+        *self.rec.lock().unwrap_or_else(|p| p.into_inner()) = r;
+    }
+}
+
+pub struct Ctr {
+    pub id: String,
+    pub pod_id: String,
+    pub config: ContainerConfig,
+    op: tokio::sync::Mutex<()>,
+    rec: Mutex<ContainerRecord>,
+}
+
+impl Ctr {
+    fn new(rec: ContainerRecord, config: ContainerConfig) -> Self {
+        Ctr {
+            id: rec.id.clone(),
+            pod_id: rec.pod_id.clone(),
+            config,
+            op: tokio::sync::Mutex::new(()),
+            rec: Mutex::new(rec),
+        }
+    }
+
+    pub fn record(&self) -> ContainerRecord {
+        self.rec.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&ContainerRecord) -> R) -> R {
+        f(&self.rec.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn set(&self, r: ContainerRecord) {
+        *self.rec.lock().unwrap_or_else(|p| p.into_inner()) = r;
+    }
+}
+
+/// Facts about the daemon's own process, read once.
+struct SelfLimits {
+    bounding_caps: Vec<String>,
+    min_oom_score_adj: i32,
+    max_nofile: u64,
+    lsm: LsmHost,
+}
+
+pub struct Manager {
+    cfg: Arc<Config>,
+    db: Arc<StateDb>,
+    images: Arc<ImageStore>,
+    runtimes: Arc<Runtimes>,
+    monitor: PathBuf,
+    limits: SelfLimits,
+    pods: RwLock<HashMap<String, Arc<Pod>>>,
+    containers: RwLock<HashMap<String, Arc<Ctr>>>,
+    /// Name reservations: pod key or container key → id.
+    names: Mutex<HashMap<String, String>>,
+}
+
+/// The crius-monitor binary: next to the daemon's own binary, else PATH.
+pub fn find_monitor() -> Option<PathBuf> {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("crius-monitor")))
+        .filter(|p| p.is_file());
+    beside.or_else(|| {
+        let path = std::env::var("PATH").unwrap_or_default();
+        crius_oci_runtime::handlers::which(std::path::Path::new("crius-monitor"), &path)
+    })
+}
+
+impl Manager {
+    /// Opens the state database and reconciles it with the host (blocking).
+    pub fn open(
+        cfg: Arc<Config>,
+        images: Arc<ImageStore>,
+        runtimes: Arc<Runtimes>,
+    ) -> std::result::Result<Arc<Self>, String> {
+        let monitor = find_monitor().ok_or_else(|| {
+            "crius-monitor not found next to the crius binary or in PATH".to_string()
+        })?;
+        let db = StateDb::open(&cfg.root.join("state")).map_err(|e| e.to_string())?;
+        let own_oom = crius_oci_runtime::probe::own_oom_score_adj();
+        let has_sys_resource = crius_oci_runtime::probe::effective_set()
+            .iter()
+            .any(|c| c == "CAP_SYS_RESOURCE");
+        let min_oom_score_adj = match cfg.restrict_oom_score_adj {
+            OomClamp::Always => own_oom,
+            OomClamp::Never => -1000,
+            OomClamp::Auto if has_sys_resource => -1000,
+            OomClamp::Auto => own_oom,
+        };
+        if min_oom_score_adj > -1000 {
+            tracing::debug!(
+                min_oom_score_adj,
+                "container oom_score_adj is clamped to the daemon's own (no CAP_SYS_RESOURCE)"
+            );
+        }
+        let limits = SelfLimits {
+            bounding_caps: crius_oci_runtime::probe::bounding_set(),
+            min_oom_score_adj,
+            max_nofile: crius_oci_runtime::probe::own_nofile_limit(),
+            lsm: LsmHost::read(&cfg.apparmor_default_profile),
+        };
+        let m = Arc::new(Manager {
+            cfg,
+            db: Arc::new(db),
+            images,
+            runtimes,
+            monitor,
+            limits,
+            pods: RwLock::new(HashMap::new()),
+            containers: RwLock::new(HashMap::new()),
+            names: Mutex::new(HashMap::new()),
+        });
+        m.recover().map_err(|e| format!("recovering state: {e}"))?;
+        Ok(m)
+    }
+
+    fn host_limits(&self, cgroup_parent: &str) -> HostLimits {
+        HostLimits {
+            bounding_caps: self.limits.bounding_caps.clone(),
+            min_oom_score_adj: self.limits.min_oom_score_adj,
+            cgroup_parent: cgroup_parent.to_string(),
+            max_nofile: self.limits.max_nofile,
+            pids_limit: self.cfg.pids_limit,
+            lsm: self.limits.lsm.clone(),
+        }
+    }
+
+    /// Reserves a name for `id`; the holder's id if it is taken.
+    fn reserve(&self, key: &str, id: &str) -> std::result::Result<(), String> {
+        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        match names.get(key) {
+            Some(holder) if holder != id => Err(holder.clone()),
+            _ => {
+                names.insert(key.to_string(), id.to_string());
+                Ok(())
+            }
+        }
+    }
+
+    fn release(&self, key: &str, id: &str) {
+        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        if names.get(key).is_some_and(|h| h == id) {
+            names.remove(key);
+        }
+    }
+
+    fn pod(&self, query: &str) -> Result<Arc<Pod>> {
+        if query.is_empty() {
+            return Err(ManagerError::InvalidArgument(
+                "pod_sandbox_id is required".into(),
+            ));
+        }
+        let pods = self.pods.read().unwrap_or_else(|p| p.into_inner());
+        match ids::lookup(pods.keys().map(String::as_str), query) {
+            ids::Lookup::Found(id) => Ok(pods[&id].clone()),
+            ids::Lookup::NotFound => Err(ManagerError::NotFound(format!(
+                "pod sandbox {query:?} not found"
+            ))),
+            ids::Lookup::Ambiguous(n) => Err(ManagerError::InvalidArgument(format!(
+                "pod sandbox id prefix {query:?} is ambiguous ({n} pods match)"
+            ))),
+            ids::Lookup::TooShort => Err(ManagerError::InvalidArgument(format!(
+                "pod sandbox id prefix {query:?} is too short (at least {} characters)",
+                ids::MIN_PREFIX
+            ))),
+        }
+    }
+
+    fn ctr(&self, query: &str) -> Result<Arc<Ctr>> {
+        if query.is_empty() {
+            return Err(ManagerError::InvalidArgument(
+                "container_id is required".into(),
+            ));
+        }
+        let ctrs = self.containers.read().unwrap_or_else(|p| p.into_inner());
+        match ids::lookup(ctrs.keys().map(String::as_str), query) {
+            ids::Lookup::Found(id) => Ok(ctrs[&id].clone()),
+            ids::Lookup::NotFound => Err(ManagerError::NotFound(format!(
+                "container {query:?} not found"
+            ))),
+            ids::Lookup::Ambiguous(n) => Err(ManagerError::InvalidArgument(format!(
+                "container id prefix {query:?} is ambiguous ({n} containers match)"
+            ))),
+            ids::Lookup::TooShort => Err(ManagerError::InvalidArgument(format!(
+                "container id prefix {query:?} is too short (at least {} characters)",
+                ids::MIN_PREFIX
+            ))),
+        }
+    }
+
+    fn pod_containers(&self, pod_id: &str) -> Vec<Arc<Ctr>> {
+        self.containers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|c| c.pod_id == pod_id)
+            .cloned()
+            .collect()
+    }
+
+    /// A container (not removed) using the image `image_id`, if any:
+    /// RemoveImage refuses to remove an image in use.
+    pub fn container_using_image(&self, image_id: &str) -> Option<String> {
+        self.containers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .find(|c| c.with(|r| r.image_id == image_id))
+            .map(|c| c.id.clone())
+    }
+
+    /// Whether the default runtime handler can run containers, and why not.
+    pub fn runtime_ready(&self) -> (bool, String, String) {
+        let info = self.runtimes.current();
+        match info.get("") {
+            Some(p) if p.status.ready => (true, String::new(), String::new()),
+            Some(p) => (false, p.status.reason.clone(), p.status.message.clone()),
+            None => (
+                false,
+                "NoDefaultRuntime".into(),
+                format!(
+                    "the default runtime handler {:?} is not configured",
+                    info.handlers.default
+                ),
+            ),
+        }
+    }
+
+    /// The runtime of a handler name, if it can run containers.
+    fn runtime(&self, handler: &str) -> Result<crius_oci_runtime::runtime::OciRuntime> {
+        let info = self.runtimes.current();
+        let name = if handler.is_empty() {
+            info.handlers.default.clone()
+        } else {
+            handler.to_string()
+        };
+        let h = info.handlers.get(&name).ok_or_else(|| {
+            ManagerError::NotFound(format!("runtime handler {name:?} is not configured"))
+        })?;
+        if let Some(p) = info.get(&name) {
+            if !p.status.ready {
+                return Err(ManagerError::FailedPrecondition(format!(
+                    "runtime handler {name:?} is not ready ({}): {}",
+                    p.status.reason, p.status.message
+                )));
+            }
+        }
+        Ok(crius_oci_runtime::runtime::OciRuntime::new(
+            h,
+            &self.monitor,
+        )?)
+    }
+
+    fn oci_version(&self, handler: &str) -> String {
+        self.runtimes
+            .current()
+            .get(handler)
+            .map(|p| p.status.oci_version.clone())
+            .unwrap_or_else(|| crius_oci_runtime::probe::FALLBACK_OCI_VERSION.to_string())
+    }
+}

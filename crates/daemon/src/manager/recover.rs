@@ -1,0 +1,117 @@
+//! Reconciling the records with the host at start (blocking, before the
+//! socket serves): what was half-done when the daemon died is finished or
+//! undone, and every container's state is read from its monitor's exit
+//! file and the runtime.
+
+use super::container::{cleanup_dir, container_key, exited_record, files_of};
+use super::sandbox::{pod_key, recover_pod};
+use super::{now_ns, Ctr, Manager, Pod, Result};
+use crate::state::{decode_config, ContainerPhase, ContainerRecord};
+use crius_cri_api::v1::{ContainerConfig, PodSandboxConfig};
+use std::sync::Arc;
+
+impl Manager {
+    pub(super) fn recover(self: &Arc<Self>) -> Result<()> {
+        let mut pods = 0;
+        for rec in self.db.pods()? {
+            let Some(rec) = recover_pod(&self.db, rec)? else {
+                continue;
+            };
+            let config: PodSandboxConfig = decode_config(&rec.id, &rec.config)?;
+            if let Ok(key) = pod_key(&config) {
+                let _ = self.reserve(&key, &rec.id);
+            }
+            self.pods
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(rec.id.clone(), Arc::new(Pod::new(rec, config)));
+            pods += 1;
+        }
+        let mut ctrs = 0;
+        for rec in self.db.containers()? {
+            let config: ContainerConfig = decode_config(&rec.id, &rec.config)?;
+            let pod_known = self
+                .pods
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(&rec.pod_id);
+            let Some(rec) = self.recover_container(rec, &config, pod_known)? else {
+                continue;
+            };
+            if let Ok(key) = container_key(&rec.pod_id, &config) {
+                let _ = self.reserve(&key, &rec.id);
+            }
+            self.containers
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(rec.id.clone(), Arc::new(Ctr::new(rec, config)));
+            ctrs += 1;
+        }
+        tracing::info!(pods, containers = ctrs, "state recovered");
+        Ok(())
+    }
+
+    fn recover_container(
+        &self,
+        mut rec: ContainerRecord,
+        config: &ContainerConfig,
+        pod_known: bool,
+    ) -> Result<Option<ContainerRecord>> {
+        let runtime = self.runtime_any(&rec.runtime_handler).ok();
+        if rec.phase == ContainerPhase::Creating || !pod_known {
+            tracing::warn!(
+                container = %rec.id,
+                "container was being created when crius stopped (or its pod is gone); cleaning up"
+            );
+            if let Some(rt) = &runtime {
+                let _ = rt.delete(&rec.id, true);
+            }
+            cleanup_dir(&rec.dir);
+            let _ = std::fs::remove_file(&rec.exit_file);
+            self.db.delete_container(&rec.id)?;
+            return Ok(None);
+        }
+        if rec.phase == ContainerPhase::Exited {
+            return Ok(Some(rec));
+        }
+        if let Some(r) = exited_record(&rec, config) {
+            tracing::info!(container = %rec.id, exit_code = r.exit_code, "container exited while crius was down");
+            self.db.put_container(&r)?;
+            return Ok(Some(r));
+        }
+        // No exit recorded: ask the runtime.
+        let status = runtime
+            .as_ref()
+            .and_then(|rt| rt.state(&rec.id).ok())
+            .and_then(|v| v["status"].as_str().map(str::to_string));
+        let files = files_of(&rec);
+        let before = rec.clone();
+        match status.as_deref() {
+            Some("running") => {
+                if rec.phase == ContainerPhase::Created {
+                    // StartContainer started it but died before recording it.
+                    rec.phase = ContainerPhase::Running;
+                    rec.started_at = now_ns();
+                }
+            }
+            Some("created") => rec.phase = ContainerPhase::Created,
+            other => {
+                // The runtime has no such live container and the monitor
+                // recorded nothing: the host rebooted or the monitor was
+                // killed. The exit code is unknown.
+                let _ = files;
+                tracing::warn!(container = %rec.id, state = ?other, "container lost while crius was down");
+                rec.phase = ContainerPhase::Exited;
+                rec.exit_code = 255;
+                rec.finished_at = now_ns();
+                rec.reason = "Error".into();
+                rec.message =
+                    "the container's monitor disappeared; its exit code is unknown".into();
+            }
+        }
+        if rec != before {
+            self.db.put_container(&rec)?;
+        }
+        Ok(Some(rec))
+    }
+}

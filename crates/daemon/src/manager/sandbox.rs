@@ -1,0 +1,381 @@
+//! Pod sandboxes: RunPodSandbox, StopPodSandbox, RemovePodSandbox,
+//! PodSandboxStatus, ListPodSandbox.
+
+use super::{blocking, filters, ids, now_ns, Manager, ManagerError, Pod, Result};
+use crate::state::{encode_config, PodPhase, PodRecord, StateDb, RECORD_VERSION};
+use crius_cri_api::v1::{NamespaceMode, PodSandboxConfig, PodSandboxFilter};
+use crius_sandbox::{files, ns, shm};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The reservation key of a pod's metadata (kubelet's uniqueness rule).
+pub fn pod_key(c: &PodSandboxConfig) -> Result<String> {
+    let m = c
+        .metadata
+        .as_ref()
+        .ok_or_else(|| ManagerError::InvalidArgument("config.metadata is required".into()))?;
+    for (field, v) in [
+        ("name", &m.name),
+        ("namespace", &m.namespace),
+        ("uid", &m.uid),
+    ] {
+        if v.is_empty() {
+            return Err(ManagerError::InvalidArgument(format!(
+                "config.metadata.{field} is required"
+            )));
+        }
+    }
+    Ok(format!(
+        "{}_{}_{}_{}",
+        m.name, m.namespace, m.uid, m.attempt
+    ))
+}
+
+/// The pod's namespace modes: (network, ipc, pid).
+pub fn pod_modes(c: &PodSandboxConfig) -> Result<(NamespaceMode, NamespaceMode, NamespaceMode)> {
+    let opts = c
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.clone())
+        .unwrap_or_default();
+    let mode = |field: &str, v: i32| {
+        NamespaceMode::try_from(v).map_err(|_| {
+            ManagerError::InvalidArgument(format!(
+                "config.linux.security_context.namespace_options.{field}: unknown mode {v}"
+            ))
+        })
+    };
+    let (net, ipc, pid) = (
+        mode("network", opts.network)?,
+        mode("ipc", opts.ipc)?,
+        mode("pid", opts.pid)?,
+    );
+    for (field, m) in [("network", net), ("ipc", ipc), ("pid", pid)] {
+        if m == NamespaceMode::Target {
+            return Err(ManagerError::InvalidArgument(format!(
+                "config.linux.security_context.namespace_options.{field}: TARGET is only valid for containers"
+            )));
+        }
+    }
+    if pid == NamespaceMode::Pod {
+        return Err(ManagerError::Unimplemented(
+            "config.linux.security_context.namespace_options.pid: a shared pod PID namespace \
+             (shareProcessNamespace) is not supported by crius yet"
+                .into(),
+        ));
+    }
+    if let Some(u) = &opts.userns_options {
+        if u.mode != NamespaceMode::Node as i32 {
+            return Err(ManagerError::Unimplemented(
+                "config.linux.security_context.namespace_options.userns_options: user namespaces are not supported by crius yet".into(),
+            ));
+        }
+    }
+    Ok((net, ipc, pid))
+}
+
+/// Tears down what a pod holds on the host: pinned namespaces and shm.
+/// Idempotent.
+fn teardown(rec: &PodRecord) -> Result<()> {
+    ns::unpin(&rec.dir.join("ns"))?;
+    shm::unmount_shm(&rec.dir.join("shm"))?;
+    Ok(())
+}
+
+fn remove_dir(dir: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(ManagerError::Internal(format!(
+            "removing {}: {e}",
+            dir.display()
+        ))),
+    }
+}
+
+/// Sets up a pod's host state (blocking). On error the caller tears down.
+fn setup(rec: &mut PodRecord, config: &PodSandboxConfig, shm_size: u64) -> Result<()> {
+    let (net, ipc, _) = pod_modes(config)?;
+    std::fs::create_dir_all(&rec.dir)
+        .map_err(|e| ManagerError::Internal(format!("creating {}: {e}", rec.dir.display())))?;
+    let host_net = net == NamespaceMode::Node;
+    let host_ipc = ipc == NamespaceMode::Node;
+    let mut kinds = Vec::new();
+    if !host_net {
+        kinds.push(ns::NsKind::Net);
+        kinds.push(ns::NsKind::Uts);
+    }
+    if !host_ipc {
+        kinds.push(ns::NsKind::Ipc);
+    }
+    let hostname = if host_net {
+        nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    } else if config.hostname.is_empty() {
+        config
+            .metadata
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or_default()
+    } else {
+        config.hostname.clone()
+    };
+    let pinned = ns::pin(&rec.dir.join("ns"), &kinds, Some(&hostname))?;
+    rec.netns = pinned.net;
+    rec.utsns = pinned.uts;
+    rec.ipcns = pinned.ipc;
+    if !host_ipc {
+        let p = rec.dir.join("shm");
+        shm::mount_shm(&p, shm_size)?;
+        rec.shm = Some(p);
+    }
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let resolv = files::resolv_conf(config.dns_config.as_ref(), &read("/etc/resolv.conf"))?;
+    files::write_atomic(&rec.dir.join("resolv.conf"), resolv.as_bytes())?;
+    files::write_atomic(
+        &rec.dir.join("hosts"),
+        files::hosts(&hostname, host_net, &read("/etc/hosts")).as_bytes(),
+    )?;
+    files::write_atomic(
+        &rec.dir.join("hostname"),
+        files::hostname_file(&hostname).as_bytes(),
+    )?;
+    if !config.log_directory.is_empty() {
+        let d = Path::new(&config.log_directory);
+        if !d.is_absolute() {
+            return Err(ManagerError::InvalidArgument(format!(
+                "config.log_directory {:?} must be absolute",
+                config.log_directory
+            )));
+        }
+        std::fs::create_dir_all(d).map_err(|e| {
+            ManagerError::Internal(format!("creating log directory {}: {e}", d.display()))
+        })?;
+    }
+    Ok(())
+}
+
+impl Manager {
+    pub async fn run_pod(
+        self: &Arc<Self>,
+        config: Option<PodSandboxConfig>,
+        handler: &str,
+    ) -> Result<String> {
+        let config =
+            config.ok_or_else(|| ManagerError::InvalidArgument("config is required".into()))?;
+        let key = pod_key(&config)?;
+        pod_modes(&config)?;
+        // Resolve the handler first: an unknown one changes nothing.
+        self.runtime(handler)?;
+        let handler_name = if handler.is_empty() {
+            self.runtimes.current().handlers.default.clone()
+        } else {
+            handler.to_string()
+        };
+        let linux = config.linux.clone().unwrap_or_default();
+        let cgroup_parent = if linux.cgroup_parent.is_empty() {
+            self.cfg.cgroup_parent.clone()
+        } else {
+            linux.cgroup_parent.clone()
+        };
+        if !cgroup_parent.starts_with('/') {
+            return Err(ManagerError::InvalidArgument(format!(
+                "config.linux.cgroup_parent {cgroup_parent:?}: crius uses the cgroupfs driver and \
+                 needs an absolute cgroup path (is kubelet running with --cgroup-driver=systemd?)"
+            )));
+        }
+        if !linux.sysctls.is_empty() {
+            let (net, ipc, _) = pod_modes(&config)?;
+            crius_oci_runtime::spec::sysctl::validate(
+                &linux.sysctls,
+                net == NamespaceMode::Node,
+                ipc == NamespaceMode::Node,
+            )
+            .map_err(ManagerError::from)?;
+        }
+        let id = ids::new_id();
+        self.reserve(&key, &id).map_err(|holder| {
+            ManagerError::AlreadyExists(format!(
+                "pod sandbox name {key:?} is reserved by pod {holder}"
+            ))
+        })?;
+        let span = tracing::info_span!("pod", pod = %id, name = %key);
+        let _g = span.enter();
+        let mut rec = PodRecord {
+            version: RECORD_VERSION,
+            id: id.clone(),
+            phase: PodPhase::Creating,
+            created_at: now_ns(),
+            config: encode_config(&config),
+            runtime_handler: handler_name,
+            dir: self.cfg.runroot.join("pods").join(&id),
+            netns: None,
+            ipcns: None,
+            utsns: None,
+            shm: None,
+            cgroup_parent,
+        };
+        let db = self.db.clone();
+        let shm_size = self.cfg.shm_size;
+        let cfg2 = config.clone();
+        let result = blocking(move || {
+            db.put_pod(&rec)?;
+            match setup(&mut rec, &cfg2, shm_size) {
+                Ok(()) => {
+                    rec.phase = PodPhase::Ready;
+                    db.put_pod(&rec)?;
+                    Ok(rec)
+                }
+                Err(e) => {
+                    let _ = teardown(&rec);
+                    let _ = remove_dir(&rec.dir);
+                    let _ = db.delete_pod(&rec.id);
+                    Err(e)
+                }
+            }
+        })
+        .await;
+        match result {
+            Ok(rec) => {
+                tracing::info!("pod sandbox ready");
+                self.pods
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id.clone(), Arc::new(Pod::new(rec, config)));
+                Ok(id)
+            }
+            Err(e) => {
+                self.release(&key, &id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Stops every container (SIGKILL: kubelet stops them gracefully before
+    /// it calls StopPodSandbox) and releases the namespaces. Idempotent; a
+    /// pod that does not exist is not an error.
+    pub async fn stop_pod(self: &Arc<Self>, query: &str) -> Result<()> {
+        let pod = match self.pod(query) {
+            Ok(p) => p,
+            Err(ManagerError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let _op = pod.op.lock().await;
+        for c in self.pod_containers(&pod.id) {
+            self.stop_container_inner(&c, 0).await?;
+        }
+        let mut rec = pod.record();
+        let db = self.db.clone();
+        let r2 = rec.clone();
+        blocking(move || {
+            teardown(&r2)?;
+            if r2.phase != PodPhase::NotReady {
+                let mut r = r2;
+                r.phase = PodPhase::NotReady;
+                db.put_pod(&r)?;
+            }
+            Ok(())
+        })
+        .await?;
+        rec.phase = PodPhase::NotReady;
+        pod.set(rec);
+        tracing::info!(pod = %pod.id, "pod sandbox stopped");
+        Ok(())
+    }
+
+    /// Removes the pod and everything it owns. Idempotent.
+    pub async fn remove_pod(self: &Arc<Self>, query: &str) -> Result<()> {
+        let pod = match self.pod(query) {
+            Ok(p) => p,
+            Err(ManagerError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let _op = pod.op.lock().await;
+        for c in self.pod_containers(&pod.id) {
+            self.remove_container_inner(&c).await?;
+        }
+        let rec = pod.record();
+        let db = self.db.clone();
+        blocking(move || {
+            teardown(&rec)?;
+            remove_dir(&rec.dir)?;
+            db.delete_pod(&rec.id)?;
+            Ok(())
+        })
+        .await?;
+        self.pods
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&pod.id);
+        if let Ok(key) = pod_key(&pod.config) {
+            self.release(&key, &pod.id);
+        }
+        tracing::info!(pod = %pod.id, "pod sandbox removed");
+        Ok(())
+    }
+
+    pub fn pod_status(&self, query: &str) -> Result<(Arc<Pod>, PodRecord)> {
+        let pod = self.pod(query)?;
+        let rec = pod.record();
+        Ok((pod, rec))
+    }
+
+    pub fn list_pods(&self, filter: Option<&PodSandboxFilter>) -> Vec<(Arc<Pod>, PodRecord)> {
+        let pods = self.pods.read().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<_> = pods
+            .values()
+            .filter(|p| {
+                let Some(f) = filter else { return true };
+                if !filters::id_matches(&f.id, &p.id) {
+                    return false;
+                }
+                if !filters::labels_match(&f.label_selector, &p.config.labels) {
+                    return false;
+                }
+                if let Some(s) = &f.state {
+                    let ready = p.record().phase == PodPhase::Ready;
+                    let want_ready =
+                        s.state == crius_cri_api::v1::PodSandboxState::SandboxReady as i32;
+                    if ready != want_ready {
+                        return false;
+                    }
+                }
+                true
+            })
+            .map(|p| (p.clone(), p.record()))
+            .collect();
+        out.sort_by_key(|(_, r)| r.created_at);
+        out
+    }
+}
+
+/// Recovery of one pod record (blocking, at start): a pod caught being
+/// created is torn down and forgotten; a ready pod whose namespaces are
+/// gone (the host rebooted) becomes NotReady.
+pub(crate) fn recover_pod(db: &StateDb, mut rec: PodRecord) -> Result<Option<PodRecord>> {
+    match rec.phase {
+        PodPhase::Creating => {
+            tracing::warn!(pod = %rec.id, "pod sandbox was being created when crius stopped; cleaning up");
+            teardown(&rec)?;
+            remove_dir(&rec.dir)?;
+            db.delete_pod(&rec.id)?;
+            Ok(None)
+        }
+        PodPhase::Ready => {
+            let lost = [&rec.netns, &rec.ipcns, &rec.utsns]
+                .into_iter()
+                .flatten()
+                .any(|p: &PathBuf| !ns::is_pinned(p));
+            if lost {
+                tracing::warn!(pod = %rec.id, "pod sandbox's namespaces are gone; marking it NotReady");
+                teardown(&rec)?;
+                rec.phase = PodPhase::NotReady;
+                db.put_pod(&rec)?;
+            }
+            Ok(Some(rec))
+        }
+        PodPhase::NotReady => Ok(Some(rec)),
+    }
+}

@@ -1,0 +1,274 @@
+//! Shared set-up of the pod and container tests: a registry with a busybox
+//! image, a daemon with that image pulled, and CRI config builders.
+#![allow(dead_code)]
+
+use crius_test_support::cri::*;
+use crius_test_support::{CriClient, Daemon, ImageBuilder, Registry};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_crius");
+
+pub struct Env {
+    pub registry: Registry,
+    pub daemon: Daemon,
+    pub image: String,
+    pub logs: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Env {
+    pub async fn client(&self) -> CriClient {
+        self.daemon.client().await.unwrap()
+    }
+}
+
+/// A registry, a busybox image pushed to it (with a stop signal and a
+/// non-root user available), a daemon (extra TOML appended) that pulled it.
+pub async fn env(extra_toml: &str) -> Env {
+    crius_test_support::require_root();
+    let registry = Registry::start().await.unwrap();
+    let image = ImageBuilder::busybox()
+        .unwrap()
+        .env("FROM_IMAGE", "yes")
+        .cmd(&["sh", "-c", "echo image-cmd"])
+        .build()
+        .unwrap();
+    let reference = registry.reference("busybox:pods");
+    image.push(&registry, "busybox:pods").await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("registries.conf"), "").unwrap();
+    let toml = format!(
+        "registries_conf = \"{}/registries.conf\"\nauth_file = \"{}/none.json\"\ncgroup_parent = \"/crius-test\"\n{extra_toml}",
+        tmp.path().display(),
+        tmp.path().display()
+    );
+    let daemon = Daemon::builder(BIN)
+        .config_toml(toml)
+        .start()
+        .await
+        .unwrap();
+    let mut c = daemon.client().await.unwrap();
+    c.image
+        .pull_image(PullImageRequest {
+            image: Some(ImageSpec {
+                image: reference.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let logs = tmp.path().join("logs");
+    Env {
+        registry,
+        daemon,
+        image: reference,
+        logs,
+        _tmp: tmp,
+    }
+}
+
+pub fn pod_config(name: &str, logs: &Path) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: name.into(),
+        log_directory: logs.join(name).display().to_string(),
+        labels: HashMap::from([("app".to_string(), name.to_string())]),
+        annotations: HashMap::from([("note".to_string(), "pod".to_string())]),
+        linux: Some(LinuxPodSandboxConfig {
+            cgroup_parent: "/crius-test".into(),
+            // What kubelet sends for a pod without shareProcessNamespace.
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    pid: NamespaceMode::Container as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn container_config(name: &str, image: &str, command: &[&str]) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}/0.log"),
+        labels: HashMap::from([("container".to_string(), name.to_string())]),
+        linux: Some(LinuxContainerConfig {
+            security_context: Some(LinuxContainerSecurityContext {
+                // The pod's network/IPC namespaces, as kubelet sends them.
+                namespace_options: Some(NamespaceOption {
+                    pid: NamespaceMode::Container as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub async fn run_pod(c: &mut CriClient, config: PodSandboxConfig, handler: &str) -> String {
+    c.runtime
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: handler.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id
+}
+
+pub async fn create(
+    c: &mut CriClient,
+    pod: &str,
+    pod_config: &PodSandboxConfig,
+    config: ContainerConfig,
+) -> Result<String, tonic::Status> {
+    c.runtime
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.into(),
+            config: Some(config),
+            sandbox_config: Some(pod_config.clone()),
+        })
+        .await
+        .map(|r| r.into_inner().container_id)
+}
+
+pub async fn start(c: &mut CriClient, id: &str) {
+    c.runtime
+        .start_container(StartContainerRequest {
+            container_id: id.into(),
+        })
+        .await
+        .unwrap();
+}
+
+pub async fn status(c: &mut CriClient, id: &str) -> ContainerStatus {
+    c.runtime
+        .container_status(ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+}
+
+/// Waits until the container has exited; its status.
+pub async fn wait_exited(c: &mut CriClient, id: &str, timeout: Duration) -> ContainerStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let s = status(c, id).await;
+        if s.state == ContainerState::ContainerExited as i32 {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "container {id} did not exit: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub async fn exec(c: &mut CriClient, id: &str, cmd: &[&str]) -> ExecSyncResponse {
+    c.runtime
+        .exec_sync(ExecSyncRequest {
+            container_id: id.into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The lines of a CRI log file: (stream, tag, text).
+pub fn log_lines(path: &Path) -> Vec<(String, String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.splitn(4, ' ');
+            let _ts = it.next()?;
+            Some((
+                it.next()?.to_string(),
+                it.next()?.to_string(),
+                it.next().unwrap_or("").to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// Mounts under `dir` in this process's mount table.
+pub fn mounts_under(dir: &Path) -> Vec<String> {
+    let d = dir.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&d))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Containers the runtime still knows about under the daemon's runroot.
+pub fn runtime_list(runtime: &str, root: &Path) -> Vec<String> {
+    let out = std::process::Command::new(runtime)
+        .arg("--root")
+        .arg(root)
+        .args(["list", "-q"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+impl Drop for Env {
+    /// Whatever a failed test left behind: containers the runtimes still
+    /// run under this daemon's state, and mounts under its directories.
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        for rt in ["runc", "crun"] {
+            let root = self.daemon.runroot.join("runtimes").join(rt);
+            for id in runtime_list(rt, &root) {
+                let _ = std::process::Command::new(rt)
+                    .arg("--root")
+                    .arg(&root)
+                    .args(["delete", "--force", &id])
+                    .output();
+            }
+        }
+        let mut mounts: Vec<String> = mounts_under(self.daemon.dir())
+            .iter()
+            .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+            .collect();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}

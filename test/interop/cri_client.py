@@ -70,8 +70,21 @@ def run(args, pb, rpc):
         except grpc.RpcError as e:
             return {"code": e.code().name, "details": e.details()}
 
-    result["run_pod_sandbox"] = code_of(runtime.RunPodSandbox, pb.RunPodSandboxRequest(
-        config=pb.PodSandboxConfig(metadata=pb.PodSandboxMetadata(name="p", namespace="n", uid="u"))))
+    # A pod the way kubelet asks for one (own PID namespace per container),
+    # its status, then stopped and removed.
+    pod_config = pb.PodSandboxConfig(
+        metadata=pb.PodSandboxMetadata(name="p", namespace="n", uid="u"),
+        hostname="interop",
+        linux=pb.LinuxPodSandboxConfig(security_context=pb.LinuxSandboxSecurityContext(
+            namespace_options=pb.NamespaceOption(pid=pb.CONTAINER))))
+    pod = runtime.RunPodSandbox(pb.RunPodSandboxRequest(config=pod_config), timeout=30)
+    ps = runtime.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id=pod.pod_sandbox_id), timeout=10)
+    result["pod"] = {"id_len": len(pod.pod_sandbox_id),
+                     "state": pb.PodSandboxState.Name(ps.status.state),
+                     "name": ps.status.metadata.name}
+    result["stop_pod"] = code_of(runtime.StopPodSandbox, pb.StopPodSandboxRequest(pod_sandbox_id=pod.pod_sandbox_id))
+    result["remove_pod"] = code_of(runtime.RemovePodSandbox, pb.RemovePodSandboxRequest(pod_sandbox_id=pod.pod_sandbox_id))
+    result["container_stats"] = code_of(runtime.ContainerStats, pb.ContainerStatsRequest(container_id="x"))
     result["list_images"] = code_of(image.ListImages, pb.ListImagesRequest())
     result["pull_invalid"] = code_of(image.PullImage, pb.PullImageRequest(image=pb.ImageSpec(image="Bad:Ref:x")))
     print(json.dumps(result))

@@ -16,6 +16,7 @@ pub fn initialised() -> bool {
 /// `RUST_LOG` names them.
 const QUIET_DEPS: &[&str] = &[
     "h2=info",
+    "sled=info",
     "hyper=info",
     "hyper_util=info",
     "tower=info",

@@ -88,11 +88,16 @@ async fn reference_built_client_interoperates() {
     let handlers = r["status"]["handlers"].as_array().unwrap();
     assert_eq!(handlers[0]["name"], "", "the default handler first");
     assert!(handlers.iter().any(|h| h["name"] == "runc"));
-    assert_eq!(r["run_pod_sandbox"]["code"], "UNIMPLEMENTED");
-    assert!(r["run_pod_sandbox"]["details"]
+    assert_eq!(r["pod"]["id_len"], 64);
+    assert_eq!(r["pod"]["state"], "SANDBOX_READY");
+    assert_eq!(r["pod"]["name"], "p");
+    assert_eq!(r["stop_pod"]["code"], "OK");
+    assert_eq!(r["remove_pod"]["code"], "OK");
+    assert_eq!(r["container_stats"]["code"], "UNIMPLEMENTED");
+    assert!(r["container_stats"]["details"]
         .as_str()
         .unwrap()
-        .contains("RunPodSandbox"));
+        .contains("ContainerStats"));
     assert_eq!(r["list_images"]["code"], "OK");
     assert_eq!(r["pull_invalid"]["code"], "INVALID_ARGUMENT");
     assert!(r["pull_invalid"]["details"]

@@ -72,7 +72,9 @@ async fn default_handlers_report_probed_features() {
         assert_eq!(crun["reason"], "UnsupportedCgroupLayout");
     }
     let features = s.features.unwrap();
-    assert!(!features.supplemental_groups_policy);
+    // Merge and Strict are applied by spec generation.
+    assert!(features.supplemental_groups_policy);
+    assert!(!features.user_namespaces_host_network);
 }
 
 #[tokio::test]

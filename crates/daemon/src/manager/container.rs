@@ -1004,7 +1004,7 @@ mod tests {
         let mut c = cfg("a", 0, "");
         assert_eq!(stop_signal(&c, ""), "SIGTERM");
         assert_eq!(stop_signal(&c, "SIGQUIT"), "SIGQUIT");
-        c.stop_signal = Signal::SignalSigusr1 as i32;
+        c.stop_signal = Signal::Sigusr1 as i32;
         assert_eq!(stop_signal(&c, "SIGQUIT"), "SIGUSR1");
     }
 

@@ -181,6 +181,9 @@ fn run(args: &Args, sync: &mut Option<File>) -> Result<(), String> {
         .stderr(Stdio::from(err_w))
         .status()
         .map_err(|e| format!("running {}: {e}", args.runtime.display()))?;
+    // The Command owns the pipes' write ends: drop it, or the monitor holds
+    // them itself and never sees EOF when the container exits.
+    drop(cmd);
     let pty = match console {
         Some((path, receiver)) if status.success() => {
             let _ = std::fs::remove_file(&path);

@@ -218,7 +218,11 @@ impl Manager {
         let monitor = find_monitor().ok_or_else(|| {
             "crius-monitor not found next to the crius binary or in PATH".to_string()
         })?;
-        for d in [cfg.runroot.join("exits"), cfg.runroot.join("pods"), cfg.root.join("containers")] {
+        for d in [
+            cfg.runroot.join("exits"),
+            cfg.runroot.join("pods"),
+            cfg.root.join("containers"),
+        ] {
             std::fs::create_dir_all(&d).map_err(|e| format!("creating {}: {e}", d.display()))?;
         }
         let db = StateDb::open(&cfg.root.join("state")).map_err(|e| e.to_string())?;

@@ -10,6 +10,18 @@ use crate::state::{decode_config, ContainerPhase, ContainerRecord};
 use crius_cri_api::v1::{ContainerConfig, PodSandboxConfig};
 use std::sync::Arc;
 
+/// Whether the container's monitor process still runs (its pid is checked
+/// against its command line, so a recycled pid does not count).
+pub(crate) fn monitor_alive(rec: &ContainerRecord) -> bool {
+    rec.monitor_pid > 0
+        && std::fs::read(format!("/proc/{}/cmdline", rec.monitor_pid))
+            .map(|c| {
+                let c = String::from_utf8_lossy(&c);
+                c.contains("crius-monitor") && c.contains(&rec.id)
+            })
+            .unwrap_or(false)
+}
+
 impl Manager {
     pub(super) fn recover(self: &Arc<Self>) -> Result<()> {
         let mut pods = 0;
@@ -95,6 +107,10 @@ impl Manager {
                 }
             }
             Some("created") => rec.phase = ContainerPhase::Created,
+            _ if monitor_alive(&rec) => {
+                // Exited, and the monitor is still writing the log and the
+                // exit file: the next look at the container records it.
+            }
             other => {
                 // The runtime has no such live container and the monitor
                 // recorded nothing: the host rebooted or the monitor was

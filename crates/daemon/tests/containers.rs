@@ -53,3 +53,198 @@ async fn exit_codes_and_termination_messages() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn users_readonly_rootfs_exec_timeout_and_bad_input() {
+    let env = env("").await;
+    let mut c = env.client().await;
+    let pc = pod_config("rules", &env.logs);
+    let pod = run_pod(&mut c, pc.clone(), "crun").await;
+
+    // A non-root user by uid and a read-only rootfs.
+    let mut cc = container_config("app", &env.image, &["sleep", "300"]);
+    {
+        let sc = cc
+            .linux
+            .as_mut()
+            .unwrap()
+            .security_context
+            .as_mut()
+            .unwrap();
+        sc.run_as_user = Some(Int64Value { value: 1000 });
+        sc.run_as_group = Some(Int64Value { value: 1000 });
+        sc.readonly_rootfs = true;
+    }
+    let id = create(&mut c, &pod, &pc, cc).await.unwrap();
+    start(&mut c, &id).await;
+    let s = status(&mut c, &id).await;
+    let u = s.user.unwrap().linux.unwrap();
+    assert_eq!((u.uid, u.gid), (1000, 1000));
+    let out = exec(&mut c, &id, &["id", "-u"]).await;
+    assert_eq!(out.stdout, b"1000\n");
+    let out = exec(&mut c, &id, &["sh", "-c", "touch /newfile"]).await;
+    assert_ne!(out.exit_code, 0);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Read-only"),
+        "{out:?}"
+    );
+
+    // ExecSync timeout is honoured and reported.
+    let t0 = std::time::Instant::now();
+    let e = c
+        .runtime
+        .exec_sync(ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: vec!["sleep".into(), "30".into()],
+            timeout: 1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::DeadlineExceeded);
+    assert!(t0.elapsed() < Duration::from_secs(10));
+
+    // Duplicate names are refused naming the holder; nothing is created.
+    let e = create(
+        &mut c,
+        &pod,
+        &pc,
+        container_config("app", &env.image, &["true"]),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::AlreadyExists);
+    assert!(e.message().contains(&id), "{}", e.message());
+    let e = c
+        .runtime
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pc.clone()),
+            runtime_handler: "crun".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::AlreadyExists);
+
+    // Bad input: clear codes naming the field, and nothing changes.
+    let e = create(
+        &mut c,
+        &pod,
+        &pc,
+        container_config("x", "no-such-image:1", &["true"]),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    assert!(e.message().contains("no-such-image"), "{}", e.message());
+    let mut cc = container_config("y", &env.image, &["true"]);
+    cc.mounts.push(Mount {
+        container_path: "/data".into(),
+        host_path: "/no/such/host/path".into(),
+        ..Default::default()
+    });
+    let e = create(&mut c, &pod, &pc, cc).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(
+        e.message().contains("/no/such/host/path"),
+        "{}",
+        e.message()
+    );
+    let e = c
+        .runtime
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod_config("other", &env.logs)),
+            runtime_handler: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    assert!(e.message().contains("nope"), "{}", e.message());
+    let e = c
+        .runtime
+        .start_container(StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    let list = c
+        .runtime
+        .list_containers(ListContainersRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(list.len(), 1, "{list:?}");
+    let pods = c
+        .runtime
+        .list_pod_sandbox(ListPodSandboxRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(pods.len(), 1);
+
+    // RemoveImage refuses while a container uses the image.
+    let e = c
+        .image
+        .remove_image(RemoveImageRequest {
+            image: Some(ImageSpec {
+                image: env.image.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert!(e.message().contains(&id), "{}", e.message());
+
+    c.runtime
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+    c.image
+        .remove_image(RemoveImageRequest {
+            image: Some(ImageSpec {
+                image: env.image.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    assert!(mounts_under(env.daemon.dir()).is_empty());
+}
+
+#[tokio::test]
+async fn memory_limit_oom_killed() {
+    let env = env("").await;
+    let mut c = env.client().await;
+    let pc = pod_config("oom", &env.logs);
+    let pod = run_pod(&mut c, pc.clone(), "runc").await;
+    let mut cc = container_config(
+        "hog",
+        &env.image,
+        // Grow a shell variable until the 32 MiB limit kills the process.
+        &["sh", "-c", "x=0123456789; while true; do x=$x$x; done"],
+    );
+    cc.linux.as_mut().unwrap().resources = Some(LinuxContainerResources {
+        memory_limit_in_bytes: 32 << 20,
+        memory_swap_limit_in_bytes: 32 << 20,
+        ..Default::default()
+    });
+    let id = create(&mut c, &pod, &pc, cc).await.unwrap();
+    start(&mut c, &id).await;
+    let s = wait_exited(&mut c, &id, Duration::from_secs(60)).await;
+    assert_eq!(s.reason, "OOMKilled", "{s:?}");
+    assert_eq!(s.exit_code, 137);
+    assert_eq!(
+        s.resources.unwrap().linux.unwrap().memory_limit_in_bytes,
+        32 << 20
+    );
+    c.runtime
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+}

@@ -296,6 +296,21 @@ impl OciRuntime {
         timeout: Duration,
         cap: usize,
     ) -> Result<ExecOutput, RuntimeError> {
+        self.exec_sync_as(id, argv, None, timeout, cap)
+    }
+
+    /// `exec_sync` with the container's own `process` (from its config.json)
+    /// as the template: the same user, groups, capabilities, environment,
+    /// working dir, AppArmor profile and no_new_privs, with `argv` and no
+    /// terminal. Runtimes default an exec to root otherwise (crun does).
+    pub fn exec_sync_as(
+        &self,
+        id: &str,
+        argv: &[String],
+        process: Option<&serde_json::Value>,
+        timeout: Duration,
+        cap: usize,
+    ) -> Result<ExecOutput, RuntimeError> {
         let io = |what: &str| {
             let what = what.to_string();
             move |source| RuntimeError::Io { what, source }
@@ -303,19 +318,40 @@ impl OciRuntime {
         // The exec'd process's host pid, to kill it on timeout (killing the
         // runtime alone would leave it running in the container).
         let pid_file = tempfile_path(&self.root, id);
-        let mut child = self
-            .cmd()
-            .arg("exec")
-            .arg("--pid-file")
-            .arg(&pid_file)
-            .arg(id)
-            .args(argv)
+        let process_file = match process {
+            Some(p) => {
+                let mut p = p.clone();
+                p["args"] = serde_json::json!(argv);
+                p["terminal"] = serde_json::json!(false);
+                if let Some(o) = p.as_object_mut() {
+                    o.remove("consoleSize");
+                }
+                let path = pid_file.with_extension("process.json");
+                std::fs::write(&path, serde_json::to_vec(&p).unwrap_or_default())
+                    .map_err(io("writing the exec process"))?;
+                Some(path)
+            }
+            None => None,
+        };
+        let mut cmd = self.cmd();
+        cmd.arg("exec").arg("--pid-file").arg(&pid_file);
+        match &process_file {
+            Some(f) => {
+                cmd.arg("--process").arg(f).arg(id);
+            }
+            None => {
+                cmd.arg(id).args(argv);
+            }
+        }
+        let spawned = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
             .spawn()
-            .map_err(io("running exec"))?;
+            .map_err(io("running exec"));
+        let _process_file = ProcessFile(process_file);
+        let mut child = spawned?;
         let reader = |mut pipe: Box<dyn Read + Send>| {
             std::thread::spawn(move || {
                 let mut kept = Vec::new();
@@ -379,6 +415,17 @@ impl OciRuntime {
             timed_out,
             truncated: t1 || t2,
         })
+    }
+}
+
+/// Removes the exec's process.json when the exec is over.
+struct ProcessFile(Option<PathBuf>);
+
+impl Drop for ProcessFile {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
 

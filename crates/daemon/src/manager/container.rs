@@ -829,9 +829,14 @@ impl Manager {
         let id = c.id.clone();
         let t = Duration::from_secs(timeout.max(0) as u64);
         let cmd2 = cmd.clone();
+        let bundle = rec.dir.join("bundle/config.json");
         let out = blocking(move || {
+            let spec: serde_json::Value = std::fs::read(&bundle)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .ok_or_else(|| ManagerError::Internal(format!("reading {}", bundle.display())))?;
             runtime
-                .exec_sync(&id, &cmd2, t, EXEC_OUTPUT_CAP)
+                .exec_sync_as(&id, &cmd2, Some(&spec["process"]), t, EXEC_OUTPUT_CAP)
                 .map_err(|e| ManagerError::Internal(e.to_string()))
         })
         .await?;

@@ -171,7 +171,7 @@ fn loopback_up() -> Result<(), SandboxError> {
 /// Whether `path` is a pinned namespace (an nsfs mount).
 pub fn is_pinned(path: &Path) -> bool {
     nix::sys::statfs::statfs(path)
-        .map(|s| s.filesystem_type().0 as i64 == NSFS_MAGIC)
+        .map(|s| s.filesystem_type().0 == NSFS_MAGIC)
         .unwrap_or(false)
 }
 

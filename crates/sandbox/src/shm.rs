@@ -36,7 +36,7 @@ pub fn is_mounted(path: &Path) -> bool {
     };
     // tmpfs on tmpfs (runroot is usually tmpfs): compare devices too.
     let dev = |p: &Path| std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::dev(&m));
-    s.filesystem_type().0 as i64 == TMPFS_MAGIC
+    s.filesystem_type().0 == TMPFS_MAGIC
         && matches!((dev(path), dev(parent)), (Ok(a), Ok(b)) if a != b)
 }
 

@@ -149,7 +149,7 @@ pub fn apparmor_profile(
         Request::Unset | Request::RuntimeDefault => host.apparmor_default_profile.clone(),
         Request::Localhost(name) => name,
     };
-    if !host.apparmor_profiles.iter().any(|p| *p == name) {
+    if !host.apparmor_profiles.contains(&name) {
         return Err(SpecError::HostUnsupported {
             field: APPARMOR_FIELD.into(),
             reason: format!(
@@ -277,17 +277,11 @@ mod tests {
             ..Default::default()
         };
         let mut h = host(false);
-        assert_eq!(check_selinux(None, &h).unwrap(), false);
-        assert_eq!(
-            check_selinux(Some(&SeLinuxOption::default()), &h).unwrap(),
-            false
-        );
-        assert_eq!(check_selinux(Some(&opts), &h).unwrap(), true);
+        assert!(!check_selinux(None, &h).unwrap());
+        assert!(!check_selinux(Some(&SeLinuxOption::default()), &h).unwrap());
+        assert!(check_selinux(Some(&opts), &h).unwrap());
         h.selinux = true;
-        assert_eq!(
-            check_selinux(Some(&SeLinuxOption::default()), &h).unwrap(),
-            false
-        );
+        assert!(!check_selinux(Some(&SeLinuxOption::default()), &h).unwrap());
         let e = check_selinux(Some(&opts), &h).unwrap_err();
         assert!(e.to_string().starts_with(SELINUX_FIELD), "{e}");
     }

@@ -64,7 +64,7 @@ cgroup-prep:
 # then one summary line over all test binaries.
 test: deps pyenv cgroup-prep
 	@mkdir -p target
-	set -o pipefail; $(CARGO) test --workspace --locked --lib --bins --tests 2>&1 | tee target/test.log
+	set -o pipefail; $(CARGO) test --workspace --locked --no-fail-fast --lib --bins --tests 2>&1 | tee target/test.log
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "%d passed, %d failed\n", p, f }' target/test.log
 
 lint:

@@ -48,6 +48,11 @@ pub struct PodRecord {
     pub utsns: Option<PathBuf>,
     pub shm: Option<PathBuf>,
     pub cgroup_parent: String,
+    /// The shared PID namespace (pid mode POD) and its pause process.
+    #[serde(default)]
+    pub pidns: Option<PathBuf>,
+    #[serde(default)]
+    pub pause_pid: i32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -211,6 +216,8 @@ mod tests {
             utsns: None,
             shm: None,
             cgroup_parent: "/kubepods".into(),
+            pidns: None,
+            pause_pid: 0,
         };
         {
             let db = StateDb::open(&tmp.path().join("state")).unwrap();

@@ -46,12 +46,7 @@ async fn exit_codes_and_termination_messages() {
     start(&mut c, &ok).await;
     let s = wait_exited(&mut c, &ok, Duration::from_secs(10)).await;
     assert_eq!((s.exit_code, s.reason.as_str()), (0, "Completed"));
-    c.runtime
-        .remove_pod_sandbox(RemovePodSandboxRequest {
-            pod_sandbox_id: pod,
-        })
-        .await
-        .unwrap();
+    remove_pod(&mut c, &pod).await;
 }
 
 #[tokio::test]
@@ -197,12 +192,7 @@ async fn users_readonly_rootfs_exec_timeout_and_bad_input() {
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
     assert!(e.message().contains(&id), "{}", e.message());
 
-    c.runtime
-        .remove_pod_sandbox(RemovePodSandboxRequest {
-            pod_sandbox_id: pod,
-        })
-        .await
-        .unwrap();
+    remove_pod(&mut c, &pod).await;
     c.image
         .remove_image(RemoveImageRequest {
             image: Some(ImageSpec {
@@ -241,10 +231,5 @@ async fn memory_limit_oom_killed() {
         s.resources.unwrap().linux.unwrap().memory_limit_in_bytes,
         32 << 20
     );
-    c.runtime
-        .remove_pod_sandbox(RemovePodSandboxRequest {
-            pod_sandbox_id: pod,
-        })
-        .await
-        .unwrap();
+    remove_pod(&mut c, &pod).await;
 }

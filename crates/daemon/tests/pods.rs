@@ -202,18 +202,8 @@ async fn kubelet_flow(handler: &str) {
         .status
         .unwrap();
     assert_eq!(st.state, PodSandboxState::SandboxNotready as i32);
-    c.runtime
-        .remove_pod_sandbox(RemovePodSandboxRequest {
-            pod_sandbox_id: pod.clone(),
-        })
-        .await
-        .unwrap();
-    c.runtime
-        .remove_pod_sandbox(RemovePodSandboxRequest {
-            pod_sandbox_id: pod.clone(),
-        })
-        .await
-        .unwrap();
+    remove_pod(&mut c, &pod).await;
+    remove_pod(&mut c, &pod).await;
     assert!(
         mounts_under(env.daemon.dir()).is_empty(),
         "{:?}",
@@ -231,4 +221,122 @@ async fn kubelet_flow_runc() {
 #[tokio::test]
 async fn kubelet_flow_crun() {
     kubelet_flow("crun").await;
+}
+
+fn with_pid_mode(mut pc: PodSandboxConfig, mode: NamespaceMode) -> PodSandboxConfig {
+    pc.linux
+        .as_mut()
+        .unwrap()
+        .security_context
+        .as_mut()
+        .unwrap()
+        .namespace_options
+        .as_mut()
+        .unwrap()
+        .pid = mode as i32;
+    pc
+}
+
+/// shareProcessNamespace: the pod's containers see each other's processes,
+/// with crius's pause process as pid 1; stopping the pod ends it all.
+#[tokio::test]
+async fn shared_pid_namespace() {
+    let env = env("").await;
+    let mut c = env.client().await;
+    let pc = with_pid_mode(pod_config("sharepid", &env.logs), NamespaceMode::Pod);
+    let pod = run_pod(&mut c, pc.clone(), "runc").await;
+    let mut ids = Vec::new();
+    for (name, cmd) in [("a", "sleep 301"), ("b", "sleep 302")] {
+        let mut cc = container_config(name, &env.image, &["sh", "-c", &format!("exec {cmd}")]);
+        cc.linux
+            .as_mut()
+            .unwrap()
+            .security_context
+            .as_mut()
+            .unwrap()
+            .namespace_options
+            .as_mut()
+            .unwrap()
+            .pid = NamespaceMode::Pod as i32;
+        let id = create(&mut c, &pod, &pc, cc).await.unwrap();
+        start(&mut c, &id).await;
+        ids.push(id);
+    }
+    let ps = exec(&mut c, &ids[1], &["ps", "-o", "pid,args"]).await;
+    let ps = String::from_utf8_lossy(&ps.stdout);
+    assert!(ps.contains("sleep 301") && ps.contains("sleep 302"), "{ps}");
+    assert!(
+        ps.lines()
+            .any(|l| l.trim_start().starts_with("1 ") && l.contains("crius-monitor")),
+        "pause is pid 1: {ps}"
+    );
+    let info = c
+        .runtime
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .info;
+    let v: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+    let pause = v["pausePid"].as_i64().unwrap();
+    assert!(std::path::Path::new(&format!("/proc/{pause}")).exists());
+    c.runtime
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{pause}/stat")).unwrap_or_default();
+    assert!(
+        stat.is_empty() || stat.contains(") Z"),
+        "pause still running: {stat}"
+    );
+    remove_pod(&mut c, &pod).await;
+    assert!(mounts_under(env.daemon.dir()).is_empty());
+}
+
+/// hostNetwork: the node's network namespace and hostname.
+#[tokio::test]
+async fn host_network_pod() {
+    let env = env("").await;
+    let mut c = env.client().await;
+    let mut pc = pod_config("hostnet", &env.logs);
+    pc.linux
+        .as_mut()
+        .unwrap()
+        .security_context
+        .as_mut()
+        .unwrap()
+        .namespace_options
+        .as_mut()
+        .unwrap()
+        .network = NamespaceMode::Node as i32;
+    let pod = run_pod(&mut c, pc.clone(), "runc").await;
+    let mut cc = container_config("app", &env.image, &["sleep", "300"]);
+    cc.linux
+        .as_mut()
+        .unwrap()
+        .security_context
+        .as_mut()
+        .unwrap()
+        .namespace_options
+        .as_mut()
+        .unwrap()
+        .network = NamespaceMode::Node as i32;
+    let id = create(&mut c, &pod, &pc, cc).await.unwrap();
+    start(&mut c, &id).await;
+    let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    let out = exec(&mut c, &id, &["hostname"]).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), host);
+    let net = exec(&mut c, &id, &["readlink", "/proc/self/ns/net"]).await;
+    let own = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&net.stdout).trim(),
+        own.to_string_lossy()
+    );
+    remove_pod(&mut c, &pod).await;
+    assert!(mounts_under(env.daemon.dir()).is_empty());
 }

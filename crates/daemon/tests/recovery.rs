@@ -113,12 +113,7 @@ async fn kill_9_keeps_pods_and_containers_manageable() {
         .await
         .unwrap();
     assert_eq!(status(&mut c, &running).await.exit_code, 137);
-    c.runtime
-        .remove_pod_sandbox(RemovePodSandboxRequest {
-            pod_sandbox_id: pod.clone(),
-        })
-        .await
-        .unwrap();
+    remove_pod(&mut c, &pod).await;
     assert!(
         mounts_under(env.daemon.dir()).is_empty(),
         "{:?}",
@@ -199,11 +194,6 @@ async fn kill_9_mid_create_leaves_nothing_behind() {
     );
     // The name is free again.
     std::fs::remove_file(&marker).unwrap();
-    c.runtime
-        .remove_pod_sandbox(RemovePodSandboxRequest {
-            pod_sandbox_id: pod,
-        })
-        .await
-        .unwrap();
+    remove_pod(&mut c, &pod).await;
     assert!(mounts_under(env.daemon.dir()).is_empty());
 }

@@ -166,11 +166,20 @@ fn container_output_becomes_cri_log_and_exit_code_is_recorded() {
         "echo out; echo err >&2; echo 0123456789abc; printf tail; exit 3",
     ]);
     let sync = c.monitor();
-    let pid: i32 = sync
+    // "pid <container> <monitor>"
+    let pids: Vec<i32> = sync
         .strip_prefix("pid ")
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| panic!("sync said {sync:?}"));
-    assert!(pid > 1);
+        .map(|p| {
+            p.split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(pids.len(), 2, "sync said {sync:?}");
+    assert!(pids[0] > 1);
+    // The monitor that reported is alive and is a crius-monitor.
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", pids[1])).unwrap();
+    assert!(String::from_utf8_lossy(&cmdline).contains("crius-monitor"));
     // Created, not started: nothing has run yet.
     assert!(exitfile::read(&c.path("exit")).unwrap().is_none());
     let out = c.runc(&["start", &c.id]);

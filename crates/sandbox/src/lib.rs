@@ -6,11 +6,14 @@
 //!
 //! - `ns`: pinning and unpinning namespaces (real kernel calls).
 //! - `shm`: the pod's /dev/shm tmpfs.
+//! - `pause`: the init of a shared PID namespace (the one pod namespace that
+//!   needs a process).
 //! - `files`: the contents of hosts, resolv.conf and hostname (pure) and
 //!   writing them atomically.
 
 pub mod files;
 pub mod ns;
+pub mod pause;
 pub mod shm;
 
 #[derive(Debug, thiserror::Error)]

@@ -168,6 +168,31 @@ fn loopback_up() -> Result<(), SandboxError> {
     Ok(())
 }
 
+/// Pins the PID namespace of `pid` (the pod's pause process) as `dir/pid`.
+pub fn pin_pid(dir: &Path, pid: i32) -> Result<PathBuf, SandboxError> {
+    std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+    let target = dir.join("pid");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&target)
+        .map_err(io(format!("creating {}", target.display())))?;
+    let source = format!("/proc/{pid}/ns/pid");
+    mount(
+        Some(source.as_str()),
+        &target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(sys(format!(
+        "bind-mounting {source} on {}",
+        target.display()
+    )))?;
+    Ok(target)
+}
+
 /// Whether `path` is a pinned namespace (an nsfs mount).
 pub fn is_pinned(path: &Path) -> bool {
     nix::sys::statfs::statfs(path)
@@ -178,8 +203,11 @@ pub fn is_pinned(path: &Path) -> bool {
 /// Unmounts and removes every pin file under `dir`. Idempotent: missing
 /// files and files that are not mounted are fine.
 pub fn unpin(dir: &Path) -> Result<(), SandboxError> {
-    for k in NsKind::ALL {
-        let p = pin_path(dir, k);
+    let paths = NsKind::ALL
+        .iter()
+        .map(|k| pin_path(dir, *k))
+        .chain([dir.join("pid")]);
+    for p in paths {
         // A pin may have been mounted more than once (never by crius, but
         // be thorough): unmount until it is a plain file.
         for _ in 0..8 {

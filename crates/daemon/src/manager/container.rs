@@ -567,7 +567,7 @@ impl Manager {
                 network: pod_rec.netns.clone(),
                 ipc: pod_rec.ipcns.clone(),
                 uts: pod_rec.utsns.clone(),
-                pid: None,
+                pid: pod_rec.pidns.clone(),
             },
             config: config.clone(),
             image_config,
@@ -638,17 +638,25 @@ impl Manager {
         new
     }
 
+    /// The current record, or FAILED_PRECONDITION if the container is not
+    /// in `phase`.
+    async fn refresh_expecting(&self, c: &Ctr, phase: ContainerPhase) -> Result<ContainerRecord> {
+        let rec = self.refresh(c).await;
+        if rec.phase != phase {
+            return Err(ManagerError::FailedPrecondition(format!(
+                "container {} is {}, not {}",
+                c.id,
+                phase_name(rec.phase),
+                phase_name(phase)
+            )));
+        }
+        Ok(rec)
+    }
+
     pub async fn start_container(self: &Arc<Self>, query: &str) -> Result<()> {
         let c = self.ctr(query)?;
         let _op = c.op.lock().await;
-        let rec = self.refresh(&c).await;
-        if rec.phase != ContainerPhase::Created {
-            return Err(ManagerError::FailedPrecondition(format!(
-                "container {} is {}, not created",
-                c.id,
-                phase_name(rec.phase)
-            )));
-        }
+        let rec = self.refresh_expecting(&c, ContainerPhase::Created).await?;
         let runtime = self.runtime(&rec.runtime_handler)?;
         let id = c.id.clone();
         let db = self.db.clone();
@@ -817,14 +825,7 @@ impl Manager {
         if cmd.is_empty() {
             return Err(ManagerError::InvalidArgument("cmd is required".into()));
         }
-        let rec = self.refresh(&c).await;
-        if rec.phase != ContainerPhase::Running {
-            return Err(ManagerError::FailedPrecondition(format!(
-                "container {} is {}, not running",
-                c.id,
-                phase_name(rec.phase)
-            )));
-        }
+        let rec = self.refresh_expecting(&c, ContainerPhase::Running).await?;
         let runtime = self.runtime_any(&rec.runtime_handler)?;
         let id = c.id.clone();
         let t = Duration::from_secs(timeout.max(0) as u64);
@@ -851,14 +852,7 @@ impl Manager {
 
     pub async fn reopen_log(&self, query: &str) -> Result<()> {
         let c = self.ctr(query)?;
-        let rec = self.refresh(&c).await;
-        if rec.phase != ContainerPhase::Running {
-            return Err(ManagerError::FailedPrecondition(format!(
-                "container {} is {}, not running",
-                c.id,
-                phase_name(rec.phase)
-            )));
-        }
+        let rec = self.refresh_expecting(&c, ContainerPhase::Running).await?;
         // Only signal the pid if it is still this container's monitor.
         let cmdline =
             std::fs::read(format!("/proc/{}/cmdline", rec.monitor_pid)).unwrap_or_default();

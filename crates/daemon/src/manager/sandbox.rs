@@ -58,13 +58,6 @@ pub fn pod_modes(c: &PodSandboxConfig) -> Result<(NamespaceMode, NamespaceMode, 
             )));
         }
     }
-    if pid == NamespaceMode::Pod {
-        return Err(ManagerError::Unimplemented(
-            "config.linux.security_context.namespace_options.pid: a shared pod PID namespace \
-             (shareProcessNamespace) is not supported by crius yet"
-                .into(),
-        ));
-    }
     if let Some(u) = &opts.userns_options {
         if u.mode != NamespaceMode::Node as i32 {
             return Err(ManagerError::Unimplemented(
@@ -75,9 +68,10 @@ pub fn pod_modes(c: &PodSandboxConfig) -> Result<(NamespaceMode, NamespaceMode, 
     Ok((net, ipc, pid))
 }
 
-/// Tears down what a pod holds on the host: pinned namespaces and shm.
-/// Idempotent.
+/// Tears down what a pod holds on the host: the pause process, pinned
+/// namespaces and shm. Idempotent.
 fn teardown(rec: &PodRecord) -> Result<()> {
+    crius_sandbox::pause::stop(rec.pause_pid, &rec.id)?;
     ns::unpin(&rec.dir.join("ns"))?;
     shm::unmount_shm(&rec.dir.join("shm"))?;
     Ok(())
@@ -95,8 +89,14 @@ fn remove_dir(dir: &Path) -> Result<()> {
 }
 
 /// Sets up a pod's host state (blocking). On error the caller tears down.
-fn setup(rec: &mut PodRecord, config: &PodSandboxConfig, shm_size: u64) -> Result<()> {
-    let (net, ipc, _) = pod_modes(config)?;
+fn setup(
+    rec: &mut PodRecord,
+    config: &PodSandboxConfig,
+    shm_size: u64,
+    db: &StateDb,
+    monitor: &Path,
+) -> Result<()> {
+    let (net, ipc, pid) = pod_modes(config)?;
     std::fs::create_dir_all(&rec.dir)
         .map_err(|e| ManagerError::Internal(format!("creating {}: {e}", rec.dir.display())))?;
     let host_net = net == NamespaceMode::Node;
@@ -126,6 +126,13 @@ fn setup(rec: &mut PodRecord, config: &PodSandboxConfig, shm_size: u64) -> Resul
     rec.netns = pinned.net;
     rec.utsns = pinned.uts;
     rec.ipcns = pinned.ipc;
+    if pid == NamespaceMode::Pod {
+        let pause = crius_sandbox::pause::start(monitor, &rec.id)?;
+        // Recorded at once: a daemon killed now must find and kill it.
+        rec.pause_pid = pause;
+        db.put_pod(rec)?;
+        rec.pidns = Some(ns::pin_pid(&rec.dir.join("ns"), pause)?);
+    }
     if !host_ipc {
         let p = rec.dir.join("shm");
         shm::mount_shm(&p, shm_size)?;
@@ -216,13 +223,16 @@ impl Manager {
             utsns: None,
             shm: None,
             cgroup_parent,
+            pidns: None,
+            pause_pid: 0,
         };
         let db = self.db.clone();
         let shm_size = self.cfg.shm_size;
         let cfg2 = config.clone();
+        let monitor = self.monitor.clone();
         let result = blocking(move || {
             db.put_pod(&rec)?;
-            match setup(&mut rec, &cfg2, shm_size) {
+            match setup(&mut rec, &cfg2, shm_size, &db, &monitor) {
                 Ok(()) => {
                     rec.phase = PodPhase::Ready;
                     db.put_pod(&rec)?;
@@ -364,10 +374,11 @@ pub(crate) fn recover_pod(db: &StateDb, mut rec: PodRecord) -> Result<Option<Pod
             Ok(None)
         }
         PodPhase::Ready => {
-            let lost = [&rec.netns, &rec.ipcns, &rec.utsns]
+            let lost = [&rec.netns, &rec.ipcns, &rec.utsns, &rec.pidns]
                 .into_iter()
                 .flatten()
-                .any(|p: &PathBuf| !ns::is_pinned(p));
+                .any(|p: &PathBuf| !ns::is_pinned(p))
+                || (rec.pidns.is_some() && !crius_sandbox::pause::is_ours(rec.pause_pid, &rec.id));
             if lost {
                 tracing::warn!(pod = %rec.id, "pod sandbox's namespaces are gone; marking it NotReady");
                 teardown(&rec)?;

@@ -258,10 +258,10 @@ cri_service! {
                     "phase": rec.phase,
                     "runtimeHandler": rec.runtime_handler,
                     "dir": rec.dir,
-                    "namespaces": { "network": rec.netns, "ipc": rec.ipcns, "uts": rec.utsns },
+                    "namespaces": { "network": rec.netns, "ipc": rec.ipcns, "uts": rec.utsns, "pid": rec.pidns },
                     "shm": rec.shm,
                     "cgroupParent": rec.cgroup_parent,
-                    "pids": [],
+                    "pausePid": rec.pause_pid,
                 }))?);
             }
             Ok(Response::new(PodSandboxStatusResponse {

@@ -154,6 +154,15 @@ pub async fn create(
         .map(|r| r.into_inner().container_id)
 }
 
+pub async fn remove_pod(c: &mut CriClient, pod: &str) {
+    c.runtime
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod.into(),
+        })
+        .await
+        .unwrap();
+}
+
 pub async fn start(c: &mut CriClient, id: &str) {
     c.runtime
         .start_container(StartContainerRequest {

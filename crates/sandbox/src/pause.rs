@@ -1,0 +1,96 @@
+//! The pause process of a pod with a shared PID namespace: `crius-monitor
+//! pause`, pid 1 of the namespace (which dies with its init, so a bind
+//! mount alone cannot keep it). Everything else about a pod needs no
+//! process.
+
+use crate::{io, SandboxError};
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// Starts the pause process for pod `id`; its host pid.
+pub fn start(monitor: &Path, id: &str) -> Result<i32, SandboxError> {
+    let (r, w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io("sync pipe")(e.into()))?;
+    let w_fd = w.as_raw_fd();
+    let mut cmd = Command::new(monitor);
+    cmd.args(["pause", "--id", id, "--sync-fd", &w_fd.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: fcntl is async-signal-safe; it only clears CLOEXEC.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(w_fd, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let status = cmd
+        .status()
+        .map_err(io(format!("starting {}", monitor.display())))?;
+    drop(w);
+    let mut report = String::new();
+    std::fs::File::from(r)
+        .read_to_string(&mut report)
+        .map_err(io("reading the pause process's report"))?;
+    match report.trim().split_once(' ') {
+        Some(("pid", rest)) if status.success() => rest
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| bad(&report)),
+        Some(("error", m)) => Err(bad(m)),
+        _ => Err(bad(&format!("{status}: {report:?}"))),
+    }
+}
+
+fn bad(m: &str) -> SandboxError {
+    SandboxError::Io {
+        what: "pause process".into(),
+        source: std::io::Error::other(m.to_string()),
+    }
+}
+
+/// Whether `pid` is pod `id`'s pause process (not a recycled pid).
+pub fn is_ours(pid: i32, id: &str) -> bool {
+    pid > 0
+        && std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|c| {
+                let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+                args.len() >= 4
+                    && args[0].ends_with(b"crius-monitor")
+                    && args[1] == b"pause"
+                    && args[3] == id.as_bytes()
+            })
+            .unwrap_or(false)
+}
+
+/// Kills the pause process (and so every process in the namespace) and
+/// waits until it is gone. Idempotent.
+pub fn stop(pid: i32, id: &str) -> Result<(), SandboxError> {
+    if !is_ours(pid, id) {
+        return Ok(());
+    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    // Not our child (it detached): wait for /proc to drop it. A zombie
+    // waits for its reaper (init), which is not a live pause either.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = state
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z'));
+        if state.is_empty() || zombie || !is_ours(pid, id) {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    Err(bad(&format!("pid {pid} did not exit after SIGKILL")))
+}

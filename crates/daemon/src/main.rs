@@ -65,6 +65,13 @@ fn effective_config(cli: &Cli) -> anyhow::Result<Config> {
 
 fn run_daemon(config: Config) -> anyhow::Result<()> {
     crius::logging::init(config.log_level, config.log_format);
+    // glibc gives every thread that allocates its own arena (up to 8 per
+    // core), and the blocking pool has many threads: two arenas keep the
+    // daemon's resident memory flat under load at no measurable cost.
+    // SAFETY: mallopt only tunes the allocator; called before any thread.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("crius")

@@ -125,7 +125,12 @@ pub struct StateDb {
 
 impl StateDb {
     pub fn open(path: &Path) -> Result<Self, StateError> {
-        let db = sled::Config::new().path(path).open()?;
+        // sled's default page cache is 1 GiB; these databases hold a few
+        // thousand small records, so a few MiB keep them all cached.
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(8 << 20)
+            .open()?;
         Ok(StateDb {
             pods: db.open_tree("pods")?,
             containers: db.open_tree("containers")?,
@@ -133,13 +138,21 @@ impl StateDb {
         })
     }
 
-    fn put<T: Serialize>(&self, tree: &sled::Tree, id: &str, v: &T) -> Result<(), StateError> {
+    fn put<T: Serialize>(
+        &self,
+        tree: &sled::Tree,
+        id: &str,
+        v: &T,
+        flush: bool,
+    ) -> Result<(), StateError> {
         let bytes = serde_json::to_vec(v).map_err(|e| StateError::Corrupt {
             key: id.into(),
             message: e.to_string(),
         })?;
         tree.insert(id.as_bytes(), bytes)?;
-        self.db.flush()?;
+        if flush {
+            self.db.flush()?;
+        }
         Ok(())
     }
 
@@ -157,11 +170,19 @@ impl StateDb {
 
     /// Writes a pod record durably (blocking: fsync).
     pub fn put_pod(&self, r: &PodRecord) -> Result<(), StateError> {
-        self.put(&self.pods, &r.id, r)
+        self.put(&self.pods, &r.id, r, true)
     }
 
+    /// Writes a container record durably (blocking: fsync).
     pub fn put_container(&self, r: &ContainerRecord) -> Result<(), StateError> {
-        self.put(&self.containers, &r.id, r)
+        self.put(&self.containers, &r.id, r, true)
+    }
+
+    /// Writes a container record that recovery could rebuild from the host
+    /// anyway (running: the runtime's state; exited: the exit file), so it
+    /// need not wait for an fsync; sled flushes it within half a second.
+    pub fn put_container_lazily(&self, r: &ContainerRecord) -> Result<(), StateError> {
+        self.put(&self.containers, &r.id, r, false)
     }
 
     pub fn delete_pod(&self, id: &str) -> Result<(), StateError> {

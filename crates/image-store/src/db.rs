@@ -110,7 +110,12 @@ fn encode(r: &ImageRecord) -> Vec<u8> {
 
 impl Db {
     pub fn open(path: &Path) -> Result<Self, DbError> {
-        let db = sled::Config::new().path(path).open()?;
+        // sled's default page cache is 1 GiB; these databases hold a few
+        // thousand small records, so a few MiB keep them all cached.
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(8 << 20)
+            .open()?;
         Ok(Db {
             images: db.open_tree("images")?,
             tags: db.open_tree("tags")?,

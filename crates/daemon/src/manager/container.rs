@@ -423,7 +423,10 @@ fn create_blocking(job: &CreateJob) -> Result<(i32, i32, u32, u32, Vec<u32>)> {
         .unwrap_or_default();
     let json = serde_json::to_vec_pretty(&spec)
         .map_err(|e| ManagerError::Internal(format!("encoding config.json: {e}")))?;
-    crius_sandbox::files::write_atomic(&bundle.join("config.json"), &json)?;
+    // No fsync: a bundle is only needed while its container lives, and no
+    // container survives the power loss that would lose the page cache.
+    std::fs::write(bundle.join("config.json"), &json)
+        .map_err(|e| ManagerError::Internal(format!("writing config.json: {e}")))?;
     if let Some(parent) = job.files.log.parent() {
         std::fs::create_dir_all(parent).map_err(|e| {
             ManagerError::Internal(format!("creating log directory {}: {e}", parent.display()))
@@ -584,7 +587,9 @@ impl Manager {
         };
         let db = self.db.clone();
         let result = blocking(move || {
-            db.put_container(&rec)?;
+            // No record before the side effects: a daemon killed meanwhile
+            // finds the container's directory without a record and removes
+            // it (recover.rs sweeps orphans), which costs no fsync here.
             match create_blocking(&job) {
                 Ok((pid, monitor_pid, uid, gid, groups)) => {
                     rec.phase = ContainerPhase::Created;
@@ -631,7 +636,7 @@ impl Manager {
         c.set(new.clone());
         let db = self.db.clone();
         let r2 = new.clone();
-        if let Err(e) = blocking(move || Ok(db.put_container(&r2)?)).await {
+        if let Err(e) = blocking(move || Ok(db.put_container_lazily(&r2)?)).await {
             tracing::error!(container = %c.id, error = %e, "persisting the container's exit");
         }
         tracing::info!(container = %c.id, exit_code = new.exit_code, reason = %new.reason, "container exited");
@@ -667,7 +672,8 @@ impl Manager {
                 .map_err(|e| ManagerError::FailedPrecondition(e.to_string()))?;
             r.phase = ContainerPhase::Running;
             r.started_at = now_ns();
-            db.put_container(&r)?;
+            // Recovery asks the runtime whether it runs: no fsync needed.
+            db.put_container_lazily(&r)?;
             Ok(r)
         })
         .await?;

@@ -59,8 +59,64 @@ impl Manager {
                 .insert(rec.id.clone(), Arc::new(Ctr::new(rec, config)));
             ctrs += 1;
         }
+        self.sweep_orphans();
         tracing::info!(pods, containers = ctrs, "state recovered");
         Ok(())
+    }
+
+    /// Removes what a daemon killed inside RunPodSandbox or CreateContainer
+    /// left without a record: pod directories (namespaces, shm, pause),
+    /// container directories (runtime state, rootfs mount), exit files.
+    fn sweep_orphans(&self) {
+        let known_pods: std::collections::HashSet<String> = self
+            .pods
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        let known_ctrs: std::collections::HashSet<String> = self
+            .containers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        let entries = |dir: std::path::PathBuf| {
+            std::fs::read_dir(&dir)
+                .map(|r| {
+                    r.flatten()
+                        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        };
+        for (id, path) in entries(self.cfg.runroot.join("pods")) {
+            if !known_pods.contains(&id) {
+                tracing::warn!(pod = %id, "pod sandbox left without a record (crius stopped while creating it); removing");
+                if let Err(e) = super::sandbox::teardown_orphan(&id, &path) {
+                    tracing::error!(pod = %id, error = %e, "removing orphaned pod sandbox");
+                }
+            }
+        }
+        let info = self.runtimes.current();
+        for (id, path) in entries(self.cfg.root.join("containers")) {
+            if known_ctrs.contains(&id) {
+                continue;
+            }
+            tracing::warn!(container = %id, "container left without a record (crius stopped while creating it); removing");
+            for h in info.handlers.handlers.values() {
+                if let Ok(rt) = crius_oci_runtime::runtime::OciRuntime::new(h, &self.monitor) {
+                    let _ = rt.delete(&id, true);
+                }
+            }
+            cleanup_dir(&path);
+        }
+        for (id, path) in entries(self.cfg.runroot.join("exits")) {
+            if !known_ctrs.contains(&id) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
     }
 
     fn recover_container(

@@ -68,6 +68,22 @@ pub fn pod_modes(c: &PodSandboxConfig) -> Result<(NamespaceMode, NamespaceMode, 
     Ok((net, ipc, pid))
 }
 
+/// The pause process's pid, next to the pod's files.
+pub const PAUSE_PID_FILE: &str = "pause.pid";
+
+/// Tears down what a pod directory without a record holds (a daemon killed
+/// in RunPodSandbox). Idempotent.
+pub(crate) fn teardown_orphan(id: &str, dir: &Path) -> Result<()> {
+    let pause = std::fs::read_to_string(dir.join(PAUSE_PID_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    crius_sandbox::pause::stop(pause, id)?;
+    ns::unpin(&dir.join("ns"))?;
+    shm::unmount_shm(&dir.join("shm"))?;
+    remove_dir(dir)
+}
+
 /// Tears down what a pod holds on the host: the pause process, pinned
 /// namespaces and shm. Idempotent.
 fn teardown(rec: &PodRecord) -> Result<()> {
@@ -93,7 +109,6 @@ fn setup(
     rec: &mut PodRecord,
     config: &PodSandboxConfig,
     shm_size: u64,
-    db: &StateDb,
     monitor: &Path,
 ) -> Result<()> {
     let (net, ipc, pid) = pod_modes(config)?;
@@ -128,9 +143,10 @@ fn setup(
     rec.ipcns = pinned.ipc;
     if pid == NamespaceMode::Pod {
         let pause = crius_sandbox::pause::start(monitor, &rec.id)?;
-        // Recorded at once: a daemon killed now must find and kill it.
+        // Noted at once beside the pod's files: a daemon killed now finds
+        // and kills it (recover.rs).
         rec.pause_pid = pause;
-        db.put_pod(rec)?;
+        crius_sandbox::files::write_atomic(&rec.dir.join(PAUSE_PID_FILE), pause.to_string().as_bytes())?;
         rec.pidns = Some(ns::pin_pid(&rec.dir.join("ns"), pause)?);
     }
     if !host_ipc {
@@ -231,8 +247,10 @@ impl Manager {
         let cfg2 = config.clone();
         let monitor = self.monitor.clone();
         let result = blocking(move || {
-            db.put_pod(&rec)?;
-            match setup(&mut rec, &cfg2, shm_size, &db, &monitor) {
+            // No record before the side effects: a daemon killed meanwhile
+            // finds the pod's directory without a record and tears it down
+            // (recover.rs), which costs no fsync here.
+            match setup(&mut rec, &cfg2, shm_size, &monitor) {
                 Ok(()) => {
                     rec.phase = PodPhase::Ready;
                     db.put_pod(&rec)?;

@@ -1,0 +1,290 @@
+//! `make bench` (RuntimeService): runs `crius-bench` against a real crius
+//! (real registry, busybox image, runc) and prints its figures next to the
+//! issue's targets:
+//! - pod+container create+start to running, p50, under 1.3x a bare
+//!   `runc run --detach` of the same bundle (the spec crius generated,
+//!   re-run by runc directly on the same rootfs, in the pod's namespaces);
+//! - ListContainers with 1000 containers present, p50 under 5 ms;
+//! - daemon RSS under 15 MiB idle and under 30 MiB with 100 running pods;
+//! - 100 pods started 10 at a time with zero errors.
+//!
+//! Needs `crius-bench` built next to `crius` (`make bench` builds all
+//! binaries first). Run as root.
+
+use crius_test_support::cri::*;
+use crius_test_support::{Daemon, ImageBuilder, Registry};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_crius");
+const LIFECYCLES: usize = 30;
+
+fn crius_bench() -> PathBuf {
+    let p = Path::new(BIN).with_file_name("crius-bench");
+    assert!(
+        p.exists(),
+        "{} missing: build it first (cargo build --release -p crius-bench)",
+        p.display()
+    );
+    p
+}
+
+fn run_bench(socket: &Path, image: &str, pid: u32, out: &Path, args: &[&str]) -> serde_json::Value {
+    let st = Command::new(crius_bench())
+        .arg("--endpoint")
+        .arg(socket)
+        .args(["--image", image, "--cgroup-parent", "/crius-bench"])
+        .arg("--pid")
+        .arg(pid.to_string())
+        .arg("--json")
+        .arg(out)
+        .args(args)
+        .status()
+        .expect("running crius-bench");
+    assert!(st.success(), "crius-bench {args:?} failed");
+    serde_json::from_slice(&std::fs::read(out).unwrap()).unwrap()
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Bare `runc run --detach` of the spec crius generated for a running
+/// container: same rootfs, same mounts and namespaces, own cgroup.
+fn floor(
+    c: &mut crius_test_support::CriClient,
+    rt: &tokio::runtime::Runtime,
+    container: &str,
+) -> Duration {
+    let info = rt
+        .block_on(c.runtime.container_status(ContainerStatusRequest {
+            container_id: container.into(),
+            verbose: true,
+        }))
+        .unwrap()
+        .into_inner()
+        .info;
+    let v: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+    let mut spec = v["runtimeSpec"].clone();
+    let work = tempfile::tempdir().unwrap();
+    let bundle = work.path().join("bundle");
+    std::fs::create_dir_all(&bundle).unwrap();
+    let state = work.path().join("state");
+    let mut times = Vec::new();
+    for i in 0..LIFECYCLES {
+        spec["linux"]["cgroupsPath"] = format!("/crius-bench-floor/f{i}").into();
+        std::fs::write(
+            bundle.join("config.json"),
+            serde_json::to_vec(&spec).unwrap(),
+        )
+        .unwrap();
+        let id = format!("floor-{i}");
+        let t = Instant::now();
+        let st = Command::new("runc")
+            .arg("--root")
+            .arg(&state)
+            .args(["run", "--detach", "--bundle"])
+            .arg(&bundle)
+            .arg(&id)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        times.push(t.elapsed());
+        assert!(st.success(), "bare runc run failed");
+        let _ = Command::new("runc")
+            .arg("--root")
+            .arg(&state)
+            .args(["delete", "--force", &id])
+            .output();
+    }
+    median(times)
+}
+
+fn main() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let registry = rt.block_on(Registry::start()).unwrap();
+    let image = registry.reference("busybox:bench");
+    let manifest = ImageBuilder::busybox().unwrap().build().unwrap();
+    rt.block_on(manifest.push(&registry, "busybox:bench"))
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("registries.conf"), "").unwrap();
+    let toml = format!(
+        "registries_conf = \"{0}/registries.conf\"\nauth_file = \"{0}/none.json\"\n",
+        tmp.path().display()
+    );
+    let daemon = rt
+        .block_on(
+            Daemon::builder(BIN)
+                .config_toml(toml)
+                .arg("--log-level")
+                .arg("warn")
+                .start(),
+        )
+        .unwrap();
+    let pid = daemon.pid().unwrap();
+    let mut c = rt.block_on(daemon.client()).unwrap();
+    rt.block_on(c.image.pull_image(PullImageRequest {
+        image: Some(ImageSpec {
+            image: image.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }))
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let idle_rss = crius_test_support::runtime::rss_kib(pid);
+
+    let out = tmp.path().join("out.json");
+    let life = run_bench(
+        &daemon.socket,
+        &image,
+        pid,
+        &out,
+        &["--iterations", &LIFECYCLES.to_string()],
+    );
+    let list = run_bench(
+        &daemon.socket,
+        &image,
+        pid,
+        &out,
+        &[
+            "--iterations",
+            "0",
+            "--list-containers",
+            "1000",
+            "--parallel",
+            "10",
+        ],
+    );
+    let running = run_bench(
+        &daemon.socket,
+        &image,
+        pid,
+        &out,
+        &[
+            "--iterations",
+            "0",
+            "--running-pods",
+            "100",
+            "--parallel",
+            "10",
+        ],
+    );
+
+    // The floor, with a pod and a running container of crius's own.
+    let pc = PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: "floor".into(),
+            uid: "floor".into(),
+            namespace: "bench".into(),
+            attempt: 0,
+        }),
+        linux: Some(LinuxPodSandboxConfig {
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    pid: NamespaceMode::Container as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let pod = rt
+        .block_on(c.runtime.run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pc.clone()),
+            runtime_handler: String::new(),
+        }))
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let ctr = rt
+        .block_on(c.runtime.create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(ContainerConfig {
+                metadata: Some(ContainerMetadata {
+                    name: "app".into(),
+                    attempt: 0,
+                }),
+                image: Some(ImageSpec {
+                    image: image.clone(),
+                    ..Default::default()
+                }),
+                command: vec!["sleep".into(), "3600".into()],
+                ..Default::default()
+            }),
+            sandbox_config: Some(pc),
+        }))
+        .unwrap()
+        .into_inner()
+        .container_id;
+    rt.block_on(c.runtime.start_container(StartContainerRequest {
+        container_id: ctr.clone(),
+    }))
+    .unwrap();
+    let floor_p50 = floor(&mut c, &rt, &ctr);
+    rt.block_on(c.runtime.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    }))
+    .unwrap();
+
+    let ms = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
+    let to_running = ms(&life["rpcs"]["pod+container to running"]["p50_ms"]);
+    let floor_ms = floor_p50.as_secs_f64() * 1e3;
+    let list_p50 = ms(&list["rpcs"]["ListContainers (1000 present)"]["p50_ms"]);
+    let rss_running = running["rss_kib"]["with_100_running_pods"]
+        .as_u64()
+        .unwrap_or(0);
+    let errors = running["running_pods"]["errors"]
+        .as_u64()
+        .unwrap_or(u64::MAX);
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    println!("\n== crius RuntimeService (crius-bench, runc, busybox) ==");
+    println!(
+        "pod+container to running p50 {to_running:.2} ms vs bare runc run {floor_ms:.2} ms: {:.2}x (target < 1.3x: {})",
+        to_running / floor_ms,
+        verdict(to_running / floor_ms < 1.3)
+    );
+    for rpc in [
+        "RunPodSandbox",
+        "CreateContainer",
+        "StartContainer",
+        "StopContainer",
+        "RemoveContainer",
+        "StopPodSandbox",
+        "RemovePodSandbox",
+    ] {
+        println!("  {rpc:<18} p50 {:.2} ms", ms(&life["rpcs"][rpc]["p50_ms"]));
+    }
+    println!(
+        "ListContainers with 1000 containers p50 {list_p50:.3} ms (target < 5 ms: {})",
+        verdict(list_p50 < 5.0)
+    );
+    println!(
+        "daemon RSS idle {:.1} MiB (target < 15: {}), with 100 running pods {:.1} MiB (target < 30: {})",
+        idle_rss as f64 / 1024.0,
+        verdict(idle_rss < 15 * 1024),
+        rss_running as f64 / 1024.0,
+        verdict(rss_running > 0 && rss_running < 30 * 1024)
+    );
+    println!(
+        "100 pods started 10 at a time: {errors} errors, {} running, {:.1} s (target 0 errors: {})",
+        running["running_pods"]["running"],
+        running["running_pods"]["seconds"].as_f64().unwrap_or(0.0),
+        verdict(errors == 0)
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "to_running_p50_ms": to_running, "floor_p50_ms": floor_ms,
+            "ratio": to_running / floor_ms, "list_1000_p50_ms": list_p50,
+            "rss_idle_kib": idle_rss, "rss_100_pods_kib": rss_running, "errors_100_pods": errors,
+        })
+    );
+}

@@ -147,20 +147,6 @@ fn main() {
         &out,
         &["--iterations", &LIFECYCLES.to_string()],
     );
-    let list = run_bench(
-        &daemon.socket,
-        &image,
-        pid,
-        &out,
-        &[
-            "--iterations",
-            "0",
-            "--list-containers",
-            "1000",
-            "--parallel",
-            "10",
-        ],
-    );
     let running = run_bench(
         &daemon.socket,
         &image,
@@ -176,6 +162,20 @@ fn main() {
         ],
     );
 
+    let list = run_bench(
+        &daemon.socket,
+        &image,
+        pid,
+        &out,
+        &[
+            "--iterations",
+            "0",
+            "--list-containers",
+            "1000",
+            "--parallel",
+            "10",
+        ],
+    );
     // The floor, with a pod and a running container of crius's own.
     let pc = PodSandboxConfig {
         metadata: Some(PodSandboxMetadata {

@@ -5,7 +5,6 @@
 
 use crate::handlers::ResolvedHandler;
 use std::io::Read;
-use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -137,11 +136,13 @@ impl OciRuntime {
             move |source| RuntimeError::Io { what, source }
         };
         std::fs::create_dir_all(&self.root).map_err(io("creating runtime root"))?;
-        // CLOEXEC everywhere but in the monitor, so no other child of the
-        // daemon holds the write end (the read below waits for EOF).
+        // The sync pipe's write end is the monitor's stdout (fd 1): no
+        // pre_exec hook is needed to pass it, so std can spawn the monitor
+        // with posix_spawn (vfork) instead of forking the whole daemon.
+        // Every other child of the daemon gets it close-on-exec, so the read
+        // below waits only for the monitor's report.
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| io("sync pipe")(e.into()))?;
-        let w_fd = w.as_raw_fd();
         let mut cmd = Command::new(&self.monitor);
         cmd.arg("--runtime")
             .arg(&self.binary)
@@ -161,24 +162,17 @@ impl OciRuntime {
             .arg("--pid-file")
             .arg(&files.pid_file)
             .arg("--sync-fd")
-            .arg(w_fd.to_string())
+            .arg("1")
             .arg("--max-line")
             .arg(max_log_line.to_string())
             .args(if tty { &["--tty"][..] } else { &[][..] })
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::from(std::os::fd::OwnedFd::from(w)))
             .stderr(Stdio::null());
-        // SAFETY: fcntl is async-signal-safe; it only clears CLOEXEC.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::fcntl(w_fd, libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
         let status = cmd.status().map_err(io("starting crius-monitor"))?;
-        drop(w);
+        // The Command holds the parent's copy of the write end: drop it, or
+        // the read below never sees end of file.
+        drop(cmd);
         if !status.success() {
             return Err(RuntimeError::Runtime {
                 runtime: self.name.clone(),

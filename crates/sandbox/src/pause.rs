@@ -5,8 +5,6 @@
 
 use crate::{io, SandboxError};
 use std::io::Read;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -14,25 +12,18 @@ use std::process::{Command, Stdio};
 pub fn start(monitor: &Path, id: &str) -> Result<i32, SandboxError> {
     let (r, w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io("sync pipe")(e.into()))?;
-    let w_fd = w.as_raw_fd();
+    // The report comes on the pause process's stdout: no pre_exec hook,
+    // so std spawns it without forking the daemon.
     let mut cmd = Command::new(monitor);
-    cmd.args(["pause", "--id", id, "--sync-fd", &w_fd.to_string()])
+    cmd.args(["pause", "--id", id, "--sync-fd", "1"])
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::from(w))
         .stderr(Stdio::null());
-    // SAFETY: fcntl is async-signal-safe; it only clears CLOEXEC.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::fcntl(w_fd, libc::F_SETFD, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
     let status = cmd
         .status()
         .map_err(io(format!("starting {}", monitor.display())))?;
-    drop(w);
+    // The Command holds the write end: drop it before reading to EOF.
+    drop(cmd);
     let mut report = String::new();
     std::fs::File::from(r)
         .read_to_string(&mut report)

@@ -31,6 +31,9 @@ struct Args {
     /// Pod lifecycles to time.
     #[arg(long, default_value_t = 20)]
     iterations: usize,
+    /// Untimed lifecycles first (connection set-up, caches).
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
     /// Lifecycles in flight at once.
     #[arg(long, default_value_t = 1)]
     parallel: usize,
@@ -295,14 +298,22 @@ async fn main() -> Result<()> {
         rss.insert("idle".into(), rss_kib(pid).into());
     }
 
+    // (0) Warm-up, untimed.
+    for i in 0..a.warmup {
+        let mut s = Samples::default();
+        let name = format!("bench-{run}-warm-{i}");
+        let (pod, ctr) = start_pod(&mut c, &a, &name, &["sleep", "3600"], &mut s).await?;
+        teardown(&mut c, &a, &pod, &ctr, &mut s).await?;
+    }
+
     // (1) Lifecycles.
     let mut samples = Samples::default();
     let results = {
-        let (a2, path2) = (a.clone(), path.clone());
+        let (a2, c2) = (a.clone(), c.clone());
         fan_out(a.parallel, a.iterations, move |i| {
-            let (a, path) = (a2.clone(), path2.clone());
+            let (a, c0) = (a2.clone(), c2.clone());
             async move {
-                let mut c = CriClient::connect(&path).await?;
+                let mut c = c0.clone();
                 let mut s = Samples::default();
                 let name = format!("bench-{run}-{i}");
                 let (pod, ctr) = start_pod(&mut c, &a, &name, &["sleep", "3600"], &mut s).await?;
@@ -334,11 +345,11 @@ async fn main() -> Result<()> {
             .into_inner()
             .pod_sandbox_id;
         let created = {
-            let (a2, path2, pod2, pc2) = (a.clone(), path.clone(), pod.clone(), pc.clone());
+            let (a2, c2, pod2, pc2) = (a.clone(), c.clone(), pod.clone(), pc.clone());
             fan_out(a.parallel, a.list_containers, move |i| {
-                let (a, path, pod, pc) = (a2.clone(), path2.clone(), pod2.clone(), pc2.clone());
+                let (a, c0, pod, pc) = (a2.clone(), c2.clone(), pod2.clone(), pc2.clone());
                 async move {
-                    let mut c = CriClient::connect(&path).await?;
+                    let mut c = c0.clone();
                     let id = c
                         .runtime
                         .create_container(CreateContainerRequest {
@@ -395,11 +406,11 @@ async fn main() -> Result<()> {
     if a.running_pods > 0 {
         let t = Instant::now();
         let results = {
-            let (a2, path2) = (a.clone(), path.clone());
+            let (a2, c2) = (a.clone(), c.clone());
             fan_out(a.parallel, a.running_pods, move |i| {
-                let (a, path) = (a2.clone(), path2.clone());
+                let (a, c0) = (a2.clone(), c2.clone());
                 async move {
-                    let mut c = CriClient::connect(&path).await?;
+                    let mut c = c0.clone();
                     let mut s = Samples::default();
                     start_pod(
                         &mut c,

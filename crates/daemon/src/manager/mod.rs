@@ -166,7 +166,7 @@ impl Ctr {
         self.rec.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn with<R>(&self, f: impl FnOnce(&ContainerRecord) -> R) -> R {
+    pub fn with<R>(&self, f: impl FnOnce(&ContainerRecord) -> R) -> R {
         f(&self.rec.lock().unwrap_or_else(|p| p.into_inner()))
     }
 

@@ -146,7 +146,10 @@ fn setup(
         // Noted at once beside the pod's files: a daemon killed now finds
         // and kills it (recover.rs).
         rec.pause_pid = pause;
-        crius_sandbox::files::write_atomic(&rec.dir.join(PAUSE_PID_FILE), pause.to_string().as_bytes())?;
+        crius_sandbox::files::write_atomic(
+            &rec.dir.join(PAUSE_PID_FILE),
+            pause.to_string().as_bytes(),
+        )?;
         rec.pidns = Some(ns::pin_pid(&rec.dir.join("ns"), pause)?);
     }
     if !host_ipc {

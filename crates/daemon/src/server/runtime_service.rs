@@ -311,7 +311,7 @@ cri_service! {
         async fn list_containers(&self, request: Request<ListContainersRequest>) -> Result<Response<ListContainersResponse>, Status> {
             let req = request.into_inner();
             let containers = self.manager.list_containers(req.filter.as_ref()).await.into_iter()
-                .map(|(c, rec)| container_proto(&c.config, &rec)).collect();
+                .map(|c| c.with(|rec| container_proto(&c.config, rec))).collect();
             Ok(Response::new(ListContainersResponse { containers }))
         }
 

@@ -3,6 +3,20 @@
 
 mod common;
 use common::*;
+
+fn with_pid_mode(mut pc: PodSandboxConfig, mode: NamespaceMode) -> PodSandboxConfig {
+    pc.linux
+        .as_mut()
+        .unwrap()
+        .security_context
+        .as_mut()
+        .unwrap()
+        .namespace_options
+        .as_mut()
+        .unwrap()
+        .pid = mode as i32;
+    pc
+}
 use crius_test_support::cri::*;
 use std::time::Duration;
 use tonic::Code;
@@ -196,4 +210,189 @@ async fn kill_9_mid_create_leaves_nothing_behind() {
     std::fs::remove_file(&marker).unwrap();
     remove_pod(&mut c, &pod).await;
     assert!(mounts_under(env.daemon.dir()).is_empty());
+}
+
+/// kill -9 inside RunPodSandbox (namespaces pinned, shm mounted, the pause
+/// process of a shared PID namespace running): after restart the pod is
+/// gone without a trace and its name is free.
+#[tokio::test]
+async fn kill_9_mid_run_pod_sandbox() {
+    let mut env = env_with("", &[("CRIUS_TEST_HOLD", "1")]).await;
+    let hold = env.daemon.runroot.join("test-hold-run-pod");
+    std::fs::write(&hold, "").unwrap();
+    let mut c = env.client().await;
+    let pc = with_pid_mode(pod_config("midpod", &env.logs), NamespaceMode::Pod);
+    let mut c2 = c.clone();
+    let pc2 = pc.clone();
+    let pending = tokio::spawn(async move {
+        c2.runtime
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(pc2),
+                runtime_handler: String::new(),
+            })
+            .await
+    });
+    let pods_dir = env.daemon.runroot.join("pods");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let held = loop {
+        let found = std::fs::read_dir(&pods_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.join("held-run-pod").exists());
+        if let Some(p) = found {
+            break p;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "RunPodSandbox never reached the hold"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let pause: i32 = std::fs::read_to_string(held.join("pause.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(!mounts_under(&held).is_empty());
+    env.daemon.kill().unwrap();
+    let _ = pending.await;
+    std::fs::remove_file(&hold).unwrap();
+    env.daemon.start().await.unwrap();
+    c = env.client().await;
+    let pods = c
+        .runtime
+        .list_pod_sandbox(ListPodSandboxRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(pods.is_empty(), "{pods:?}");
+    assert!(
+        mounts_under(&env.daemon.runroot).is_empty(),
+        "{:?}",
+        mounts_under(&env.daemon.runroot)
+    );
+    assert!(!held.exists());
+    let stat = std::fs::read_to_string(format!("/proc/{pause}/stat")).unwrap_or_default();
+    assert!(
+        stat.is_empty() || stat.contains(") Z"),
+        "pause process leaked: {stat}"
+    );
+    // The name is free again.
+    let pod = run_pod(&mut c, pc, "").await;
+    remove_pod(&mut c, &pod).await;
+    assert!(mounts_under(env.daemon.dir()).is_empty());
+}
+
+/// kill -9 inside StartContainer (the runtime's start hangs): after restart
+/// the container is still created and can be started; inside StopContainer
+/// (the runtime's kill hangs): after restart it still runs and stops.
+#[tokio::test]
+async fn kill_9_mid_start_and_stop_container() {
+    let tmp = tempfile::tempdir().unwrap();
+    let start_wrapper = slow_runtime(tmp.path(), "start");
+    let kill_wrapper = slow_runtime(tmp.path(), "kill");
+    let mut env = env(&format!(
+        "default_runtime = \"slow-start\"\n[runtimes.slow-start]\npath = \"{}\"\nroot = \"/run/crius-test-slow\"\n[runtimes.slow-kill]\npath = \"{}\"\nroot = \"/run/crius-test-slow\"\n",
+        start_wrapper.display(),
+        kill_wrapper.display()
+    ))
+    .await;
+    let mut c = env.client().await;
+    let pc = pod_config("midstart", &env.logs);
+    let pod = run_pod(&mut c, pc.clone(), "slow-start").await;
+    let id = create(
+        &mut c,
+        &pod,
+        &pc,
+        container_config("app", &env.image, &["sleep", "300"]),
+    )
+    .await
+    .unwrap();
+    let mut c2 = c.clone();
+    let id2 = id.clone();
+    let pending = tokio::spawn(async move {
+        c2.runtime
+            .start_container(StartContainerRequest { container_id: id2 })
+            .await
+    });
+    wait_for(&tmp.path().join("in-start"), Duration::from_secs(20)).await;
+    env.daemon.kill().unwrap();
+    let _ = pending.await;
+    kill_wrappers();
+    env.daemon.start().await.unwrap();
+    c = env.client().await;
+    assert_eq!(
+        status(&mut c, &id).await.state,
+        ContainerState::ContainerCreated as i32
+    );
+    start(&mut c, &id).await;
+    assert_eq!(
+        status(&mut c, &id).await.state,
+        ContainerState::ContainerRunning as i32
+    );
+
+    // Now a pod whose handler hangs in kill.
+    let pc = pod_config("midstop", &env.logs);
+    let pod2 = run_pod(&mut c, pc.clone(), "slow-kill").await;
+    let id3 = create(
+        &mut c,
+        &pod2,
+        &pc,
+        container_config("app", &env.image, &["sleep", "300"]),
+    )
+    .await
+    .unwrap();
+    start(&mut c, &id3).await;
+    let mut c2 = c.clone();
+    let id4 = id3.clone();
+    let pending = tokio::spawn(async move {
+        c2.runtime
+            .stop_container(StopContainerRequest {
+                container_id: id4,
+                timeout: 30,
+            })
+            .await
+    });
+    wait_for(&tmp.path().join("in-kill"), Duration::from_secs(20)).await;
+    env.daemon.kill().unwrap();
+    let _ = pending.await;
+    kill_wrappers();
+    env.daemon.start().await.unwrap();
+    c = env.client().await;
+    assert_eq!(
+        status(&mut c, &id3).await.state,
+        ContainerState::ContainerRunning as i32
+    );
+    c.runtime
+        .stop_container(StopContainerRequest {
+            container_id: id3.clone(),
+            timeout: 0,
+        })
+        .await
+        .unwrap();
+    let s = status(&mut c, &id3).await;
+    assert_eq!(
+        (s.state, s.exit_code),
+        (ContainerState::ContainerExited as i32, 137)
+    );
+
+    let list = c
+        .runtime
+        .list_containers(ListContainersRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(list.len(), 2, "{list:?}");
+    remove_pod(&mut c, &pod).await;
+    remove_pod(&mut c, &pod2).await;
+    assert!(
+        mounts_under(env.daemon.dir()).is_empty(),
+        "{:?}",
+        mounts_under(env.daemon.dir())
+    );
+    assert!(runtime_list("runc", std::path::Path::new("/run/crius-test-slow")).is_empty());
 }

@@ -109,6 +109,21 @@ where
         .map_err(|e| ManagerError::Internal(format!("blocking task failed: {e}")))?
 }
 
+/// Crash-test hook: with `CRIUS_TEST_HOLD=1` in the daemon's environment
+/// and a file `<runroot>/test-hold-<point>`, an RPC reaching `point` marks
+/// it (`<dir>/held-<point>`) and blocks, so a test can kill the daemon in
+/// the middle of it. Without the variable: one env lookup, nothing else.
+pub(crate) fn test_hold(point: &str, runroot: &std::path::Path, dir: &std::path::Path) {
+    if std::env::var_os("CRIUS_TEST_HOLD").is_none()
+        || !runroot.join(format!("test-hold-{point}")).exists()
+    {
+        return;
+    }
+    tracing::warn!(point, "CRIUS_TEST_HOLD: holding here");
+    let _ = std::fs::write(dir.join(format!("held-{point}")), b"");
+    std::thread::sleep(std::time::Duration::from_secs(600));
+}
+
 /// Unix nanoseconds now.
 pub fn now_ns() -> i64 {
     std::time::SystemTime::now()

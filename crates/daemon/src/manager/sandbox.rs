@@ -110,6 +110,7 @@ fn setup(
     config: &PodSandboxConfig,
     shm_size: u64,
     monitor: &Path,
+    runroot: &Path,
 ) -> Result<()> {
     let (net, ipc, pid) = pod_modes(config)?;
     std::fs::create_dir_all(&rec.dir)
@@ -157,6 +158,7 @@ fn setup(
         shm::mount_shm(&p, shm_size)?;
         rec.shm = Some(p);
     }
+    crate::manager::test_hold("run-pod", runroot, &rec.dir);
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
     let resolv = files::resolv_conf(config.dns_config.as_ref(), &read("/etc/resolv.conf"))?;
     files::write_atomic(&rec.dir.join("resolv.conf"), resolv.as_bytes())?;
@@ -249,11 +251,12 @@ impl Manager {
         let shm_size = self.cfg.shm_size;
         let cfg2 = config.clone();
         let monitor = self.monitor.clone();
+        let runroot = self.cfg.runroot.clone();
         let result = blocking(move || {
             // No record before the side effects: a daemon killed meanwhile
             // finds the pod's directory without a record and tears it down
             // (recover.rs), which costs no fsync here.
-            match setup(&mut rec, &cfg2, shm_size, &monitor) {
+            match setup(&mut rec, &cfg2, shm_size, &monitor, &runroot) {
                 Ok(()) => {
                     rec.phase = PodPhase::Ready;
                     db.put_pod(&rec)?;

@@ -27,6 +27,11 @@ impl Env {
 /// A registry, a busybox image pushed to it (with a stop signal and a
 /// non-root user available), a daemon (extra TOML appended) that pulled it.
 pub async fn env(extra_toml: &str) -> Env {
+    env_with(extra_toml, &[]).await
+}
+
+/// `env` with extra environment variables for the daemon.
+pub async fn env_with(extra_toml: &str, vars: &[(&str, &str)]) -> Env {
     crius_test_support::require_root();
     let registry = Registry::start().await.unwrap();
     let image = ImageBuilder::busybox()
@@ -44,8 +49,11 @@ pub async fn env(extra_toml: &str) -> Env {
         tmp.path().display(),
         tmp.path().display()
     );
-    let daemon = Daemon::builder(BIN)
-        .config_toml(toml)
+    let mut builder = Daemon::builder(BIN).config_toml(toml);
+    for (k, v) in vars {
+        builder = builder.env(*k, *v);
+    }
+    let daemon = builder
         .start()
         .await
         .unwrap();
@@ -280,4 +288,45 @@ impl Drop for Env {
             let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
         }
     }
+}
+
+/// A runtime wrapper around runc that hangs (once) in `subcommand`, after
+/// touching `<dir>/in-<subcommand>`; later calls go straight to runc.
+pub fn slow_runtime(dir: &Path, subcommand: &str) -> PathBuf {
+    let wrapper = dir.join(format!("slow-{subcommand}"));
+    let marker = dir.join(format!("in-{subcommand}"));
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do if [ \"$a\" = {subcommand} ] && [ ! -e {m} ]; then touch {m}; exec sleep 600; fi; done\nexec runc \"$@\"\n",
+            m = marker.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    wrapper
+}
+
+/// Waits until `path` exists.
+pub async fn wait_for(path: &Path, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Kills the leftover `sleep 600` of a slow runtime wrapper.
+pub fn kill_wrappers() {
+    let _ = std::process::Command::new("pkill")
+        .args(["-f", "^sleep 600$"])
+        .status();
 }

@@ -233,3 +233,215 @@ async fn memory_limit_oom_killed() {
     );
     remove_pod(&mut c, &pod).await;
 }
+
+fn mount_tmpfs(path: &std::path::Path, shared: bool) {
+    std::fs::create_dir_all(path).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        path,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=4m"),
+    )
+    .unwrap();
+    let flag = if shared {
+        nix::mount::MsFlags::MS_SHARED
+    } else {
+        nix::mount::MsFlags::MS_PRIVATE
+    };
+    nix::mount::mount(None::<&str>, path, None::<&str>, flag, None::<&str>).unwrap();
+}
+
+fn umount(path: &std::path::Path) {
+    let _ = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH);
+}
+
+/// Host paths with each propagation mode, and env/args override rules.
+#[tokio::test]
+async fn host_path_propagation_and_args_rules() {
+    let env = env("").await;
+    let mut c = env.client().await;
+    let pc = pod_config("prop", &env.logs);
+    let pod = run_pod(&mut c, pc.clone(), "runc").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (private, slave, shared, plain) = (
+        tmp.path().join("private"),
+        tmp.path().join("slave"),
+        tmp.path().join("shared"),
+        tmp.path().join("plain"),
+    );
+    std::fs::create_dir_all(&private).unwrap();
+    std::fs::write(private.join("hello"), "from host").unwrap();
+    mount_tmpfs(&slave, true);
+    mount_tmpfs(&shared, true);
+    mount_tmpfs(&plain, false);
+    let m = |host: &std::path::Path, ctr: &str, p: MountPropagation| Mount {
+        container_path: ctr.into(),
+        host_path: host.display().to_string(),
+        propagation: p as i32,
+        ..Default::default()
+    };
+
+    // Not shared: HostToContainer is refused, naming the path.
+    let mut cc = container_config("bad", &env.image, &["true"]);
+    cc.mounts.push(m(
+        &plain,
+        "/plain",
+        MountPropagation::PropagationHostToContainer,
+    ));
+    let e = create(&mut c, &pod, &pc, cc).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(
+        e.message().contains(plain.to_str().unwrap()),
+        "{}",
+        e.message()
+    );
+
+    // Image Entrypoint ["sh","-c","echo image-cmd"] is the Cmd here; CRI
+    // args alone replace Cmd, keeping no Entrypoint; env from the image
+    // and the CRI, CRI winning.
+    let mut cc = container_config("app", &env.image, &[]);
+    cc.args = vec![
+        "sh".into(),
+        "-c".into(),
+        "echo $FROM_IMAGE $OVER; exec sleep 300".into(),
+    ];
+    cc.envs = vec![KeyValue {
+        key: "OVER".into(),
+        value: "cri".into(),
+    }];
+    cc.mounts = vec![
+        m(&private, "/private", MountPropagation::PropagationPrivate),
+        m(
+            &slave,
+            "/slave",
+            MountPropagation::PropagationHostToContainer,
+        ),
+        m(
+            &shared,
+            "/shared",
+            MountPropagation::PropagationBidirectional,
+        ),
+    ];
+    cc.linux
+        .as_mut()
+        .unwrap()
+        .security_context
+        .as_mut()
+        .unwrap()
+        .privileged = true;
+    let id = create(&mut c, &pod, &pc, cc).await.unwrap();
+    start(&mut c, &id).await;
+    let out = exec(&mut c, &id, &["cat", "/private/hello"]).await;
+    assert_eq!(out.stdout, b"from host");
+    // Host → container.
+    mount_tmpfs(&slave.join("late"), false);
+    std::fs::write(slave.join("late/file"), "late").unwrap();
+    let out = exec(&mut c, &id, &["cat", "/slave/late/file"]).await;
+    assert_eq!(out.stdout, b"late", "{out:?}");
+    // Container → host.
+    let out = exec(
+        &mut c,
+        &id,
+        &[
+            "sh",
+            "-c",
+            "mkdir -p /shared/in && mount -t tmpfs t /shared/in && echo x > /shared/in/made",
+        ],
+    )
+    .await;
+    assert_eq!(out.exit_code, 0, "{out:?}");
+    assert_eq!(
+        std::fs::read_to_string(shared.join("in/made")).unwrap(),
+        "x\n"
+    );
+    let s = status(&mut c, &id).await;
+    let log = std::path::PathBuf::from(&s.log_path);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while log_lines(&log).is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(log_lines(&log)[0].2, "yes cri");
+
+    // ReopenContainerLog: kubelet renames the log, asks for a reopen, and
+    // the next lines go to a new file at the old path.
+    let rotated = log.with_extension("log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    c.runtime
+        .reopen_container_log(ReopenContainerLogRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    assert!(log.exists());
+    // UpdateContainerResources: lands in the cgroup and in the status.
+    c.runtime
+        .update_container_resources(UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: Some(LinuxContainerResources {
+                memory_limit_in_bytes: 48 << 20,
+                cpu_shares: 512,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let info = c
+        .runtime
+        .container_status(ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let v: serde_json::Value = serde_json::from_str(&info.info["info"]).unwrap();
+    let cg = v["cgroupsPath"].as_str().unwrap().to_string();
+    let limit = std::fs::read_to_string(format!("/sys/fs/cgroup/memory{cg}/memory.limit_in_bytes"))
+        .unwrap();
+    assert_eq!(limit.trim(), (48u64 << 20).to_string());
+    let shares = std::fs::read_to_string(format!("/sys/fs/cgroup/cpu{cg}/cpu.shares")).unwrap();
+    assert_eq!(shares.trim(), "512");
+    let st = info.status.unwrap();
+    assert_eq!(
+        st.resources.unwrap().linux.unwrap().memory_limit_in_bytes,
+        48 << 20
+    );
+
+    // Pod label filters.
+    let pods = c
+        .runtime
+        .list_pod_sandbox(ListPodSandboxRequest {
+            filter: Some(PodSandboxFilter {
+                label_selector: [("app".to_string(), "prop".to_string())].into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(pods.len(), 1);
+    let none = c
+        .runtime
+        .list_pod_sandbox(ListPodSandboxRequest {
+            filter: Some(PodSandboxFilter {
+                label_selector: [("app".to_string(), "other".to_string())].into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(none.is_empty());
+
+    remove_pod(&mut c, &pod).await;
+    umount(&shared.join("in"));
+    umount(&slave.join("late"));
+    for p in [&slave, &shared, &plain] {
+        umount(p);
+    }
+    assert!(mounts_under(env.daemon.dir()).is_empty());
+}

@@ -53,10 +53,7 @@ pub async fn env_with(extra_toml: &str, vars: &[(&str, &str)]) -> Env {
     for (k, v) in vars {
         builder = builder.env(*k, *v);
     }
-    let daemon = builder
-        .start()
-        .await
-        .unwrap();
+    let daemon = builder.start().await.unwrap();
     let mut c = daemon.client().await.unwrap();
     c.image
         .pull_image(PullImageRequest {

@@ -167,7 +167,7 @@ impl OciRuntime {
             .arg(max_log_line.to_string())
             .args(if tty { &["--tty"][..] } else { &[][..] })
             .stdin(Stdio::null())
-            .stdout(Stdio::from(std::os::fd::OwnedFd::from(w)))
+            .stdout(Stdio::from(w))
             .stderr(Stdio::null());
         let status = cmd.status().map_err(io("starting crius-monitor"))?;
         // The Command holds the parent's copy of the write end: drop it, or

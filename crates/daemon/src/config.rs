@@ -67,6 +67,9 @@ pub struct Config {
     pub apparmor_default_profile: String,
     /// Size of a pod's /dev/shm tmpfs in bytes.
     pub shm_size: u64,
+    /// StopPodSandbox sends each container still running its stop signal
+    /// and waits this long before SIGKILL.
+    pub stop_pod_grace_seconds: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +107,7 @@ impl Default for Config {
             restrict_oom_score_adj: OomClamp::Auto,
             apparmor_default_profile: "crius-default".into(),
             shm_size: 64 * 1024 * 1024,
+            stop_pod_grace_seconds: 10,
         }
     }
 }
@@ -361,6 +365,7 @@ mod tests {
             restrict_oom_score_adj: OomClamp::Never,
             apparmor_default_profile: "tight".into(),
             shm_size: 1 << 20,
+            stop_pod_grace_seconds: 3,
         };
         assert_eq!(Config::from_toml_str(&c.to_toml()).unwrap(), c);
     }

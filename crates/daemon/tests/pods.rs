@@ -337,6 +337,33 @@ async fn host_network_pod() {
         String::from_utf8_lossy(&net.stdout).trim(),
         own.to_string_lossy()
     );
+    // StopPodSandbox is graceful: a container that exits on SIGTERM does.
+    let graceful = create(
+        &mut c,
+        &pod,
+        &pc,
+        container_config(
+            "graceful",
+            &env.image,
+            &[
+                "sh",
+                "-c",
+                "trap 'exit 0' TERM; while true; do sleep 0.1; done",
+            ],
+        ),
+    )
+    .await
+    .unwrap();
+    start(&mut c, &graceful).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.runtime
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(status(&mut c, &graceful).await.exit_code, 0);
+    assert_eq!(status(&mut c, &id).await.exit_code, 137);
     remove_pod(&mut c, &pod).await;
     assert!(mounts_under(env.daemon.dir()).is_empty());
 }

@@ -287,8 +287,8 @@ impl Manager {
         }
     }
 
-    /// Stops every container (SIGKILL: kubelet stops them gracefully before
-    /// it calls StopPodSandbox) and releases the namespaces. Idempotent; a
+    /// Stops every container (gracefully, then SIGKILL: kubelet has usually
+    /// stopped them already) and releases the namespaces. Idempotent; a
     /// pod that does not exist is not an error.
     pub async fn stop_pod(self: &Arc<Self>, query: &str) -> Result<()> {
         let pod = match self.pod(query) {
@@ -297,8 +297,18 @@ impl Manager {
             Err(e) => return Err(e),
         };
         let _op = pod.op.lock().await;
-        for c in self.pod_containers(&pod.id) {
-            self.stop_container_inner(&c, 0).await?;
+        // Graceful (the stop signal, then SIGKILL after the grace), all of
+        // the pod's containers at once.
+        let grace = self.cfg.stop_pod_grace_seconds as i64;
+        let stops = self
+            .pod_containers(&pod.id)
+            .into_iter()
+            .map(|c| async move {
+                let _op = c.op.lock().await;
+                self.stop_container_inner(&c, grace).await
+            });
+        for r in futures_util::future::join_all(stops).await {
+            r?;
         }
         let mut rec = pod.record();
         let db = self.db.clone();

@@ -45,7 +45,7 @@ pub async fn env_with(extra_toml: &str, vars: &[(&str, &str)]) -> Env {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("registries.conf"), "").unwrap();
     let toml = format!(
-        "registries_conf = \"{}/registries.conf\"\nauth_file = \"{}/none.json\"\ncgroup_parent = \"/crius-test\"\n{extra_toml}",
+        "registries_conf = \"{}/registries.conf\"\nauth_file = \"{}/none.json\"\ncgroup_parent = \"/crius-test\"\nstop_pod_grace_seconds = 1\n{extra_toml}",
         tmp.path().display(),
         tmp.path().display()
     );

@@ -13,6 +13,16 @@ async fn kubelet_flow(handler: &str) {
     let pc = pod_config(&format!("flow-{handler}"), &env.logs);
     let pod = run_pod(&mut c, pc.clone(), handler).await;
     assert_eq!(pod.len(), 64);
+    let rc = c
+        .runtime
+        .runtime_config(RuntimeConfigRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        rc.linux.unwrap().cgroup_driver,
+        CgroupDriver::Cgroupfs as i32
+    );
 
     let ps = c
         .runtime

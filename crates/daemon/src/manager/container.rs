@@ -476,24 +476,30 @@ impl Manager {
             .ok_or_else(|| {
                 ManagerError::InvalidArgument("config.image.image is required".into())
             })?;
+        // One trip off the async runtime: the image, its config, and the
+        // host side of the mounts, all checked before anything is created.
         let images = self.images.clone();
         let name2 = image_name.clone();
-        let image = blocking(move || {
-            images
+        let mut checked = config.clone();
+        let (image, image_config, checked) = blocking(move || {
+            let image = images
                 .resolve(&name2)
-                .map_err(|e| ManagerError::InvalidArgument(format!("config.image.image: {e}")))
+                .map_err(|e| ManagerError::InvalidArgument(format!("config.image.image: {e}")))?
+                .ok_or_else(|| {
+                    ManagerError::NotFound(format!(
+                        "config.image.image: image {name2:?} not found; pull it first"
+                    ))
+                })?;
+            if image.is_artifact() {
+                return Err(ManagerError::FailedPrecondition(format!(
+                    "config.image.image: {name2:?} is an OCI artifact, not a runnable image"
+                )));
+            }
+            let ic = image_config(&images, &image)?;
+            check_host_mounts(&mut checked)?;
+            Ok((image, ic, checked))
         })
-        .await?
-        .ok_or_else(|| {
-            ManagerError::NotFound(format!(
-                "config.image.image: image {image_name:?} not found; pull it first"
-            ))
-        })?;
-        if image.is_artifact() {
-            return Err(ManagerError::FailedPrecondition(format!(
-                "config.image.image: {image_name:?} is an OCI artifact, not a runnable image"
-            )));
-        }
+        .await?;
         let runtime = self.runtime(&pod_rec.runtime_handler)?;
         let log_path = log_file(
             &pod.config,
@@ -542,29 +548,8 @@ impl Manager {
             gid: 0,
             additional_gids: Vec::new(),
         };
-        let images = self.images.clone();
-        let image2 = image.clone();
-        let ic = blocking(move || image_config(&images, &image2)).await;
-        let image_config = match ic {
-            Ok(c) => c,
-            Err(e) => {
-                self.release(&key, &id);
-                return Err(e);
-            }
-        };
         rec.stop_signal = stop_signal(&config, &image_config.stop_signal);
-        // The host side of mounts is checked before anything is created.
-        let checked = {
-            let mut c = config.clone();
-            blocking(move || check_host_mounts(&mut c).map(|_| c)).await
-        };
-        config = match checked {
-            Ok(c) => c,
-            Err(e) => {
-                self.release(&key, &id);
-                return Err(e);
-            }
-        };
+        config = checked;
         let job = CreateJob {
             id: id.clone(),
             dir: dir.clone(),

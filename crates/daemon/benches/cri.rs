@@ -295,7 +295,13 @@ fn main() {
         let log = daemon.log();
         let mut prep: Vec<u64> = Vec::new();
         let mut create: Vec<u64> = Vec::new();
-        for l in log.lines().filter(|l| l.contains("bundle ready")) {
+        // The sequential lifecycles come first (the parallel phases after).
+        let sequential = ROUNDS * (PER_ROUND + 2) + LIFECYCLES;
+        for l in log
+            .lines()
+            .filter(|l| l.contains("bundle ready"))
+            .take(sequential)
+        {
             let field = |k: &str| {
                 l.split(&format!("{k}="))
                     .nth(1)
@@ -303,6 +309,23 @@ fn main() {
             };
             prep.extend(field("rootfs_and_spec_us"));
             create.extend(field("runtime_create_us"));
+        }
+        let mut flush: Vec<u64> = log
+            .lines()
+            .filter(|l| l.contains("container record flushed"))
+            .take(sequential)
+            .filter_map(|l| {
+                l.split("flush_us=")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        flush.sort();
+        if !flush.is_empty() {
+            println!("Created record flush p50 {} us", flush[flush.len() / 2]);
         }
         prep.sort();
         create.sort();

@@ -593,7 +593,12 @@ impl Manager {
                     rec.uid = uid;
                     rec.gid = gid;
                     rec.additional_gids = groups;
+                    let t = Instant::now();
                     db.put_container(&rec)?;
+                    tracing::debug!(
+                        flush_us = t.elapsed().as_micros() as u64,
+                        "container record flushed"
+                    );
                     Ok(rec)
                 }
                 Err(e) => {

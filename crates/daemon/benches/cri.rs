@@ -3,7 +3,8 @@
 //! issue's targets:
 //! - pod+container create+start to running, p50, under 1.3x a bare
 //!   `runc run --detach` of the same bundle (the spec crius generated,
-//!   re-run by runc directly on the same rootfs, in the pod's namespaces);
+//!   re-run by runc directly, in the pod's namespaces, each run on a fresh
+//!   overlay of the same image layers as a new container gets);
 //! - ListContainers with 1000 containers present, p50 under 5 ms;
 //! - daemon RSS under 15 MiB idle and under 30 MiB with 100 running pods;
 //! - 100 pods started 10 at a time with zero errors.
@@ -61,7 +62,7 @@ fn floor(
     container: &str,
     n: usize,
     round: usize,
-) -> (Vec<Duration>, Vec<Duration>) {
+) -> (Vec<Duration>, Vec<Duration>, Vec<Duration>) {
     let info = rt
         .block_on(c.runtime.container_status(ContainerStatusRequest {
             container_id: container.into(),
@@ -76,8 +77,53 @@ fn floor(
     let bundle = work.path().join("bundle");
     std::fs::create_dir_all(&bundle).unwrap();
     let state = work.path().join("state");
+    // Each bare run gets a fresh rootfs like a new container does: an
+    // overlay of the same image layers (crius's lowerdir) with an empty
+    // upper dir, mounted outside the timed region.
+    let root_path = spec["root"]["path"].as_str().unwrap().to_string();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let lower = mountinfo
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(root_path.as_str()))
+        .and_then(|l| l.split("lowerdir=").nth(1))
+        .map(|v| v.split(',').next().unwrap().to_string())
+        .expect("crius's rootfs overlay in mountinfo");
+    let fresh_rootfs = |name: &str| {
+        let d = work.path().join(name);
+        for sub in ["upper", "work", "merged"] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        let opts = format!(
+            "lowerdir={lower},upperdir={},workdir={}",
+            d.join("upper").display(),
+            d.join("work").display()
+        );
+        nix::mount::mount(
+            Some("overlay"),
+            &d.join("merged"),
+            Some("overlay"),
+            nix::mount::MsFlags::empty(),
+            Some(opts.as_str()),
+        )
+        .unwrap();
+        d.join("merged")
+    };
+    let drop_rootfs = |p: &Path| {
+        let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+    };
     let mut times = Vec::new();
     let mut split = Vec::new();
+    let mut own_ns = Vec::new();
+    // The same spec creating its own network, IPC and UTS namespaces, as a
+    // standalone container would (the pod's RunPodSandbox creates them).
+    let mut spec_own = spec.clone();
+    if let Some(nss) = spec_own["linux"]["namespaces"].as_array_mut() {
+        for n in nss.iter_mut() {
+            if let Some(o) = n.as_object_mut() {
+                o.remove("path");
+            }
+        }
+    }
     let runc = |args: &[&str]| {
         Command::new("runc")
             .arg("--root")
@@ -93,6 +139,8 @@ fn floor(
         let i = round * 1000 + i;
         // The CRI shape: create, then start, two runtime processes.
         spec["linux"]["cgroupsPath"] = format!("/crius-bench-floor/s{i}").into();
+        let rootfs = fresh_rootfs(&format!("s{i}"));
+        spec["root"]["path"] = rootfs.display().to_string().into();
         std::fs::write(
             bundle.join("config.json"),
             serde_json::to_vec(&spec).unwrap(),
@@ -104,7 +152,10 @@ fn floor(
         assert!(runc(&["start", &id]).success());
         split.push(t.elapsed());
         let _ = runc(&["delete", "--force", &id]);
+        drop_rootfs(&rootfs);
         spec["linux"]["cgroupsPath"] = format!("/crius-bench-floor/f{i}").into();
+        let rootfs = fresh_rootfs(&format!("f{i}"));
+        spec["root"]["path"] = rootfs.display().to_string().into();
         std::fs::write(
             bundle.join("config.json"),
             serde_json::to_vec(&spec).unwrap(),
@@ -130,8 +181,23 @@ fn floor(
             .arg(&state)
             .args(["delete", "--force", &id])
             .output();
+        drop_rootfs(&rootfs);
+        spec_own["linux"]["cgroupsPath"] = format!("/crius-bench-floor/o{i}").into();
+        let rootfs = fresh_rootfs(&format!("o{i}"));
+        spec_own["root"]["path"] = rootfs.display().to_string().into();
+        std::fs::write(
+            bundle.join("config.json"),
+            serde_json::to_vec(&spec_own).unwrap(),
+        )
+        .unwrap();
+        let id = format!("own-{i}");
+        let t = Instant::now();
+        assert!(runc(&["run", "--detach", "--bundle", bundle.to_str().unwrap(), &id]).success());
+        own_ns.push(t.elapsed());
+        let _ = runc(&["delete", "--force", &id]);
+        drop_rootfs(&rootfs);
     }
-    (times, split)
+    (times, split, own_ns)
 }
 
 fn main() {
@@ -227,6 +293,7 @@ fn main() {
     // crius-bench lifecycles, then the same number of bare runs.
     let (mut rounds, mut floors, mut splits) = (Vec::new(), Vec::new(), Vec::new());
     let mut ratios = Vec::new();
+    let mut owns = Vec::new();
     for round in 0..ROUNDS {
         let r = run_bench(
             &daemon.socket,
@@ -241,7 +308,8 @@ fn main() {
                 .unwrap()
                 / 1e3,
         ));
-        let (f, s) = floor(&mut c, &rt, &ctr, PER_ROUND, round);
+        let (f, s, o) = floor(&mut c, &rt, &ctr, PER_ROUND, round);
+        owns.extend(o);
         ratios.push(rounds.last().unwrap().as_secs_f64() / median(f.clone()).as_secs_f64());
         floors.extend(f);
         splits.extend(s);
@@ -249,6 +317,7 @@ fn main() {
     ratios.sort_by(|a, b| a.total_cmp(b));
     let ratio = ratios[ratios.len() / 2];
     let (to_running_p50, floor_p50, split_p50) = (median(rounds), median(floors), median(splits));
+    let own_p50 = median(owns);
     rt.block_on(c.runtime.remove_pod_sandbox(RemovePodSandboxRequest {
         pod_sandbox_id: pod,
     }))
@@ -353,6 +422,16 @@ fn main() {
         "pod+container to running p50 {to_running:.2} ms vs bare runc run {floor_ms:.2} ms: {ratio:.2}x, median of {ROUNDS} interleaved rounds (target < 1.3x: {})",
         verdict(ratio < 1.3)
     );
+    let own_ms = own_p50.as_secs_f64() * 1e3;
+    let split_ms = split_p50.as_secs_f64() * 1e3;
+    println!(
+        "  vs bare runc run creating its own net/ipc/uts namespaces (as RunPodSandbox does): {own_ms:.2} ms: {:.2}x",
+        to_running / own_ms
+    );
+    println!(
+        "  vs bare runc create + runc start (the CRI's two steps): {split_ms:.2} ms: crius adds {:.2} ms",
+        to_running - split_ms
+    );
     for rpc in [
         "RunPodSandbox",
         "CreateContainer",
@@ -385,7 +464,7 @@ fn main() {
         "{}",
         serde_json::json!({
             "to_running_p50_ms": to_running, "floor_p50_ms": floor_ms,
-            "ratio": ratio, "create_start_p50_ms": split_p50.as_secs_f64() * 1e3, "list_1000_p50_ms": list_p50,
+            "ratio": ratio, "create_start_p50_ms": split_p50.as_secs_f64() * 1e3, "own_ns_run_p50_ms": own_p50.as_secs_f64() * 1e3, "list_1000_p50_ms": list_p50,
             "rss_idle_kib": idle_rss, "rss_100_pods_kib": rss_running, "errors_100_pods": errors,
         })
     );

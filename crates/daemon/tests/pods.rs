@@ -233,20 +233,6 @@ async fn kubelet_flow_crun() {
     kubelet_flow("crun").await;
 }
 
-fn with_pid_mode(mut pc: PodSandboxConfig, mode: NamespaceMode) -> PodSandboxConfig {
-    pc.linux
-        .as_mut()
-        .unwrap()
-        .security_context
-        .as_mut()
-        .unwrap()
-        .namespace_options
-        .as_mut()
-        .unwrap()
-        .pid = mode as i32;
-    pc
-}
-
 /// shareProcessNamespace: the pod's containers see each other's processes,
 /// with crius's pause process as pid 1; stopping the pod ends it all.
 #[tokio::test]

@@ -4,19 +4,6 @@
 mod common;
 use common::*;
 
-fn with_pid_mode(mut pc: PodSandboxConfig, mode: NamespaceMode) -> PodSandboxConfig {
-    pc.linux
-        .as_mut()
-        .unwrap()
-        .security_context
-        .as_mut()
-        .unwrap()
-        .namespace_options
-        .as_mut()
-        .unwrap()
-        .pid = mode as i32;
-    pc
-}
 use crius_test_support::cri::*;
 use std::time::Duration;
 use tonic::Code;

@@ -119,25 +119,10 @@ fn pin_in_this_thread(
         loopback_up()?;
     }
     for k in kinds {
-        let target = pin_path(dir, *k);
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&target)
-            .map_err(io(format!("creating {}", target.display())))?;
-        let source = format!("/proc/thread-self/ns/{}", k.name());
-        mount(
-            Some(source.as_str()),
-            &target,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(sys(format!(
-            "bind-mounting {source} on {}",
-            target.display()
-        )))?;
+        bind_ns(
+            &format!("/proc/thread-self/ns/{}", k.name()),
+            &pin_path(dir, *k),
+        )?;
     }
     Ok(())
 }
@@ -168,20 +153,17 @@ fn loopback_up() -> Result<(), SandboxError> {
     Ok(())
 }
 
-/// Pins the PID namespace of `pid` (the pod's pause process) as `dir/pid`.
-pub fn pin_pid(dir: &Path, pid: i32) -> Result<PathBuf, SandboxError> {
-    std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
-    let target = dir.join("pid");
+/// Bind-mounts a namespace file (`source`) onto a new empty file.
+fn bind_ns(source: &str, target: &Path) -> Result<(), SandboxError> {
     std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(false)
-        .open(&target)
+        .open(target)
         .map_err(io(format!("creating {}", target.display())))?;
-    let source = format!("/proc/{pid}/ns/pid");
     mount(
-        Some(source.as_str()),
-        &target,
+        Some(source),
+        target,
         None::<&str>,
         MsFlags::MS_BIND,
         None::<&str>,
@@ -189,7 +171,14 @@ pub fn pin_pid(dir: &Path, pid: i32) -> Result<PathBuf, SandboxError> {
     .map_err(sys(format!(
         "bind-mounting {source} on {}",
         target.display()
-    )))?;
+    )))
+}
+
+/// Pins the PID namespace of `pid` (the pod's pause process) as `dir/pid`.
+pub fn pin_pid(dir: &Path, pid: i32) -> Result<PathBuf, SandboxError> {
+    std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+    let target = dir.join("pid");
+    bind_ns(&format!("/proc/{pid}/ns/pid"), &target)?;
     Ok(target)
 }
 

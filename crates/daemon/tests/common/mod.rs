@@ -103,6 +103,21 @@ pub fn pod_config(name: &str, logs: &Path) -> PodSandboxConfig {
     }
 }
 
+/// The pod config with its PID namespace mode set.
+pub fn with_pid_mode(mut pc: PodSandboxConfig, mode: NamespaceMode) -> PodSandboxConfig {
+    pc.linux
+        .as_mut()
+        .unwrap()
+        .security_context
+        .as_mut()
+        .unwrap()
+        .namespace_options
+        .as_mut()
+        .unwrap()
+        .pid = mode as i32;
+    pc
+}
+
 pub fn container_config(name: &str, image: &str, command: &[&str]) -> ContainerConfig {
     ContainerConfig {
         metadata: Some(ContainerMetadata {

@@ -193,7 +193,16 @@ async fn kill_9_mid_create_leaves_nothing_behind() {
             .count(),
         0
     );
-    // The name is free again.
+    // The monitor that was waiting inside the runtime's create is gone too,
+    // so the container can never appear later.
+    let ps = std::process::Command::new("pgrep")
+        .args(["-f", "crius-monitor --runtime .*slow-runc"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&ps.stdout).trim().is_empty(),
+        "monitor survived the sweep"
+    );
     std::fs::remove_file(&marker).unwrap();
     remove_pod(&mut c, &pod).await;
     assert!(mounts_under(env.daemon.dir()).is_empty());

@@ -22,6 +22,39 @@ pub(crate) fn monitor_alive(rec: &ContainerRecord) -> bool {
             .unwrap_or(false)
 }
 
+/// SIGKILLs the process group of every crius-monitor watching container
+/// `id` (a monitor leads its own session and group, with the runtime it
+/// runs).
+fn kill_monitors_of(id: &str) {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for e in procs.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let is_monitor = args.first().is_some_and(|a| a.ends_with(b"crius-monitor"));
+        let watches = args
+            .windows(2)
+            .any(|w| w[0] == b"--id" && w[1] == id.as_bytes());
+        if is_monitor && watches {
+            tracing::warn!(container = %id, pid, "killing the monitor of an orphaned container");
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 impl Manager {
     pub(super) fn recover(self: &Arc<Self>) -> Result<()> {
         let mut pods = 0;
@@ -105,6 +138,9 @@ impl Manager {
                 continue;
             }
             tracing::warn!(container = %id, "container left without a record (crius stopped while creating it); removing");
+            // A monitor still inside `<runtime> create` would create the
+            // container after this sweep: stop it (and its runtime) first.
+            kill_monitors_of(&id);
             for h in info.handlers.handlers.values() {
                 if let Ok(rt) = crius_oci_runtime::runtime::OciRuntime::new(h, &self.monitor) {
                     let _ = rt.delete(&id, true);

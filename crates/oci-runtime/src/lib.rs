@@ -6,8 +6,12 @@
 //! - `probe`: running `<runtime> features`, reading the kernel version and
 //!   the cgroup layout, and deriving what a handler can honour (the
 //!   derivations are pure functions over the probed facts).
+//! - `rootfs`, `imagevol`: a container's overlay rootfs; read-only image
+//!   volume views and safely resolved sub paths.
+//! - `spec`: OCI spec generation (pure); `runtime`: running the runtime.
 
 pub mod handlers;
+pub mod imagevol;
 pub mod probe;
 pub mod rootfs;
 pub mod runtime;

@@ -97,6 +97,9 @@ pub struct ContainerRecord {
     pub uid: u32,
     pub gid: u32,
     pub additional_gids: Vec<u32>,
+    /// Images mounted as volumes (ids), one entry per image mount.
+    #[serde(default)]
+    pub image_volumes: Vec<String>,
 }
 
 pub fn encode_config<M: Message>(m: &M) -> String {

@@ -221,9 +221,8 @@ fn check_host_mounts(c: &mut ContainerConfig) -> Result<()> {
     let mut mountinfo: Option<Vec<hostmounts::MountEntry>> = None;
     for (i, m) in c.mounts.iter_mut().enumerate() {
         if m.image.is_some() {
-            return Err(ManagerError::Unimplemented(format!(
-                "mounts[{i}].image: image volumes are not supported by crius yet"
-            )));
+            // Image volumes: resolved by `acquire_image_volumes`.
+            continue;
         }
         if m.host_path.is_empty() {
             return Err(ManagerError::InvalidArgument(format!(
@@ -277,6 +276,12 @@ fn check_host_mounts(c: &mut ContainerConfig) -> Result<()> {
 }
 
 pub(crate) fn cleanup_dir(dir: &Path) {
+    // Image sub path binds first: never recurse into a mounted view.
+    if let Ok(entries) = std::fs::read_dir(dir.join("volumes")) {
+        for e in entries.flatten() {
+            let _ = crius_oci_runtime::imagevol::unmount(&e.path());
+        }
+    }
     if let Err(e) = crius_oci_runtime::rootfs::remove_rootfs(&dir.join("fs")) {
         tracing::warn!(dir = %dir.display(), error = %e, "removing rootfs");
     }
@@ -524,12 +529,14 @@ impl Manager {
                 pod.id
             )));
         }
+        let handler_rro;
         {
             let info = self.runtimes.current();
             let why = info
                 .get(&pod_rec.runtime_handler)
                 .and_then(|p| rro_unsupported(p, &info.host));
             check_recursive_read_only(&config.mounts, &pod_rec.runtime_handler, why.as_deref())?;
+            handler_rro = why.is_none();
         }
         let image_name = config
             .image
@@ -610,9 +617,43 @@ impl Manager {
             uid: 0,
             gid: 0,
             additional_gids: Vec::new(),
+            image_volumes: Vec::new(),
         };
         rec.stop_signal = stop_signal(&config, &image_config.stop_signal);
         config = checked;
+        // Image volumes: views mounted (or shared) before the spec names them.
+        let acquired = if config.mounts.iter().any(|m| m.image.is_some()) {
+            let me = self.clone();
+            let (mut cfg, dir2) = (config.clone(), dir.clone());
+            let r = blocking(move || {
+                let ids = me.acquire_image_volumes(&mut cfg, &dir2, handler_rro)?;
+                Ok((ids, cfg))
+            })
+            .await;
+            match r {
+                Ok((ids, cfg)) => {
+                    // ContainerStatus reports the mounts as kubelet sent them,
+                    // plus each image volume's digest reference.
+                    let mut shown: ContainerConfig = crate::state::decode_config(&id, &rec.config)
+                        .map_err(ManagerError::from)?;
+                    for (m, done) in shown.mounts.iter_mut().zip(cfg.mounts.iter()) {
+                        if let (Some(img), Some(d)) = (m.image.as_mut(), done.image.as_ref()) {
+                            img.image_ref = d.image_ref.clone();
+                        }
+                    }
+                    rec.config = encode_config(&shown);
+                    rec.image_volumes = ids.clone();
+                    config = cfg;
+                    ids
+                }
+                Err(e) => {
+                    self.release(&key, &id);
+                    return Err(e);
+                }
+            }
+        } else {
+            Vec::new()
+        };
         let job = CreateJob {
             id: id.clone(),
             dir: dir.clone(),
@@ -684,6 +725,15 @@ impl Manager {
                 Ok(id)
             }
             Err(e) => {
+                if !acquired.is_empty() {
+                    let me = self.clone();
+                    let (dir2, n) = (dir.clone(), config.mounts.len());
+                    let _ = blocking(move || {
+                        me.release_image_volumes(&dir2, &acquired, n);
+                        Ok(())
+                    })
+                    .await;
+                }
                 self.release(&key, &id);
                 Err(e)
             }
@@ -808,7 +858,7 @@ impl Manager {
         self.remove_container_inner(&c).await
     }
 
-    pub(crate) async fn remove_container_inner(&self, c: &Arc<Ctr>) -> Result<()> {
+    pub(crate) async fn remove_container_inner(self: &Arc<Self>, c: &Arc<Ctr>) -> Result<()> {
         let _op = c.op.lock().await;
         if !self
             .containers
@@ -822,12 +872,15 @@ impl Manager {
         let rec = c.record();
         let runtime = self.runtime_any(&rec.runtime_handler).ok();
         let db = self.db.clone();
+        let me = self.clone();
+        let mounts = c.config.mounts.len();
         blocking(move || {
             if let Some(rt) = runtime {
                 if let Err(e) = rt.delete(&rec.id, true) {
                     tracing::debug!(container = %rec.id, error = %e, "runtime delete");
                 }
             }
+            me.release_image_volumes(&rec.dir, &rec.image_volumes, mounts);
             crius_oci_runtime::rootfs::remove_rootfs(&rec.dir.join("fs"))?;
             cleanup_dir(&rec.dir);
             let _ = std::fs::remove_file(&rec.exit_file);

@@ -22,6 +22,7 @@ pub mod hostmounts;
 pub mod ids;
 mod recover;
 pub mod sandbox;
+pub mod volumes;
 
 use crate::config::{Config, OomClamp};
 use crate::server::runtimes::Runtimes;
@@ -209,6 +210,8 @@ pub struct Manager {
     containers: RwLock<HashMap<String, Arc<Ctr>>>,
     /// Name reservations: pod key or container key → id.
     names: Mutex<HashMap<String, String>>,
+    /// Image volume views in use: image id → containers using it.
+    volume_users: Mutex<HashMap<String, usize>>,
 }
 
 /// The crius-monitor binary: next to the daemon's own binary, else PATH.
@@ -273,6 +276,7 @@ impl Manager {
             pods: RwLock::new(HashMap::new()),
             containers: RwLock::new(HashMap::new()),
             names: Mutex::new(HashMap::new()),
+            volume_users: Mutex::new(HashMap::new()),
         });
         m.recover().map_err(|e| format!("recovering state: {e}"))?;
         Ok(m)
@@ -369,7 +373,9 @@ impl Manager {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .values()
-            .find(|c| c.with(|r| r.image_id == image_id))
+            .find(|c| {
+                c.with(|r| r.image_id == image_id || r.image_volumes.iter().any(|v| v == image_id))
+            })
             .map(|c| c.id.clone())
     }
 

@@ -86,6 +86,12 @@ impl Manager {
             if let Ok(key) = container_key(&rec.pod_id, &config) {
                 let _ = self.reserve(&key, &rec.id);
             }
+            {
+                let mut users = self.volume_users.lock().unwrap_or_else(|p| p.into_inner());
+                for v in &rec.image_volumes {
+                    *users.entry(v.clone()).or_insert(0) += 1;
+                }
+            }
             self.containers
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
@@ -147,6 +153,20 @@ impl Manager {
                 }
             }
             cleanup_dir(&path);
+        }
+        // Image volume views nobody uses any more (their last container was
+        // removed while the daemon was down, or it died mid-create).
+        let used: std::collections::HashSet<String> = self
+            .volume_users
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .map(|k| k.trim_start_matches("sha256:").to_string())
+            .collect();
+        for (hex, path) in entries(self.cfg.runroot.join("image-volumes")) {
+            if !used.contains(&hex) {
+                let _ = crius_oci_runtime::imagevol::unmount(&path);
+            }
         }
         for (id, path) in entries(self.cfg.runroot.join("exits")) {
             if !known_ctrs.contains(&id) {

@@ -1,0 +1,179 @@
+//! Image volumes (`Mount.image`) through the socket with runc: the seed's
+//! artifact example, an image's layers with a sub path, sharing, read-only
+//! and noexec from inside, hostile sub paths, RemoveImage while in use,
+//! survival of a daemon restart, unmounting after the last container.
+
+mod common;
+use common::*;
+use crius_test_support::cri::*;
+use crius_test_support::ArtifactBuilder;
+use tonic::Code;
+
+fn image_mount(path: &str, image: &str, sub: &str) -> Mount {
+    Mount {
+        container_path: path.into(),
+        image: Some(ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        image_sub_path: sub.into(),
+        ..Default::default()
+    }
+}
+
+fn views(env: &Env) -> Vec<String> {
+    mounts_under(&env.daemon.runroot.join("image-volumes"))
+}
+
+#[tokio::test]
+async fn image_volumes_end_to_end() {
+    let mut env = env("").await;
+    let mut c = env.client().await;
+    // The seed's artifact: dir/file = 1, file = 2.
+    let artifact = ArtifactBuilder::new("application/vnd.crius.test")
+        .file("dir/file", "text/plain", "1")
+        .file("file", "text/plain", "2")
+        .build()
+        .unwrap();
+    artifact.push(&env.registry, "seed:v1").await.unwrap();
+    let seed = env.registry.reference("seed:v1");
+    c.image
+        .pull_image(PullImageRequest {
+            image: Some(ImageSpec {
+                image: seed.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let pc = pod_config("vol", &env.logs);
+    let pod = run_pod(&mut c, pc.clone(), "runc").await;
+    let mut cc = container_config("a", &env.image, &["sleep", "300"]);
+    cc.mounts.push(image_mount("/volume", &seed, ""));
+    let a = create(&mut c, &pod, &pc, cc).await.unwrap();
+    start(&mut c, &a).await;
+    let out = exec(&mut c, &a, &["ls", "/volume"]).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "dir\nfile\n");
+    let out = exec(&mut c, &a, &["cat", "/volume/dir/file"]).await;
+    assert_eq!(out.stdout, b"1");
+    let out = exec(&mut c, &a, &["touch", "/volume/x"]).await;
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Read-only"),
+        "{out:?}"
+    );
+    let s = status(&mut c, &a).await;
+    let m = s
+        .mounts
+        .iter()
+        .find(|m| m.container_path == "/volume")
+        .unwrap();
+    let img = m.image.as_ref().unwrap();
+    assert_eq!(img.image, seed);
+    assert!(img.image_ref.contains("@sha256:"), "{img:?}");
+    assert!(m.host_path.is_empty(), "reported as kubelet sent it");
+
+    // The busybox image's layers with a sub path: a directory of binaries
+    // that cannot be executed (noexec).
+    let mut cc = container_config("b", &env.image, &["sleep", "300"]);
+    cc.mounts.push(image_mount("/tools", &env.image, "bin"));
+    cc.mounts.push(image_mount("/shared", &seed, "dir/file"));
+    let b = create(&mut c, &pod, &pc, cc).await.unwrap();
+    start(&mut c, &b).await;
+    let out = exec(&mut c, &b, &["ls", "/tools/busybox"]).await;
+    assert_eq!(out.exit_code, 0, "{out:?}");
+    let out = exec(&mut c, &b, &["/tools/busybox", "true"]).await;
+    assert_ne!(out.exit_code, 0, "noexec: {out:?}");
+    let out = exec(&mut c, &b, &["cat", "/shared"]).await;
+    assert_eq!(out.stdout, b"1", "a file sub path mounts a file");
+    // One view per image, however many containers use it.
+    assert_eq!(views(&env).len(), 2, "{:?}", views(&env));
+
+    // Bad input: nothing created.
+    for (m, code, needle) in [
+        (
+            image_mount("/x", &seed, "../../../dir/../missing"),
+            Code::InvalidArgument,
+            "missing",
+        ),
+        (
+            image_mount("/x", "no-such:img", ""),
+            Code::NotFound,
+            "no-such",
+        ),
+        (
+            Mount {
+                host_path: "/tmp".into(),
+                ..image_mount("/x", &seed, "")
+            },
+            Code::InvalidArgument,
+            "mutually exclusive",
+        ),
+    ] {
+        let mut cc = container_config("bad", &env.image, &["true"]);
+        cc.mounts.push(m);
+        let e = create(&mut c, &pod, &pc, cc).await.unwrap_err();
+        assert_eq!(e.code(), code, "{e:?}");
+        assert!(
+            e.message().contains(needle) && e.message().contains("\"/x\""),
+            "{}",
+            e.message()
+        );
+    }
+    assert_eq!(views(&env).len(), 2);
+
+    // RemoveImage refuses an artifact in use, naming a container.
+    let e = c
+        .image
+        .remove_image(RemoveImageRequest {
+            image: Some(ImageSpec {
+                image: seed.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(
+        e.message().contains(&a) || e.message().contains(&b),
+        "{}",
+        e.message()
+    );
+
+    // A daemon restart keeps the views and their users.
+    env.daemon.kill().unwrap();
+    env.daemon.start().await.unwrap();
+    c = env.client().await;
+    let out = exec(&mut c, &a, &["cat", "/volume/file"]).await;
+    assert_eq!(out.stdout, b"2");
+    c.runtime
+        .remove_container(RemoveContainerRequest {
+            container_id: a.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(views(&env).len(), 2, "b still uses both");
+    c.runtime
+        .remove_container(RemoveContainerRequest {
+            container_id: b.clone(),
+        })
+        .await
+        .unwrap();
+    assert!(views(&env).is_empty(), "{:?}", views(&env));
+    c.image
+        .remove_image(RemoveImageRequest {
+            image: Some(ImageSpec {
+                image: seed.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    remove_pod(&mut c, &pod).await;
+    assert!(
+        mounts_under(env.daemon.dir()).is_empty(),
+        "{:?}",
+        mounts_under(env.daemon.dir())
+    );
+}

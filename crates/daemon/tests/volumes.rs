@@ -6,7 +6,7 @@
 mod common;
 use common::*;
 use crius_test_support::cri::*;
-use crius_test_support::ArtifactBuilder;
+use crius_test_support::{ArtifactBuilder, ImageBuilder, LayerBuilder};
 use tonic::Code;
 
 fn image_mount(path: &str, image: &str, sub: &str) -> Mount {
@@ -26,7 +26,16 @@ fn views(env: &Env) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn image_volumes_end_to_end() {
+async fn image_volumes_end_to_end_runc() {
+    image_volumes_end_to_end("runc").await;
+}
+
+#[tokio::test]
+async fn image_volumes_end_to_end_crun() {
+    image_volumes_end_to_end("crun").await;
+}
+
+async fn image_volumes_end_to_end(handler: &str) {
     let mut env = env("").await;
     let mut c = env.client().await;
     // The seed's artifact: dir/file = 1, file = 2.
@@ -49,7 +58,7 @@ async fn image_volumes_end_to_end() {
         .unwrap();
 
     let pc = pod_config("vol", &env.logs);
-    let pod = run_pod(&mut c, pc.clone(), "runc").await;
+    let pod = run_pod(&mut c, pc.clone(), handler).await;
     let mut cc = container_config("a", &env.image, &["sleep", "300"]);
     cc.mounts.push(image_mount("/volume", &seed, ""));
     let a = create(&mut c, &pod, &pc, cc).await.unwrap();
@@ -89,6 +98,54 @@ async fn image_volumes_end_to_end() {
     assert_eq!(out.stdout, b"1", "a file sub path mounts a file");
     // One view per image, however many containers use it.
     assert_eq!(views(&env).len(), 2, "{:?}", views(&env));
+
+    // Symlinks in the image resolve inside it: an absolute one to /etc
+    // reaches the image's /etc/passwd, never the host's.
+    let hostile = ImageBuilder::busybox()
+        .unwrap()
+        .layer(
+            LayerBuilder::new()
+                .symlink("escape", "/etc")
+                .symlink("up", "../../../../../../../etc"),
+        )
+        .build()
+        .unwrap();
+    hostile.push(&env.registry, "hostile:v1").await.unwrap();
+    let hostile_ref = env.registry.reference("hostile:v1");
+    c.image
+        .pull_image(PullImageRequest {
+            image: Some(ImageSpec {
+                image: hostile_ref.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let host_passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    for sub in ["escape/passwd", "up/passwd"] {
+        let mut cc = container_config(&format!("h-{}", &sub[..2]), &env.image, &["sleep", "300"]);
+        cc.mounts.push(image_mount("/p", &hostile_ref, sub));
+        let h = create(&mut c, &pod, &pc, cc).await.unwrap();
+        start(&mut c, &h).await;
+        let out = exec(&mut c, &h, &["cat", "/p"]).await;
+        let got = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(got.contains("crius-user"), "the image's passwd: {got}");
+        assert_ne!(got, host_passwd);
+        c.runtime
+            .remove_container(RemoveContainerRequest { container_id: h })
+            .await
+            .unwrap();
+    }
+    c.image
+        .remove_image(RemoveImageRequest {
+            image: Some(ImageSpec {
+                image: hostile_ref,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
 
     // Bad input: nothing created.
     for (m, code, needle) in [

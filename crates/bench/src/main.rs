@@ -58,6 +58,10 @@ struct Args {
     /// Directory for the containers' logs.
     #[arg(long, default_value = "/tmp/crius-bench-logs")]
     log_dir: String,
+    /// Mount this image (or artifact) as an image volume at /vol in every
+    /// container (pulled first if absent).
+    #[arg(long)]
+    image_volume: Option<String>,
     /// Also write the JSON summary here.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -100,6 +104,18 @@ fn container_config(a: &Args, name: &str, cmd: &[&str]) -> ContainerConfig {
         }),
         command: cmd.iter().map(|s| s.to_string()).collect(),
         log_path: format!("{name}.log"),
+        mounts: a
+            .image_volume
+            .iter()
+            .map(|r| Mount {
+                container_path: "/vol".into(),
+                image: Some(ImageSpec {
+                    image: r.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .collect(),
         linux: Some(LinuxContainerConfig {
             security_context: Some(LinuxContainerSecurityContext {
                 namespace_options: Some(NamespaceOption {
@@ -266,30 +282,32 @@ async fn main() -> Result<()> {
         "crius-bench: {} {} at {}",
         v.runtime_name, v.runtime_version, a.endpoint
     );
-    let present = c
-        .image
-        .image_status(ImageStatusRequest {
-            image: Some(ImageSpec {
-                image: a.image.clone(),
-                ..Default::default()
-            }),
-            verbose: false,
-        })
-        .await?
-        .into_inner()
-        .image
-        .is_some();
-    if !present {
-        c.image
-            .pull_image(PullImageRequest {
+    for image in std::iter::once(&a.image).chain(a.image_volume.iter()) {
+        let present = c
+            .image
+            .image_status(ImageStatusRequest {
                 image: Some(ImageSpec {
-                    image: a.image.clone(),
+                    image: image.clone(),
                     ..Default::default()
                 }),
-                ..Default::default()
+                verbose: false,
             })
-            .await
-            .context("pulling the image")?;
+            .await?
+            .into_inner()
+            .image
+            .is_some();
+        if !present {
+            c.image
+                .pull_image(PullImageRequest {
+                    image: Some(ImageSpec {
+                        image: image.clone(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+                .await
+                .with_context(|| format!("pulling {image}"))?;
+        }
     }
     let run = std::process::id();
     let mut json = serde_json::Map::new();

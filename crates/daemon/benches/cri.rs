@@ -359,6 +359,62 @@ fn main() {
         ],
     );
 
+    // Image volumes: CreateContainer with one image volume (the already
+    // unpacked busybox image) next to without, interleaved; then 10
+    // containers in flight sharing one view.
+    let create_p50 = |v: &serde_json::Value| {
+        v["rpcs"]["CreateContainer"]["p50_ms"]
+            .as_f64()
+            .unwrap_or(f64::NAN)
+    };
+    let (mut plain, mut with_vol, mut plain10, mut with_vol10) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..3 {
+        plain.push(create_p50(&run_bench(
+            &daemon.socket,
+            &image,
+            pid,
+            &out,
+            &["--iterations", "10"],
+        )));
+        with_vol.push(create_p50(&run_bench(
+            &daemon.socket,
+            &image,
+            pid,
+            &out,
+            &["--iterations", "10", "--image-volume", &image],
+        )));
+        plain10.push(create_p50(&run_bench(
+            &daemon.socket,
+            &image,
+            pid,
+            &out,
+            &["--iterations", "10", "--parallel", "10", "--warmup", "0"],
+        )));
+        with_vol10.push(create_p50(&run_bench(
+            &daemon.socket,
+            &image,
+            pid,
+            &out,
+            &[
+                "--iterations",
+                "10",
+                "--parallel",
+                "10",
+                "--warmup",
+                "0",
+                "--image-volume",
+                &image,
+            ],
+        )));
+    }
+    let med = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let (plain, with_vol, plain10, with_vol10) =
+        (med(plain), med(with_vol), med(plain10), med(with_vol10));
+
     if std::env::var("CRIUS_BENCH_LOG").is_ok() {
         // Where CreateContainer's time goes (debug logs of the daemon).
         let log = daemon.log();
@@ -455,6 +511,15 @@ fn main() {
         verdict(rss_running > 0 && rss_running < 30 * 1024)
     );
     println!(
+        "image volume: CreateContainer p50 {with_vol:.2} ms vs {plain:.2} ms without: +{:.2} ms (target < 5 ms: {})",
+        with_vol - plain,
+        verdict(with_vol - plain < 5.0)
+    );
+    println!(
+        "10 containers in flight sharing one image volume: CreateContainer p50 {with_vol10:.2} ms vs {plain10:.2} ms without: +{:.2} ms",
+        with_vol10 - plain10
+    );
+    println!(
         "100 pods started 10 at a time: {errors} errors, {} running, {:.1} s (target 0 errors: {})",
         running["running_pods"]["running"],
         running["running_pods"]["seconds"].as_f64().unwrap_or(0.0),
@@ -464,7 +529,7 @@ fn main() {
         "{}",
         serde_json::json!({
             "to_running_p50_ms": to_running, "floor_p50_ms": floor_ms,
-            "ratio": ratio, "create_start_p50_ms": split_p50.as_secs_f64() * 1e3, "own_ns_run_p50_ms": own_p50.as_secs_f64() * 1e3, "list_1000_p50_ms": list_p50,
+            "ratio": ratio, "create_start_p50_ms": split_p50.as_secs_f64() * 1e3, "own_ns_run_p50_ms": own_p50.as_secs_f64() * 1e3, "list_1000_p50_ms": list_p50, "image_volume_added_ms": with_vol - plain, "image_volume_10_shared_added_ms": with_vol10 - plain10,
             "rss_idle_kib": idle_rss, "rss_100_pods_kib": rss_running, "errors_100_pods": errors,
         })
     );

@@ -96,6 +96,37 @@ async fn image_volumes_end_to_end(handler: &str) {
     assert_ne!(out.exit_code, 0, "noexec: {out:?}");
     let out = exec(&mut c, &b, &["cat", "/shared"]).await;
     assert_eq!(out.stdout, b"1", "a file sub path mounts a file");
+    // A regular image by id, no sub path: its whole merged tree.
+    let id = c
+        .image
+        .image_status(ImageStatusRequest {
+            image: Some(ImageSpec {
+                image: env.image.clone(),
+                ..Default::default()
+            }),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .image
+        .unwrap()
+        .id;
+    let mut cc = container_config("byid", &env.image, &["sleep", "300"]);
+    cc.mounts.push(image_mount("/img", &id, ""));
+    let byid = create(&mut c, &pod, &pc, cc).await.unwrap();
+    start(&mut c, &byid).await;
+    let out = exec(
+        &mut c,
+        &byid,
+        &["ls", "/img/bin/busybox", "/img/etc/passwd"],
+    )
+    .await;
+    assert_eq!(out.exit_code, 0, "{out:?}");
+    c.runtime
+        .remove_container(RemoveContainerRequest { container_id: byid })
+        .await
+        .unwrap();
     // One view per image, however many containers use it.
     assert_eq!(views(&env).len(), 2, "{:?}", views(&env));
 

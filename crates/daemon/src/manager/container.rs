@@ -363,7 +363,10 @@ pub(crate) fn exited_record(
     let mut r = rec.clone();
     r.phase = ContainerPhase::Exited;
     r.exit_code = code;
-    r.finished_at = parse_rfc3339_ns(&time).unwrap_or_else(now_ns);
+    // Clock granularity aside, an exit is never before the start.
+    r.finished_at = parse_rfc3339_ns(&time)
+        .unwrap_or_else(now_ns)
+        .max(r.started_at);
     r.reason = if oom_killed(&rec.cgroups_path) {
         "OOMKilled".into()
     } else if code == 0 {
@@ -780,11 +783,14 @@ impl Manager {
         let db = self.db.clone();
         let mut r = rec.clone();
         let r = blocking(move || {
+            // Taken before the start: a container can exit before the
+            // runtime's start returns, and must not finish before it started.
+            let started = now_ns();
             runtime
                 .start(&id)
                 .map_err(|e| ManagerError::FailedPrecondition(e.to_string()))?;
             r.phase = ContainerPhase::Running;
-            r.started_at = now_ns();
+            r.started_at = started;
             // Recovery asks the runtime whether it runs: no fsync needed.
             db.put_container_lazily(&r)?;
             Ok(r)

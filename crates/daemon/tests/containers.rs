@@ -161,13 +161,7 @@ async fn users_readonly_rootfs_exec_timeout_and_bad_input() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
-    let list = c
-        .runtime
-        .list_containers(ListContainersRequest { filter: None })
-        .await
-        .unwrap()
-        .into_inner()
-        .containers;
+    let list = list_all(&mut c).await;
     assert_eq!(list.len(), 1, "{list:?}");
     let pods = c
         .runtime

@@ -174,13 +174,7 @@ async fn kill_9_mid_create_leaves_nothing_behind() {
     let _ = pending.await;
     env.daemon.start().await.unwrap();
     let mut c = env.client().await;
-    let list = c
-        .runtime
-        .list_containers(ListContainersRequest { filter: None })
-        .await
-        .unwrap()
-        .into_inner()
-        .containers;
+    let list = list_all(&mut c).await;
     assert!(list.is_empty(), "{list:?}");
     assert!(
         mounts_under(&env.daemon.root.join("containers")).is_empty(),
@@ -375,13 +369,7 @@ async fn kill_9_mid_start_and_stop_container() {
         (ContainerState::ContainerExited as i32, 137)
     );
 
-    let list = c
-        .runtime
-        .list_containers(ListContainersRequest { filter: None })
-        .await
-        .unwrap()
-        .into_inner()
-        .containers;
+    let list = list_all(&mut c).await;
     assert_eq!(list.len(), 2, "{list:?}");
     remove_pod(&mut c, &pod).await;
     remove_pod(&mut c, &pod2).await;

@@ -62,17 +62,7 @@ async fn recursive_read_only_makes_submounts_read_only() {
         "{out:?}"
     );
     assert!(!host.join("sub/c").exists());
-    let info = c
-        .runtime
-        .container_status(ContainerStatusRequest {
-            container_id: rro.clone(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .info;
-    let v: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+    let v = verbose_info(&mut c, &rro).await;
     let m = v["runtimeSpec"]["mounts"]
         .as_array()
         .unwrap()
@@ -115,13 +105,7 @@ async fn recursive_read_only_makes_submounts_read_only() {
         "{}",
         e.message()
     );
-    let list = c
-        .runtime
-        .list_containers(ListContainersRequest { filter: None })
-        .await
-        .unwrap()
-        .into_inner()
-        .containers;
+    let list = list_all(&mut c).await;
     assert_eq!(list.len(), 2, "only the two good containers exist");
 
     remove_pod(&mut c, &pod).await;

@@ -46,16 +46,7 @@ async fn image_volumes_end_to_end(handler: &str) {
         .unwrap();
     artifact.push(&env.registry, "seed:v1").await.unwrap();
     let seed = env.registry.reference("seed:v1");
-    c.image
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec {
-                image: seed.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    pull(&mut c, &seed).await;
 
     let pc = pod_config("vol", &env.logs);
     let pod = run_pod(&mut c, pc.clone(), handler).await;
@@ -143,16 +134,7 @@ async fn image_volumes_end_to_end(handler: &str) {
         .unwrap();
     hostile.push(&env.registry, "hostile:v1").await.unwrap();
     let hostile_ref = env.registry.reference("hostile:v1");
-    c.image
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec {
-                image: hostile_ref.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    pull(&mut c, &hostile_ref).await;
     let host_passwd = std::fs::read_to_string("/etc/passwd").unwrap();
     for sub in ["escape/passwd", "up/passwd"] {
         let mut cc = container_config(&format!("h-{}", &sub[..2]), &env.image, &["sleep", "300"]);

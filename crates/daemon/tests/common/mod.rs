@@ -342,3 +342,42 @@ pub fn kill_wrappers() {
         .args(["-f", "^sleep 600$"])
         .status();
 }
+
+/// PullImage of `image` (anonymous).
+pub async fn pull(c: &mut CriClient, image: &str) {
+    c.image
+        .pull_image(PullImageRequest {
+            image: Some(ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
+/// Every container the daemon lists.
+pub async fn list_all(c: &mut CriClient) -> Vec<Container> {
+    c.runtime
+        .list_containers(ListContainersRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers
+}
+
+/// ContainerStatus's verbose `info`, parsed.
+pub async fn verbose_info(c: &mut CriClient, id: &str) -> serde_json::Value {
+    let info = c
+        .runtime
+        .container_status(ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .info;
+    serde_json::from_str(&info["info"]).unwrap()
+}

@@ -623,7 +623,7 @@ impl Manager {
             image_volumes: Vec::new(),
         };
         rec.stop_signal = stop_signal(&config, &image_config.stop_signal);
-        config = checked;
+        let as_sent = std::mem::replace(&mut config, checked);
         // Image volumes: views mounted (or shared) before the spec names them.
         let acquired = if config.mounts.iter().any(|m| m.image.is_some()) {
             let me = self.clone();
@@ -637,8 +637,7 @@ impl Manager {
                 Ok((ids, cfg)) => {
                     // ContainerStatus reports the mounts as kubelet sent them,
                     // plus each image volume's digest reference.
-                    let mut shown: ContainerConfig = crate::state::decode_config(&id, &rec.config)
-                        .map_err(ManagerError::from)?;
+                    let mut shown = as_sent;
                     for (m, done) in shown.mounts.iter_mut().zip(cfg.mounts.iter()) {
                         if let (Some(img), Some(d)) = (m.image.as_mut(), done.image.as_ref()) {
                             img.image_ref = d.image_ref.clone();
@@ -987,11 +986,7 @@ impl Manager {
         let c = self.ctr(query)?;
         let rec = self.refresh_expecting(&c, ContainerPhase::Running).await?;
         // Only signal the pid if it is still this container's monitor.
-        let cmdline =
-            std::fs::read(format!("/proc/{}/cmdline", rec.monitor_pid)).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        if rec.monitor_pid <= 0 || !cmdline.contains("crius-monitor") || !cmdline.contains(&rec.id)
-        {
+        if !super::recover::monitor_alive(&rec) {
             return Err(ManagerError::FailedPrecondition(format!(
                 "container {}'s monitor is gone",
                 c.id

@@ -214,6 +214,38 @@ pub struct Manager {
     volume_users: Mutex<HashMap<String, usize>>,
 }
 
+/// Resolves an id or unique id prefix in an index; errors name the field.
+fn lookup<T>(
+    index: &RwLock<HashMap<String, Arc<T>>>,
+    query: &str,
+    field: &str,
+    what: &str,
+    plural: &str,
+) -> Result<Arc<T>> {
+    if query.is_empty() {
+        return Err(ManagerError::InvalidArgument(format!(
+            "{field} is required"
+        )));
+    }
+    let map = index.read().unwrap_or_else(|p| p.into_inner());
+    match ids::lookup(map.keys().map(String::as_str), query) {
+        ids::Lookup::Found(id) => map
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| ManagerError::NotFound(format!("{what} {query:?} not found"))),
+        ids::Lookup::NotFound => Err(ManagerError::NotFound(format!(
+            "{what} {query:?} not found"
+        ))),
+        ids::Lookup::Ambiguous(n) => Err(ManagerError::InvalidArgument(format!(
+            "{what} id prefix {query:?} is ambiguous ({n} {plural} match)"
+        ))),
+        ids::Lookup::TooShort => Err(ManagerError::InvalidArgument(format!(
+            "{what} id prefix {query:?} is too short (at least {} characters)",
+            ids::MIN_PREFIX
+        ))),
+    }
+}
+
 /// The crius-monitor binary: next to the daemon's own binary, else PATH.
 pub fn find_monitor() -> Option<PathBuf> {
     let beside = std::env::current_exe()
@@ -313,47 +345,17 @@ impl Manager {
     }
 
     fn pod(&self, query: &str) -> Result<Arc<Pod>> {
-        if query.is_empty() {
-            return Err(ManagerError::InvalidArgument(
-                "pod_sandbox_id is required".into(),
-            ));
-        }
-        let pods = self.pods.read().unwrap_or_else(|p| p.into_inner());
-        match ids::lookup(pods.keys().map(String::as_str), query) {
-            ids::Lookup::Found(id) => Ok(pods[&id].clone()),
-            ids::Lookup::NotFound => Err(ManagerError::NotFound(format!(
-                "pod sandbox {query:?} not found"
-            ))),
-            ids::Lookup::Ambiguous(n) => Err(ManagerError::InvalidArgument(format!(
-                "pod sandbox id prefix {query:?} is ambiguous ({n} pods match)"
-            ))),
-            ids::Lookup::TooShort => Err(ManagerError::InvalidArgument(format!(
-                "pod sandbox id prefix {query:?} is too short (at least {} characters)",
-                ids::MIN_PREFIX
-            ))),
-        }
+        lookup(&self.pods, query, "pod_sandbox_id", "pod sandbox", "pods")
     }
 
     fn ctr(&self, query: &str) -> Result<Arc<Ctr>> {
-        if query.is_empty() {
-            return Err(ManagerError::InvalidArgument(
-                "container_id is required".into(),
-            ));
-        }
-        let ctrs = self.containers.read().unwrap_or_else(|p| p.into_inner());
-        match ids::lookup(ctrs.keys().map(String::as_str), query) {
-            ids::Lookup::Found(id) => Ok(ctrs[&id].clone()),
-            ids::Lookup::NotFound => Err(ManagerError::NotFound(format!(
-                "container {query:?} not found"
-            ))),
-            ids::Lookup::Ambiguous(n) => Err(ManagerError::InvalidArgument(format!(
-                "container id prefix {query:?} is ambiguous ({n} containers match)"
-            ))),
-            ids::Lookup::TooShort => Err(ManagerError::InvalidArgument(format!(
-                "container id prefix {query:?} is too short (at least {} characters)",
-                ids::MIN_PREFIX
-            ))),
-        }
+        lookup(
+            &self.containers,
+            query,
+            "container_id",
+            "container",
+            "containers",
+        )
     }
 
     fn pod_containers(&self, pod_id: &str) -> Vec<Arc<Ctr>> {

@@ -3,7 +3,7 @@
 //! undone, and every container's state is read from its monitor's exit
 //! file and the runtime.
 
-use super::container::{cleanup_dir, container_key, exited_record, files_of};
+use super::container::{cleanup_dir, container_key, exited_record};
 use super::sandbox::{pod_key, recover_pod};
 use super::{now_ns, Ctr, Manager, Pod, Result};
 use crate::state::{decode_config, ContainerPhase, ContainerRecord};
@@ -208,7 +208,6 @@ impl Manager {
             .as_ref()
             .and_then(|rt| rt.state(&rec.id).ok())
             .and_then(|v| v["status"].as_str().map(str::to_string));
-        let files = files_of(&rec);
         let before = rec.clone();
         match status.as_deref() {
             Some("running") => {
@@ -227,7 +226,6 @@ impl Manager {
                 // The runtime has no such live container and the monitor
                 // recorded nothing: the host rebooted or the monitor was
                 // killed. The exit code is unknown.
-                let _ = files;
                 tracing::warn!(container = %rec.id, state = ?other, "container lost while crius was down");
                 rec.phase = ContainerPhase::Exited;
                 rec.exit_code = 255;

@@ -62,7 +62,7 @@ fn floor(
     container: &str,
     n: usize,
     round: usize,
-) -> (Vec<Duration>, Vec<Duration>, Vec<Duration>) {
+) -> (Vec<Duration>, Vec<Duration>, Vec<Duration>, Vec<Duration>) {
     let info = rt
         .block_on(c.runtime.container_status(ContainerStatusRequest {
             container_id: container.into(),
@@ -73,6 +73,9 @@ fn floor(
         .info;
     let v: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
     let mut spec = v["runtimeSpec"].clone();
+    if let Ok(p) = std::env::var("CRIUS_BENCH_SPEC_OUT") {
+        std::fs::write(p, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
+    }
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("bundle");
     std::fs::create_dir_all(&bundle).unwrap();
@@ -114,6 +117,7 @@ fn floor(
     let mut times = Vec::new();
     let mut split = Vec::new();
     let mut own_ns = Vec::new();
+    let mut monitored = Vec::new();
     // The same spec creating its own network, IPC and UTS namespaces, as a
     // standalone container would (the pod's RunPodSandbox creates them).
     let mut spec_own = spec.clone();
@@ -182,6 +186,57 @@ fn floor(
             .args(["delete", "--force", &id])
             .output();
         drop_rootfs(&rootfs);
+        // The CRI shape under crius-monitor, as crius runs it (the monitor's
+        // cost on its own).
+        spec["linux"]["cgroupsPath"] = format!("/crius-bench-floor/m{i}").into();
+        let rootfs = fresh_rootfs(&format!("m{i}"));
+        spec["root"]["path"] = rootfs.display().to_string().into();
+        std::fs::write(
+            bundle.join("config.json"),
+            serde_json::to_vec(&spec).unwrap(),
+        )
+        .unwrap();
+        let id = format!("mon-{i}");
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let t = Instant::now();
+        let st = Command::new(Path::new(BIN).with_file_name("crius-monitor"))
+            .arg("--runtime")
+            .arg("runc")
+            .arg("--runtime-root")
+            .arg(&state)
+            .args(["--id", &id, "--bundle"])
+            .arg(&bundle)
+            .arg("--log")
+            .arg(work.path().join(format!("{id}.log")))
+            .arg("--exit-file")
+            .arg(work.path().join(format!("{id}.exit")))
+            .arg("--pid-file")
+            .arg(work.path().join(format!("{id}.pid")))
+            .args(["--sync-fd", "1", "--max-line", "16384"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::from(w))
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let mut report = String::new();
+        std::io::Read::read_to_string(&mut std::fs::File::from(r), &mut report).unwrap();
+        assert!(report.starts_with("pid "), "monitor: {report}");
+        let out = Command::new("runc")
+            .arg("--root")
+            .arg(&state)
+            .args(["start", &id])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "runc start under the monitor: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        monitored.push(t.elapsed());
+        let _ = runc(&["delete", "--force", &id]);
+        drop_rootfs(&rootfs);
+
         spec_own["linux"]["cgroupsPath"] = format!("/crius-bench-floor/o{i}").into();
         let rootfs = fresh_rootfs(&format!("o{i}"));
         spec_own["root"]["path"] = rootfs.display().to_string().into();
@@ -197,7 +252,49 @@ fn floor(
         let _ = runc(&["delete", "--force", &id]);
         drop_rootfs(&rootfs);
     }
-    (times, split, own_ns)
+    (times, split, own_ns, monitored)
+}
+
+/// Where the time of the sequential lifecycles goes, from the daemon's
+/// debug log: each RPC's time inside the daemon, and the `*_us` fields of
+/// the steps RunPodSandbox, CreateContainer and StartContainer log.
+fn print_breakdown(log: &str, first: usize) {
+    use std::collections::BTreeMap;
+    let mut samples: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for l in log.lines() {
+        let fields: Vec<(&str, &str)> = l
+            .split_whitespace()
+            .filter_map(|w| w.split_once('='))
+            .collect();
+        let label = if l.contains("rpc ok") {
+            match l.split("rpc{rpc=").nth(1).and_then(|r| r.split('}').next()) {
+                Some(rpc) => format!("{rpc} in the daemon"),
+                None => continue,
+            }
+        } else {
+            String::new()
+        };
+        for (k, v) in fields {
+            let Some(k) = k.strip_suffix("_us") else {
+                continue;
+            };
+            let Ok(v) = v.parse::<u64>() else { continue };
+            let key = if label.is_empty() {
+                k.to_string()
+            } else {
+                label.clone()
+            };
+            let e = samples.entry(key).or_default();
+            if e.len() < first {
+                e.push(v);
+            }
+        }
+    }
+    println!("breakdown (daemon debug log, first {first} sequential lifecycles), p50:");
+    for (k, mut v) in samples {
+        v.sort();
+        println!("  {k:<40} {:>8} us  (n={})", v[v.len() / 2], v.len());
+    }
 }
 
 fn main() {
@@ -294,6 +391,7 @@ fn main() {
     let (mut rounds, mut floors, mut splits) = (Vec::new(), Vec::new(), Vec::new());
     let mut ratios = Vec::new();
     let mut owns = Vec::new();
+    let mut mons = Vec::new();
     for round in 0..ROUNDS {
         let r = run_bench(
             &daemon.socket,
@@ -308,8 +406,9 @@ fn main() {
                 .unwrap()
                 / 1e3,
         ));
-        let (f, s, o) = floor(&mut c, &rt, &ctr, PER_ROUND, round);
+        let (f, s, o, m) = floor(&mut c, &rt, &ctr, PER_ROUND, round);
         owns.extend(o);
+        mons.extend(m);
         ratios.push(rounds.last().unwrap().as_secs_f64() / median(f.clone()).as_secs_f64());
         floors.extend(f);
         splits.extend(s);
@@ -322,6 +421,21 @@ fn main() {
         pod_sandbox_id: pod,
     }))
     .unwrap();
+    if std::env::var("CRIUS_BENCH_LOG").is_ok() {
+        print_breakdown(&daemon.log(), ROUNDS * (PER_ROUND + 2));
+    }
+    if std::env::var("CRIUS_BENCH_QUICK").is_ok() {
+        // Only the pod+container figure (for quick iterations on it).
+        println!(
+            "pod+container to running p50 {:.2} ms vs bare runc run {:.2} ms: {:.2}x; create+start {:.2} ms, under crius-monitor {:.2} ms",
+            to_running_p50.as_secs_f64() * 1e3,
+            floor_p50.as_secs_f64() * 1e3,
+            ratio,
+            split_p50.as_secs_f64() * 1e3,
+            median(mons.clone()).as_secs_f64() * 1e3
+        );
+        return;
+    }
     let life = run_bench(
         &daemon.socket,
         &image,
@@ -415,53 +529,6 @@ fn main() {
     let (plain, with_vol, plain10, with_vol10) =
         (med(plain), med(with_vol), med(plain10), med(with_vol10));
 
-    if std::env::var("CRIUS_BENCH_LOG").is_ok() {
-        // Where CreateContainer's time goes (debug logs of the daemon).
-        let log = daemon.log();
-        let mut prep: Vec<u64> = Vec::new();
-        let mut create: Vec<u64> = Vec::new();
-        // The sequential lifecycles come first (the parallel phases after).
-        let sequential = ROUNDS * (PER_ROUND + 2) + LIFECYCLES;
-        for l in log
-            .lines()
-            .filter(|l| l.contains("bundle ready"))
-            .take(sequential)
-        {
-            let field = |k: &str| {
-                l.split(&format!("{k}="))
-                    .nth(1)
-                    .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-            };
-            prep.extend(field("rootfs_and_spec_us"));
-            create.extend(field("runtime_create_us"));
-        }
-        let mut flush: Vec<u64> = log
-            .lines()
-            .filter(|l| l.contains("container record flushed"))
-            .take(sequential)
-            .filter_map(|l| {
-                l.split("flush_us=")
-                    .nth(1)?
-                    .split_whitespace()
-                    .next()?
-                    .parse()
-                    .ok()
-            })
-            .collect();
-        flush.sort();
-        if !flush.is_empty() {
-            println!("Created record flush p50 {} us", flush[flush.len() / 2]);
-        }
-        prep.sort();
-        create.sort();
-        if !prep.is_empty() {
-            println!(
-                "CreateContainer breakdown p50: rootfs+spec {} us, runtime create under the monitor {} us",
-                prep[prep.len() / 2],
-                create[create.len() / 2]
-            );
-        }
-    }
     let ms = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
     let to_running = to_running_p50.as_secs_f64() * 1e3;
     let floor_ms = floor_p50.as_secs_f64() * 1e3;

@@ -8,6 +8,12 @@
 //! container exits, and writes its exit code atomically to the exit file.
 //! SIGUSR1 reopens the log (ReopenContainerLog). No async runtime: a poll
 //! loop over two pipes and a signalfd keeps it small.
+//!
+//! With `--go-fd N` the monitor is started ahead of time: it detaches and
+//! sets itself up, then waits for one byte on fd N before running the
+//! runtime, so its own start-up overlaps the daemon's work on the bundle.
+//! End of file instead (the daemon gave up, or died) makes it exit quietly
+//! having created nothing.
 
 use crius_monitor::crilog::{now_rfc3339_nano, LineSplitter, Stream};
 use crius_monitor::exitfile;
@@ -26,7 +32,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: crius-monitor --runtime PATH --runtime-root DIR --id ID --bundle DIR \
---log FILE --exit-file FILE --pid-file FILE --sync-fd N [--max-line BYTES] [--tty] [--runtime-arg ARG]...
+--log FILE --exit-file FILE --pid-file FILE --sync-fd N [--go-fd N] [--max-line BYTES] [--tty] [--runtime-arg ARG]...
        crius-monitor pause --id POD --sync-fd N";
 
 #[derive(Debug, Default)]
@@ -40,6 +46,8 @@ struct Args {
     exit_file: PathBuf,
     pid_file: PathBuf,
     sync_fd: i32,
+    /// Wait for a byte on this fd before creating (-1: create at once).
+    go_fd: i32,
     max_line: usize,
     /// The container has a terminal: receive the pty master from the
     /// runtime over a console socket and log it as stdout.
@@ -50,6 +58,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut a = Args {
         max_line: 16 * 1024,
         sync_fd: -1,
+        go_fd: -1,
         ..Default::default()
     };
     while let Some(flag) = it.next() {
@@ -67,6 +76,11 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
                 a.sync_fd = value()?
                     .parse()
                     .map_err(|_| "--sync-fd: not a number".to_string())?
+            }
+            "--go-fd" => {
+                a.go_fd = value()?
+                    .parse()
+                    .map_err(|_| "--go-fd: not a number".to_string())?
             }
             "--max-line" => {
                 a.max_line = value()?
@@ -126,6 +140,7 @@ fn main() -> ExitCode {
     );
     let mut sync = Some(sync_file);
     match run(&args, &mut sync) {
+        Err(e) if e == NO_GO => ExitCode::SUCCESS,
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Before the pid was reported the daemon is waiting for this;
@@ -134,6 +149,29 @@ fn main() -> ExitCode {
                 let _ = writeln!(s, "error {}", e.replace('\n', " "));
             }
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `run`'s error when the daemon closed the go fd without a go.
+const NO_GO: &str = "no go";
+
+/// Blocks until the daemon says go (one byte) on `fd`; Err(NO_GO) on end
+/// of file.
+fn wait_for_go(fd: i32) -> Result<(), String> {
+    // SAFETY: the fd was passed to us for this alone.
+    let mut f = unsafe { File::from_raw_fd(fd) };
+    let _ = nix::fcntl::fcntl(
+        &f,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
+    let mut b = [0u8; 1];
+    loop {
+        match f.read(&mut b) {
+            Ok(1) => return Ok(()),
+            Ok(_) => return Err(NO_GO.into()),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("reading the go fd: {e}")),
         }
     }
 }
@@ -155,6 +193,11 @@ fn run(args: &Args, sync: &mut Option<File>) -> Result<(), String> {
         || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"));
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
+    if args.go_fd >= 0 {
+        // Everything above is the monitor's own start-up; the bundle and
+        // the log directory exist only once the daemon says go.
+        wait_for_go(args.go_fd)?;
+    }
     let mut log =
         open_log(&args.log).map_err(|e| format!("opening log {}: {e}", args.log.display()))?;
 
@@ -388,6 +431,16 @@ mod tests {
         .unwrap();
         assert_eq!((a.id.as_str(), a.sync_fd, a.max_line), ("c1", 5, 16384));
         assert_eq!(a.runtime_args, vec!["--debug"]);
+        assert_eq!(a.go_fd, -1);
+        let a = parse_args(
+            v("--runtime /r --runtime-root /s --id c1 --bundle /b --log /l --exit-file /e --pid-file /p --sync-fd 1 --go-fd 0")
+                .into_iter(),
+        )
+        .unwrap();
+        assert_eq!(a.go_fd, 0);
+        assert!(parse_args(v("--go-fd x").into_iter())
+            .unwrap_err()
+            .contains("--go-fd"));
         assert!(parse_args(v("--runtime /r").into_iter()).is_err());
         assert!(parse_args(v("--bogus x").into_iter())
             .unwrap_err()

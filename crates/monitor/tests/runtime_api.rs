@@ -333,3 +333,65 @@ fn creator_killed_the_exit_code_is_still_recorded() {
         .status();
     remove_rootfs(Path::new(&cdir)).unwrap();
 }
+
+/// Monitor pids of container `id` (their command lines name it).
+fn monitors_of(id: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| {
+                    let c = String::from_utf8_lossy(&c);
+                    c.contains("crius-monitor") && c.contains(id)
+                })
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[test]
+fn a_monitor_started_ahead_waits_for_go_and_leaves_quietly_without_it() {
+    let work = tempfile::tempdir().unwrap();
+    for (id, p) in prepare(
+        work.path(),
+        "ahead",
+        &["/bin/sh", "-c", "echo ran; exit 3"],
+        false,
+    ) {
+        // Abandoned: the monitor started, was never told to go, and left
+        // without creating anything.
+        let pending =
+            p.rt.prepare_create(&id, &p.files, 16 * 1024, false)
+                .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            !monitors_of(&id).is_empty(),
+            "{id}: the monitor waits for go"
+        );
+        assert!(p.rt.state(&id).is_err(), "{id}: created before go");
+        drop(pending);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !monitors_of(&id).is_empty() {
+            assert!(Instant::now() < deadline, "{id}: monitor still there");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(p.rt.state(&id).is_err(), "{id}: created without go");
+        assert!(!p.files.exit_file.exists() && !p.files.log.exists());
+        // Told to go after the bundle was "written": created as usual.
+        let pending =
+            p.rt.prepare_create(&id, &p.files, 16 * 1024, false)
+                .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let created = pending.create().unwrap();
+        assert!(created.pid > 0 && created.monitor_pid > 0);
+        p.rt.start(&id).unwrap();
+        assert_eq!(wait_exit(&p.files).0, 3, "{id}");
+        assert!(std::fs::read_to_string(&p.files.log)
+            .unwrap()
+            .contains("stdout F ran"));
+        p.rt.delete(&id, true).unwrap();
+        remove_rootfs(&p.cdir).unwrap();
+    }
+}

@@ -131,18 +131,35 @@ impl OciRuntime {
         max_log_line: usize,
         tty: bool,
     ) -> Result<Created, RuntimeError> {
+        self.prepare_create(id, files, max_log_line, tty)?.create()
+    }
+
+    /// Starts the container's monitor ahead of its create: it starts up and
+    /// detaches while the caller writes the bundle, then
+    /// [`PendingCreate::create`] lets it run the runtime. Dropping the
+    /// pending create instead makes the monitor exit having done nothing.
+    pub fn prepare_create(
+        &self,
+        id: &str,
+        files: &ContainerFiles,
+        max_log_line: usize,
+        tty: bool,
+    ) -> Result<PendingCreate, RuntimeError> {
         let io = |what: &str| {
             let what = what.to_string();
             move |source| RuntimeError::Io { what, source }
         };
         std::fs::create_dir_all(&self.root).map_err(io("creating runtime root"))?;
-        // The sync pipe's write end is the monitor's stdout (fd 1): no
-        // pre_exec hook is needed to pass it, so std can spawn the monitor
-        // with posix_spawn (vfork) instead of forking the whole daemon.
-        // Every other child of the daemon gets it close-on-exec, so the read
-        // below waits only for the monitor's report.
-        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| io("sync pipe")(e.into()))?;
+        // The sync pipe's write end is the monitor's stdout (fd 1) and the
+        // go pipe's read end its stdin (fd 0): no pre_exec hook is needed to
+        // pass them, so std can spawn the monitor with posix_spawn (vfork)
+        // instead of forking the whole daemon. Every other child of the
+        // daemon gets them close-on-exec, so the sync read waits only for
+        // the monitor's report and only the monitor holds the go pipe.
+        let pipe =
+            || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io("pipe")(e.into()));
+        let (sync_r, sync_w) = pipe()?;
+        let (go_r, go_w) = pipe()?;
         let mut cmd = Command::new(&self.monitor);
         cmd.arg("--runtime")
             .arg(&self.binary)
@@ -161,56 +178,24 @@ impl OciRuntime {
             .arg(&files.exit_file)
             .arg("--pid-file")
             .arg(&files.pid_file)
-            .arg("--sync-fd")
-            .arg("1")
-            .arg("--max-line")
+            .args(["--sync-fd", "1", "--go-fd", "0", "--max-line"])
             .arg(max_log_line.to_string())
             .args(if tty { &["--tty"][..] } else { &[][..] })
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(w))
+            .stdin(Stdio::from(go_r))
+            .stdout(Stdio::from(sync_w))
             .stderr(Stdio::null());
-        let status = cmd.status().map_err(io("starting crius-monitor"))?;
-        // The Command holds the parent's copy of the write end: drop it, or
-        // the read below never sees end of file.
+        let child = cmd.spawn().map_err(io("starting crius-monitor"))?;
+        // The Command holds the parent's copies of the pipe ends it passed:
+        // drop them, or the sync read never sees end of file and the
+        // monitor never sees the go pipe close.
         drop(cmd);
-        if !status.success() {
-            return Err(RuntimeError::Runtime {
-                runtime: self.name.clone(),
-                op: "create",
-                id: id.into(),
-                message: format!("crius-monitor exited with {status}"),
-            });
-        }
-        let mut sync = String::new();
-        std::fs::File::from(r)
-            .read_to_string(&mut sync)
-            .map_err(io("reading the monitor's report"))?;
-        match sync.trim().split_once(' ') {
-            Some(("pid", p)) => {
-                let mut it = p.split_whitespace().map(str::parse::<i32>);
-                match (it.next(), it.next()) {
-                    (Some(Ok(pid)), Some(Ok(monitor_pid))) => Ok(Created { pid, monitor_pid }),
-                    _ => Err(RuntimeError::Runtime {
-                        runtime: self.name.clone(),
-                        op: "create",
-                        id: id.into(),
-                        message: format!("monitor reported {sync:?}"),
-                    }),
-                }
-            }
-            Some(("error", m)) => Err(RuntimeError::Runtime {
-                runtime: self.name.clone(),
-                op: "create",
-                id: id.into(),
-                message: m.to_string(),
-            }),
-            _ => Err(RuntimeError::Runtime {
-                runtime: self.name.clone(),
-                op: "create",
-                id: id.into(),
-                message: format!("monitor died without a report ({sync:?})"),
-            }),
-        }
+        Ok(PendingCreate {
+            runtime: self.name.clone(),
+            id: id.to_string(),
+            child: Some(child),
+            go: Some(go_w),
+            sync: Some(sync_r),
+        })
     }
 
     pub fn start(&self, id: &str) -> Result<(), RuntimeError> {
@@ -428,6 +413,80 @@ fn tempfile_path(root: &Path, id: &str) -> PathBuf {
     static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     root.join(format!(".exec-{id}-{}-{n}.pid", std::process::id()))
+}
+
+/// A monitor started ahead of its container's create (see
+/// [`OciRuntime::prepare_create`]).
+#[derive(Debug)]
+pub struct PendingCreate {
+    runtime: String,
+    id: String,
+    /// The monitor's first process, which exits once it has detached.
+    child: Option<std::process::Child>,
+    go: Option<std::os::fd::OwnedFd>,
+    sync: Option<std::os::fd::OwnedFd>,
+}
+
+impl PendingCreate {
+    fn failed(&self, message: String) -> RuntimeError {
+        RuntimeError::Runtime {
+            runtime: self.runtime.clone(),
+            op: "create",
+            id: self.id.clone(),
+            message,
+        }
+    }
+
+    /// Lets the monitor run the runtime's create; returns the container's
+    /// pid once it exists.
+    pub fn create(mut self) -> Result<Created, RuntimeError> {
+        let io = |what: &str| {
+            let what = what.to_string();
+            move |source| RuntimeError::Io { what, source }
+        };
+        let status = self
+            .child
+            .take()
+            .map(|mut c| c.wait())
+            .transpose()
+            .map_err(io("waiting for crius-monitor"))?;
+        if let Some(status) = status.filter(|s| !s.success()) {
+            return Err(self.failed(format!("crius-monitor exited with {status}")));
+        }
+        if let Some(go) = self.go.take() {
+            // A monitor that died cannot read it; its (missing) report below
+            // says so.
+            let _ = std::io::Write::write_all(&mut std::fs::File::from(go), b"g");
+        }
+        let mut sync = String::new();
+        if let Some(r) = self.sync.take() {
+            std::fs::File::from(r)
+                .read_to_string(&mut sync)
+                .map_err(io("reading the monitor's report"))?;
+        }
+        match sync.trim().split_once(' ') {
+            Some(("pid", p)) => {
+                let mut it = p.split_whitespace().map(str::parse::<i32>);
+                match (it.next(), it.next()) {
+                    (Some(Ok(pid)), Some(Ok(monitor_pid))) => Ok(Created { pid, monitor_pid }),
+                    _ => Err(self.failed(format!("monitor reported {sync:?}"))),
+                }
+            }
+            Some(("error", m)) => Err(self.failed(m.to_string())),
+            _ => Err(self.failed(format!("monitor died without a report ({sync:?})"))),
+        }
+    }
+}
+
+impl Drop for PendingCreate {
+    fn drop(&mut self) {
+        // Not created: closing the go pipe sends the monitor away; its first
+        // process is reaped so it leaves no zombie.
+        self.go.take();
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+    }
 }
 
 /// The exit status the monitor recorded, if the container has exited:

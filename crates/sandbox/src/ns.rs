@@ -59,9 +59,31 @@ pub fn pin_path(dir: &Path, kind: NsKind) -> PathBuf {
 /// missing). `hostname` is set in a new UTS namespace; loopback is brought
 /// up in a new network namespace. On error nothing stays pinned.
 pub fn pin(dir: &Path, kinds: &[NsKind], hostname: Option<&str>) -> Result<Pinned, SandboxError> {
+    start_pin(dir, kinds, hostname)?.wait()
+}
+
+/// Namespaces being pinned on a thread of their own (see [`start_pin`]).
+pub struct PendingPin {
+    dir: PathBuf,
+    kinds: Vec<NsKind>,
+    worker: Option<std::thread::JoinHandle<Result<(), SandboxError>>>,
+}
+
+/// [`pin`] without waiting: the caller can do other work (the pod's files)
+/// while the kernel makes the namespaces, then [`PendingPin::wait`]s.
+/// Dropping it without waiting also waits, and unpins.
+pub fn start_pin(
+    dir: &Path,
+    kinds: &[NsKind],
+    hostname: Option<&str>,
+) -> Result<PendingPin, SandboxError> {
     std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
     if kinds.is_empty() {
-        return Ok(Pinned::default());
+        return Ok(PendingPin {
+            dir: dir.to_path_buf(),
+            kinds: Vec::new(),
+            worker: None,
+        });
     }
     let dir = dir.to_path_buf();
     let kinds = kinds.to_vec();
@@ -74,29 +96,54 @@ pub fn pin(dir: &Path, kinds: &[NsKind], hostname: Option<&str>) -> Result<Pinne
             .spawn(move || pin_in_this_thread(&dir, &kinds, hostname.as_deref()))
             .map_err(io("starting the namespace thread"))?
     };
-    let result = worker.join().unwrap_or_else(|_| {
-        Err(SandboxError::Io {
-            what: "namespace thread".into(),
-            source: std::io::Error::other("panicked"),
-        })
-    });
-    match result {
-        Ok(()) => {
-            let mut p = Pinned::default();
-            for k in kinds {
-                let path = Some(pin_path(&dir, k));
-                match k {
-                    NsKind::Net => p.net = path,
-                    NsKind::Ipc => p.ipc = path,
-                    NsKind::Uts => p.uts = path,
+    Ok(PendingPin {
+        dir,
+        kinds,
+        worker: Some(worker),
+    })
+}
+
+impl PendingPin {
+    /// The pinned namespaces; on error nothing stays pinned.
+    pub fn wait(mut self) -> Result<Pinned, SandboxError> {
+        let result = match self.worker.take() {
+            Some(w) => w.join().unwrap_or_else(|_| {
+                Err(SandboxError::Io {
+                    what: "namespace thread".into(),
+                    source: std::io::Error::other("panicked"),
+                })
+            }),
+            None => Ok(()),
+        };
+        match result {
+            Ok(()) => {
+                let mut p = Pinned::default();
+                for k in &self.kinds {
+                    let path = Some(pin_path(&self.dir, *k));
+                    match k {
+                        NsKind::Net => p.net = path,
+                        NsKind::Ipc => p.ipc = path,
+                        NsKind::Uts => p.uts = path,
+                    }
                 }
+                Ok(p)
             }
-            Ok(p)
+            Err(e) => {
+                // Best effort: the error to report is the first one.
+                let _ = unpin(&self.dir);
+                Err(e)
+            }
         }
-        Err(e) => {
-            // Best effort: the error to report is the first one.
-            let _ = unpin(&dir);
-            Err(e)
+    }
+}
+
+impl Drop for PendingPin {
+    fn drop(&mut self) {
+        // Abandoned (the caller failed meanwhile): let the thread finish so
+        // nothing is pinned behind the caller's back, then undo it.
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+            let _ = unpin(&self.dir);
         }
     }
 }

@@ -92,3 +92,21 @@ fn shm_is_a_sized_tmpfs_and_unmounts() {
     assert_eq!(mounts_under(&path), 0);
     shm::unmount_shm(&path).unwrap();
 }
+
+#[test]
+fn namespaces_pinned_while_other_work_runs_and_undone_when_abandoned() {
+    crius_test_support::require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ns");
+    let pending = ns::start_pin(&dir, &ns::NsKind::ALL, Some("pod-b")).unwrap();
+    let pinned = pending.wait().unwrap();
+    assert!(ns::is_pinned(pinned.net.as_ref().unwrap()));
+    assert_eq!(mounts_under(&dir), 3);
+    ns::unpin(&dir).unwrap();
+    // The caller failed meanwhile: dropping the pending pin waits for the
+    // namespace thread and leaves nothing pinned.
+    let pending = ns::start_pin(&dir, &ns::NsKind::ALL, Some("pod-c")).unwrap();
+    drop(pending);
+    assert_eq!(mounts_under(&dir), 0);
+    assert!(!ns::pin_path(&dir, ns::NsKind::Net).exists());
+}

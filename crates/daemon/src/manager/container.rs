@@ -424,6 +424,13 @@ struct CreateJob {
 /// runtime's create under a monitor. Returns the record fields it learned.
 fn create_blocking(job: &CreateJob) -> Result<(i32, i32, u32, u32, Vec<u32>)> {
     let t0 = Instant::now();
+    // The monitor first: its start-up (exec, detaching) runs on another
+    // core while the rootfs and the spec are made here; it creates
+    // nothing until told to go, and leaves if this fails first.
+    let pending = job
+        .runtime
+        .prepare_create(&job.id, &job.files, MAX_LOG_LINE, job.config.tty)
+        .map_err(|e| ManagerError::FailedPrecondition(e.to_string()))?;
     let bundle = &job.files.bundle;
     std::fs::create_dir_all(bundle)
         .map_err(|e| ManagerError::Internal(format!("creating {}: {e}", bundle.display())))?;
@@ -499,9 +506,8 @@ fn create_blocking(job: &CreateJob) -> Result<(i32, i32, u32, u32, Vec<u32>)> {
     }
     let _ = std::fs::remove_file(&job.files.exit_file);
     let prepared = t0.elapsed();
-    let created = job
-        .runtime
-        .create(&job.id, &job.files, MAX_LOG_LINE, job.config.tty)
+    let created = pending
+        .create()
         .map_err(|e| ManagerError::FailedPrecondition(e.to_string()))?;
     // Where the time of a create goes: crius's own work, then the runtime's
     // create under the monitor.
@@ -521,6 +527,7 @@ impl Manager {
         config: Option<ContainerConfig>,
         _sandbox_config: Option<PodSandboxConfig>,
     ) -> Result<String> {
+        let t_rpc = Instant::now();
         let pod = self.pod(pod_query)?;
         let mut config =
             config.ok_or_else(|| ManagerError::InvalidArgument("config is required".into()))?;
@@ -687,6 +694,10 @@ impl Manager {
             },
         };
         let db = self.db.clone();
+        tracing::debug!(
+            checks_us = t_rpc.elapsed().as_micros() as u64,
+            "container checked"
+        );
         let result = blocking(move || {
             // No record before the side effects: a daemon killed meanwhile
             // finds the container's directory without a record and removes
@@ -785,9 +796,14 @@ impl Manager {
             // Taken before the start: a container can exit before the
             // runtime's start returns, and must not finish before it started.
             let started = now_ns();
+            let t = Instant::now();
             runtime
                 .start(&id)
                 .map_err(|e| ManagerError::FailedPrecondition(e.to_string()))?;
+            tracing::debug!(
+                runtime_start_us = t.elapsed().as_micros() as u64,
+                "runtime start returned"
+            );
             r.phase = ContainerPhase::Running;
             r.started_at = started;
             // Recovery asks the runtime whether it runs: no fsync needed.

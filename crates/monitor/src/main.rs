@@ -153,6 +153,43 @@ fn main() -> ExitCode {
     }
 }
 
+/// The kernel's `struct sigaction` (x86_64 and aarch64 layout).
+#[repr(C)]
+struct KernelSigaction {
+    handler: usize,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
+/// Sets every signal but SIGKILL and SIGSTOP to its default action with
+/// the raw system call: glibc refuses to touch the two real-time signals
+/// it keeps for itself (32, 33), and an ignored one is inherited across
+/// exec like any other. Async-signal-safe (for a pre_exec hook).
+fn reset_signal_dispositions() {
+    let default = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 1..=64 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            // SAFETY: a valid struct for the kernel to read; no old action
+            // is asked for. Unknown signals fail harmlessly.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    &default as *const KernelSigaction,
+                    std::ptr::null_mut::<KernelSigaction>(),
+                    8usize,
+                );
+            }
+        }
+    }
+}
+
 /// `run`'s error when the daemon closed the go fd without a go.
 const NO_GO: &str = "no go";
 
@@ -224,6 +261,26 @@ fn run(args: &Args, sync: &mut Option<File>) -> Result<(), String> {
         cmd.arg("--console-socket").arg(path);
     }
     cmd.arg(&args.id);
+    // The runtime, and through it the container, starts with a clean signal
+    // state: std resets neither the signal mask nor ignored signals other
+    // than SIGPIPE, so the container would inherit the monitor's blocked
+    // SIGCHLD and SIGUSR1 (nginx and others reopen logs on SIGUSR1) and
+    // whatever the daemon's own parent ignored (SIGHUP under nohup).
+    // runc happens to reset dispositions; crun passes them on.
+    // SAFETY: the hook runs between fork and exec and only calls
+    // sigprocmask and signal, which are async-signal-safe.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            reset_signal_dispositions();
+            nix::sys::signal::sigprocmask(
+                nix::sys::signal::SigmaskHow::SIG_SETMASK,
+                Some(&SigSet::empty()),
+                None,
+            )
+            .map_err(std::io::Error::from)
+        });
+    }
     let status = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::from(out_w))

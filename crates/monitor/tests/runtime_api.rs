@@ -167,6 +167,17 @@ fn container_lifecycle_through_the_runtime_layer() {
         assert_eq!(rt.state(&id).unwrap()["status"], "created", "{id}");
         rt.start(&id).unwrap();
         assert_eq!(rt.state(&id).unwrap()["status"], "running", "{id}");
+        // The container starts with no signal blocked or ignored: nothing
+        // of the monitor's own mask (SIGCHLD, SIGUSR1) leaks into it.
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        for field in ["SigBlk:", "SigIgn:"] {
+            let v = status
+                .lines()
+                .find_map(|l| l.strip_prefix(field))
+                .unwrap()
+                .trim();
+            assert!(v.bytes().all(|b| b == b'0'), "{id}: {field} {v}");
+        }
 
         let out = rt
             .exec_sync(&id, &argv(&["echo", "hi"]), Duration::from_secs(10), 1024)

@@ -70,6 +70,9 @@ pub struct Config {
     /// StopPodSandbox sends each container still running its stop signal
     /// and waits this long before SIGKILL.
     pub stop_pod_grace_seconds: u64,
+    /// Network/IPC/UTS namespace sets made ahead of RunPodSandbox (0: make
+    /// each pod's when it is run).
+    pub namespace_pool_size: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +111,7 @@ impl Default for Config {
             apparmor_default_profile: "crius-default".into(),
             shm_size: 64 * 1024 * 1024,
             stop_pod_grace_seconds: 10,
+            namespace_pool_size: 4,
         }
     }
 }
@@ -366,6 +370,7 @@ mod tests {
             apparmor_default_profile: "tight".into(),
             shm_size: 1 << 20,
             stop_pod_grace_seconds: 3,
+            namespace_pool_size: 0,
         };
         assert_eq!(Config::from_toml_str(&c.to_toml()).unwrap(), c);
     }

@@ -363,3 +363,80 @@ async fn host_network_pod() {
     remove_pod(&mut c, &pod).await;
     assert!(mounts_under(env.daemon.dir()).is_empty());
 }
+
+/// Pinned namespace files in the daemon's namespace pool.
+fn pool_pins(env: &Env) -> usize {
+    let pool = env.daemon.runroot.join("ns-pool");
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            l.split(' ')
+                .nth(4)
+                .is_some_and(|m| m.starts_with(pool.to_str().unwrap()))
+        })
+        .count()
+}
+
+async fn wait_pool(env: &Env, pins: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while pool_pins(env) != pins {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "namespace pool holds {} pins, not {pins}",
+            pool_pins(env)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The namespace pool (4 sets by default): pods take fresh, distinct
+/// network namespaces from it with their own hostname, it refills, a
+/// restart after kill -9 sweeps the old sets, and a graceful stop leaves
+/// nothing pinned.
+#[tokio::test]
+async fn namespace_pool_hands_out_fresh_namespaces() {
+    let mut env = env("").await;
+    wait_pool(&env, 12).await;
+    let mut c = env.client().await;
+    let mut nets = Vec::new();
+    for name in ["pool-a", "pool-b"] {
+        let pod = run_pod(&mut c, pod_config(name, &env.logs), "").await;
+        let ns_dir = env.daemon.runroot.join("pods").join(&pod).join("ns");
+        let net = ns_dir.join("net");
+        assert!(
+            crius_sandbox::ns::is_pinned(&net),
+            "{name}: no pinned netns"
+        );
+        nets.push(std::os::unix::fs::MetadataExt::ino(
+            &std::fs::metadata(&net).unwrap(),
+        ));
+        let hostname = std::process::Command::new("nsenter")
+            .arg(format!("--uts={}", ns_dir.join("uts").display()))
+            .args(["cat", "/proc/sys/kernel/hostname"])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&hostname.stdout).trim(), name);
+    }
+    assert_ne!(nets[0], nets[1]);
+    // Refilled to four sets again, off the RPCs' path.
+    wait_pool(&env, 12).await;
+    let log = env.daemon.log();
+    assert!(!log.contains("filling the namespace pool"), "{log}");
+
+    env.daemon.kill().unwrap();
+    env.daemon.start().await.unwrap();
+    // The old sets were swept and four new ones made (not eight).
+    wait_pool(&env, 12).await;
+    let mut c = env.client().await;
+    let pods = c
+        .runtime
+        .list_pod_sandbox(ListPodSandboxRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(pods.len(), 2, "pods survive the restart");
+    env.daemon.stop().await.unwrap();
+    assert_eq!(pool_pins(&env), 0, "a graceful stop drains the pool");
+}

@@ -264,3 +264,137 @@ pub fn unpin(dir: &Path) -> Result<(), SandboxError> {
     }
     Ok(())
 }
+
+/// Network, IPC and UTS namespaces made ahead of RunPodSandbox: creating a
+/// network namespace and bind-mounting three namespace files is most of a
+/// pod's set-up time, and none of it depends on the pod. Each entry is a
+/// directory of pins (`net`, `ipc`, `uts`) in the pool's directory; a pod
+/// claims one by renaming it to its own `ns` directory (the pins move with
+/// it) and setting its hostname inside. The pool lives in the run root, so
+/// it shares a filesystem with the pods' directories.
+pub struct NsPool {
+    dir: PathBuf,
+    size: usize,
+    ready: std::sync::Mutex<Vec<PathBuf>>,
+    filling: std::sync::atomic::AtomicBool,
+    seq: std::sync::atomic::AtomicU64,
+}
+
+impl NsPool {
+    /// Opens the pool at `dir`, dropping whatever an earlier daemon left
+    /// there (its entries were never handed to a pod). Fill it with
+    /// [`NsPool::fill`].
+    pub fn open(dir: &Path, size: usize) -> Result<NsPool, SandboxError> {
+        std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+        let entries = std::fs::read_dir(dir).map_err(io(format!("reading {}", dir.display())))?;
+        for e in entries.flatten() {
+            let p = e.path();
+            unpin(&p)?;
+            std::fs::remove_dir_all(&p).map_err(io(format!("removing {}", p.display())))?;
+        }
+        Ok(NsPool {
+            dir: dir.to_path_buf(),
+            size,
+            ready: std::sync::Mutex::new(Vec::new()),
+            filling: std::sync::atomic::AtomicBool::new(false),
+            seq: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    fn ready(&self) -> std::sync::MutexGuard<'_, Vec<PathBuf>> {
+        self.ready.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Namespace sets ready to be claimed.
+    pub fn available(&self) -> usize {
+        self.ready().len()
+    }
+
+    /// Makes namespace sets until the pool is full (blocking). One filler
+    /// at a time; a second call returns at once.
+    pub fn fill(&self) -> Result<(), SandboxError> {
+        use std::sync::atomic::Ordering;
+        loop {
+            if self.filling.swap(true, Ordering::AcqRel) {
+                return Ok(());
+            }
+            let result = (|| {
+                while self.available() < self.size {
+                    let n = self.seq.fetch_add(1, Ordering::Relaxed);
+                    let entry = self.dir.join(n.to_string());
+                    pin(&entry, &NsKind::ALL, None)?;
+                    self.ready().push(entry);
+                }
+                Ok(())
+            })();
+            self.filling.store(false, Ordering::Release);
+            // A claim between the last check and the store found a filler
+            // still running and left: look once more.
+            if result.is_err() || self.available() >= self.size {
+                return result;
+            }
+        }
+    }
+
+    /// Moves a ready set to `target` (which must not exist) and sets
+    /// `hostname` in its UTS namespace. None when the pool is empty; on
+    /// error nothing stays pinned at `target`.
+    pub fn claim(&self, target: &Path, hostname: &str) -> Option<Result<Pinned, SandboxError>> {
+        let entry = self.ready().pop()?;
+        Some(claim_entry(&entry, target, hostname))
+    }
+
+    /// Unpins every ready set (daemon shutdown).
+    pub fn drain(&self) {
+        let entries = std::mem::take(&mut *self.ready());
+        for e in entries {
+            let _ = unpin(&e);
+            let _ = std::fs::remove_dir_all(&e);
+        }
+    }
+}
+
+fn claim_entry(entry: &Path, target: &Path, hostname: &str) -> Result<Pinned, SandboxError> {
+    if let Err(e) = std::fs::rename(entry, target) {
+        let _ = unpin(entry);
+        let _ = std::fs::remove_dir_all(entry);
+        return Err(io(format!(
+            "moving {} to {}",
+            entry.display(),
+            target.display()
+        ))(e));
+    }
+    let uts = pin_path(target, NsKind::Uts);
+    if !hostname.is_empty() {
+        // setns into the pod's UTS namespace on a thread of its own, which
+        // ends afterwards: sethostname acts on the caller's namespace.
+        let path = uts.clone();
+        let name = hostname.to_string();
+        let set = std::thread::Builder::new()
+            .name("crius-pinns".into())
+            .spawn(move || -> Result<(), SandboxError> {
+                let f = std::fs::File::open(&path)
+                    .map_err(io(format!("opening {}", path.display())))?;
+                nix::sched::setns(&f, CloneFlags::CLONE_NEWUTS)
+                    .map_err(sys(format!("entering {}", path.display())))?;
+                nix::unistd::sethostname(&name).map_err(sys(format!("sethostname {name:?}")))
+            })
+            .map_err(io("starting the namespace thread"))?
+            .join()
+            .unwrap_or_else(|_| {
+                Err(SandboxError::Io {
+                    what: "namespace thread".into(),
+                    source: std::io::Error::other("panicked"),
+                })
+            });
+        if let Err(e) = set {
+            let _ = unpin(target);
+            return Err(e);
+        }
+    }
+    Ok(Pinned {
+        net: Some(pin_path(target, NsKind::Net)),
+        ipc: Some(pin_path(target, NsKind::Ipc)),
+        uts: Some(uts),
+    })
+}

@@ -110,3 +110,52 @@ fn namespaces_pinned_while_other_work_runs_and_undone_when_abandoned() {
     assert_eq!(mounts_under(&dir), 0);
     assert!(!ns::pin_path(&dir, ns::NsKind::Net).exists());
 }
+
+#[test]
+fn namespace_pool_fills_hands_out_fresh_sets_and_sweeps_leftovers() {
+    crius_test_support::require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let pool_dir = tmp.path().join("pool");
+    // Leftovers of an earlier daemon: swept at open.
+    ns::pin(&pool_dir.join("old"), &ns::NsKind::ALL, None).unwrap();
+    assert_eq!(mounts_under(&pool_dir), 3);
+    let pool = ns::NsPool::open(&pool_dir, 2).unwrap();
+    assert_eq!(mounts_under(&pool_dir), 0);
+    assert!(!pool_dir.join("old").exists());
+    pool.fill().unwrap();
+    assert_eq!((pool.available(), mounts_under(&pool_dir)), (2, 6));
+
+    let pods = tmp.path().join("pods");
+    std::fs::create_dir_all(pods.join("a")).unwrap();
+    std::fs::create_dir_all(pods.join("b")).unwrap();
+    let a = pool.claim(&pods.join("a/ns"), "pod-a").unwrap().unwrap();
+    let b = pool.claim(&pods.join("b/ns"), "pod-b").unwrap().unwrap();
+    assert!(pool.claim(&pods.join("c"), "pod-c").is_none(), "empty pool");
+    assert_eq!(mounts_under(&pool_dir), 0, "the pins moved with the sets");
+    let ino = |p: &std::path::PathBuf| std::fs::metadata(p).unwrap().ino();
+    let (a_net, b_net) = (a.net.clone().unwrap(), b.net.clone().unwrap());
+    assert!(ns::is_pinned(&a_net) && ns::is_pinned(&b_net));
+    assert_ne!(ino(&a_net), ino(&b_net), "each pod its own network");
+    assert_ne!(
+        ino(&a_net),
+        std::fs::metadata("/proc/self/ns/net").unwrap().ino()
+    );
+    // The claim set each pod's hostname; loopback came up in the pool.
+    for (p, name) in [(&a, "pod-a"), (&b, "pod-b")] {
+        let uts_arg = format!("--uts={}", p.uts.as_ref().unwrap().display());
+        assert_eq!(
+            nsenter(&[&uts_arg, "cat", "/proc/sys/kernel/hostname"]).trim(),
+            name
+        );
+        let net_arg = format!("--net={}", p.net.as_ref().unwrap().display());
+        assert!(nsenter(&[&net_arg, "ip", "-o", "link"]).contains(",UP"));
+    }
+    // Refilled with new sets; drained at shutdown.
+    pool.fill().unwrap();
+    assert_eq!(pool.available(), 2);
+    pool.drain();
+    assert_eq!((pool.available(), mounts_under(&pool_dir)), (0, 0));
+    ns::unpin(&pods.join("a/ns")).unwrap();
+    ns::unpin(&pods.join("b/ns")).unwrap();
+    assert_eq!(mounts_under(tmp.path()), 0);
+}

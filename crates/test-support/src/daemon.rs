@@ -282,8 +282,27 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
+    /// A crash, then whatever the daemon held mounted under its directory
+    /// (the namespace pool, anything a failed test left) is detached, so
+    /// the temporary directory can go and nothing stays pinned.
     fn drop(&mut self) {
         let _ = self.kill();
+        unmount_all_under(self.dir());
+    }
+}
+
+/// Lazily unmounts every mount at or under `dir`, deepest first.
+pub fn unmount_all_under(dir: &Path) {
+    let d = dir.display().to_string();
+    let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|m| m.starts_with(&d))
+        .collect();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in mounts {
+        let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
     }
 }
 

@@ -212,6 +212,8 @@ pub struct Manager {
     names: Mutex<HashMap<String, String>>,
     /// Image volume views in use: image id → containers using it.
     volume_users: Mutex<HashMap<String, usize>>,
+    /// Namespace sets made ahead of RunPodSandbox (None: pool size 0).
+    ns_pool: Option<Arc<crius_sandbox::ns::NsPool>>,
 }
 
 /// Resolves an id or unique id prefix in an index; errors name the field.
@@ -298,6 +300,14 @@ impl Manager {
             max_nofile: crius_oci_runtime::probe::own_nofile_limit(),
             lsm: LsmHost::read(&cfg.apparmor_default_profile),
         };
+        let ns_pool = if cfg.namespace_pool_size > 0 {
+            let dir = cfg.runroot.join("ns-pool");
+            let pool = crius_sandbox::ns::NsPool::open(&dir, cfg.namespace_pool_size)
+                .map_err(|e| format!("namespace pool {}: {e}", dir.display()))?;
+            Some(Arc::new(pool))
+        } else {
+            None
+        };
         let m = Arc::new(Manager {
             cfg,
             db: Arc::new(db),
@@ -309,9 +319,39 @@ impl Manager {
             containers: RwLock::new(HashMap::new()),
             names: Mutex::new(HashMap::new()),
             volume_users: Mutex::new(HashMap::new()),
+            ns_pool,
         });
         m.recover().map_err(|e| format!("recovering state: {e}"))?;
+        m.refill_ns_pool();
         Ok(m)
+    }
+
+    /// Tops the namespace pool up on a thread of its own (never in the way
+    /// of an RPC; a failure only means pods make their own).
+    pub(crate) fn refill_ns_pool(&self) {
+        if let Some(pool) = self.ns_pool.clone() {
+            let _ = std::thread::Builder::new()
+                .name("crius-ns-pool".into())
+                .spawn(move || {
+                    // SCHED_IDLE (inherited by the pinning threads it
+                    // starts): the pool is refilled with CPU time nobody
+                    // else wants, never at the expense of the next RPC.
+                    let idle = libc::sched_param { sched_priority: 0 };
+                    // SAFETY: plain syscall on the calling thread.
+                    unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &idle) };
+                    if let Err(e) = pool.fill() {
+                        tracing::warn!(error = %e, "filling the namespace pool");
+                    }
+                });
+        }
+    }
+
+    /// Releases what the daemon holds for itself alone (the namespace
+    /// pool) at shutdown; pods and containers stay.
+    pub fn shutdown(&self) {
+        if let Some(pool) = &self.ns_pool {
+            pool.drain();
+        }
     }
 
     fn host_limits(&self, cgroup_parent: &str) -> HostLimits {

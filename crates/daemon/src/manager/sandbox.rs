@@ -104,6 +104,12 @@ fn remove_dir(dir: &Path) -> Result<()> {
     }
 }
 
+/// A pod's namespaces: taken from the pool, or being pinned.
+enum NsSetup {
+    Claimed(ns::Pinned),
+    Pending(ns::PendingPin),
+}
+
 /// Sets up a pod's host state (blocking). On error the caller tears down.
 fn setup(
     rec: &mut PodRecord,
@@ -111,6 +117,7 @@ fn setup(
     shm_size: u64,
     monitor: &Path,
     runroot: &Path,
+    pool: Option<&ns::NsPool>,
 ) -> Result<()> {
     let (net, ipc, pid) = pod_modes(config)?;
     std::fs::create_dir_all(&rec.dir)
@@ -139,8 +146,24 @@ fn setup(
         config.hostname.clone()
     };
     let t0 = std::time::Instant::now();
-    // The kernel makes the namespaces on a thread of their own meanwhile.
-    let pending = ns::start_pin(&rec.dir.join("ns"), &kinds, Some(&hostname))?;
+    let ns_dir = rec.dir.join("ns");
+    // A set made ahead when the pod shares none of the host's namespaces;
+    // otherwise the kernel makes them on a thread of their own meanwhile.
+    let claimed = match pool {
+        Some(pool) if kinds.len() == ns::NsKind::ALL.len() => pool.claim(&ns_dir, &hostname),
+        _ => None,
+    };
+    let ns_setup = match claimed {
+        Some(Ok(p)) => NsSetup::Claimed(p),
+        other => {
+            if let Some(Err(e)) = other {
+                // The pool is an optimisation: a set that cannot be claimed
+                // (nothing stays of it) only means this pod makes its own.
+                tracing::warn!(error = %e, "claiming namespaces from the pool");
+            }
+            NsSetup::Pending(ns::start_pin(&ns_dir, &kinds, Some(&hostname))?)
+        }
+    };
     write_pod_files(&rec.dir, config, &hostname, host_net)?;
     if !host_ipc {
         let p = rec.dir.join("shm");
@@ -148,7 +171,10 @@ fn setup(
         rec.shm = Some(p);
     }
     let files_at = t0.elapsed();
-    let pinned = pending.wait()?;
+    let pinned = match ns_setup {
+        NsSetup::Claimed(p) => p,
+        NsSetup::Pending(p) => p.wait()?,
+    };
     let pinned_at = t0.elapsed();
     rec.netns = pinned.net;
     rec.utsns = pinned.uts;
@@ -275,11 +301,19 @@ impl Manager {
         let cfg2 = config.clone();
         let monitor = self.monitor.clone();
         let runroot = self.cfg.runroot.clone();
+        let pool = self.ns_pool.clone();
         let result = blocking(move || {
             // No record before the side effects: a daemon killed meanwhile
             // finds the pod's directory without a record and tears it down
             // (recover.rs), which costs no fsync here.
-            match setup(&mut rec, &cfg2, shm_size, &monitor, &runroot) {
+            match setup(
+                &mut rec,
+                &cfg2,
+                shm_size,
+                &monitor,
+                &runroot,
+                pool.as_deref(),
+            ) {
                 Ok(()) => {
                     rec.phase = PodPhase::Ready;
                     let t = std::time::Instant::now();
@@ -302,6 +336,7 @@ impl Manager {
         match result {
             Ok(rec) => {
                 tracing::info!("pod sandbox ready");
+                self.refill_ns_pool();
                 self.pods
                     .write()
                     .unwrap_or_else(|p| p.into_inner())

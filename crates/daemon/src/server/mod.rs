@@ -206,6 +206,8 @@ impl Server {
             h.abort();
         }
         remove_socket_if_ours(&config.listen, socket_ino);
+        let m = manager.clone();
+        let _ = tokio::task::spawn_blocking(move || m.shutdown()).await;
         match result {
             Ok(r) => r.map_err(ServerError::from),
             Err(join) => Err(ServerError::Io {

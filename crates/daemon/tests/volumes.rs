@@ -247,3 +247,41 @@ async fn image_volumes_end_to_end(handler: &str) {
         mounts_under(env.daemon.dir())
     );
 }
+
+/// Mount ids of the image volume views (mountinfo's first field).
+fn view_mount_ids(env: &Env) -> Vec<String> {
+    views(env)
+        .iter()
+        .filter_map(|l| l.split(' ').next().map(str::to_string))
+        .collect()
+}
+
+/// Containers created at once share one view of a single-layer image (a
+/// bind mount from the same file system, which a device-number check took
+/// for unmounted): every create succeeds and the view is never remounted
+/// under the others.
+#[tokio::test]
+async fn concurrent_creates_share_one_view() {
+    let env = env("").await;
+    let mut c = env.client().await;
+    let pc = pod_config("vol-par", &env.logs);
+    let pod = run_pod(&mut c, pc.clone(), "runc").await;
+    let mut first = container_config("first", &env.image, &["sleep", "300"]);
+    first.mounts.push(image_mount("/vol", &env.image, ""));
+    create(&mut c, &pod, &pc, first).await.unwrap();
+    let before = view_mount_ids(&env);
+    assert_eq!(before.len(), 1, "{:?}", views(&env));
+    let creates = (0..6).map(|i| {
+        let mut c = c.clone();
+        let (pod, pc) = (pod.clone(), pc.clone());
+        let mut cc = container_config(&format!("par-{i}"), &env.image, &["sleep", "300"]);
+        cc.mounts.push(image_mount("/vol", &env.image, ""));
+        async move { create(&mut c, &pod, &pc, cc).await }
+    });
+    for r in futures_util::future::join_all(creates).await {
+        r.unwrap();
+    }
+    assert_eq!(view_mount_ids(&env), before, "the view was remounted");
+    remove_pod(&mut c, &pod).await;
+    assert!(views(&env).is_empty(), "{:?}", views(&env));
+}

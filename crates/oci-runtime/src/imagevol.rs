@@ -178,6 +178,43 @@ pub fn bind_sub_path(fd: &OwnedFd, kind: SubPathKind, target: &Path) -> Result<(
     bind_read_only(&source, target)
 }
 
+/// Whether `p` is a mount point. A bind mount from the same file system
+/// has its parent's device number, so comparing devices is not enough:
+/// statx's STATX_ATTR_MOUNT_ROOT says it (Linux 5.8+), and
+/// /proc/self/mountinfo where the kernel does not report that attribute.
+pub fn is_mount_point(p: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: a NUL-terminated path and a zeroed statx buffer the kernel
+    // fills.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    let rc = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+            libc::STATX_BASIC_STATS,
+            &mut stx,
+        )
+    };
+    if rc != 0 {
+        return false;
+    }
+    let bit = libc::STATX_ATTR_MOUNT_ROOT as u64;
+    if stx.stx_attributes_mask & bit != 0 {
+        return stx.stx_attributes & bit != 0;
+    }
+    let want = p.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|m| {
+            m.lines()
+                .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+        })
+        .unwrap_or(false)
+}
+
 /// Unmounts a view or a sub path bind (idempotent) and removes the mount
 /// point.
 pub fn unmount(target: &Path) -> Result<(), VolumeError> {

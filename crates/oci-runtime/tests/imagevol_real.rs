@@ -112,7 +112,13 @@ fn single_dir_view_is_a_read_only_bind() {
     write(&content.join("dir/file"), "1", 0o644);
     write(&content.join("file"), "2", 0o755);
     let view = tmp.path().join("view");
+    assert!(!imagevol::is_mount_point(&view));
     imagevol::mount_view(std::slice::from_ref(&content), &view).unwrap();
+    // A bind from the same file system keeps its parent's device number;
+    // it is a mount point all the same (the shared-view bookkeeping
+    // remounted it under running creates when it looked unmounted).
+    assert!(imagevol::is_mount_point(&view));
+    assert!(!imagevol::is_mount_point(&content));
     assert_eq!(std::fs::read_to_string(view.join("dir/file")).unwrap(), "1");
     assert_eq!(
         std::fs::write(view.join("x"), "w")
@@ -127,6 +133,7 @@ fn single_dir_view_is_a_read_only_bind() {
     // The source itself stays writable: only the view is read-only.
     std::fs::write(content.join("x"), "w").unwrap();
     imagevol::unmount(&view).unwrap();
+    assert!(!imagevol::is_mount_point(&view));
     assert_eq!(mounts_under(tmp.path()), 0);
     assert!(matches!(
         imagevol::mount_view(&[], &view),

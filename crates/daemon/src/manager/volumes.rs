@@ -114,7 +114,7 @@ impl Manager {
         let n = users.entry(rec.id.clone()).or_insert(0);
         // Mounted on first use — or again after a reboot emptied runroot
         // while exited containers still counted as users.
-        if *n == 0 || !is_mounted(&view) {
+        if *n == 0 || !imagevol::is_mount_point(&view) {
             let lower = if rec.is_artifact() {
                 vec![self.images.artifact_dir(rec)]
             } else {
@@ -156,16 +156,5 @@ impl Manager {
         for id in image_ids {
             self.release_view(id);
         }
-    }
-}
-
-/// Whether a file system is mounted at `p` (its device differs from its
-/// parent's).
-fn is_mounted(p: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev());
-    match (dev(p), p.parent().map(dev)) {
-        (Ok(a), Some(Ok(b))) => a != b,
-        _ => false,
     }
 }

@@ -302,9 +302,14 @@ impl Manager {
         };
         let ns_pool = if cfg.namespace_pool_size > 0 {
             let dir = cfg.runroot.join("ns-pool");
-            let pool = crius_sandbox::ns::NsPool::open(&dir, cfg.namespace_pool_size)
-                .map_err(|e| format!("namespace pool {}: {e}", dir.display()))?;
-            Some(Arc::new(pool))
+            match crius_sandbox::ns::NsPool::open(&dir, cfg.namespace_pool_size) {
+                Ok(pool) => Some(Arc::new(pool)),
+                Err(e) => {
+                    // An optimisation only: pods pin their own namespaces.
+                    tracing::warn!(dir = %dir.display(), error = %e, "namespace pool disabled");
+                    None
+                }
+            }
         } else {
             None
         };

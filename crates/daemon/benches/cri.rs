@@ -139,17 +139,23 @@ fn floor(
             .status()
             .unwrap()
     };
-    for i in 0..n {
-        let i = round * 1000 + i;
-        // The CRI shape: create, then start, two runtime processes.
-        spec["linux"]["cgroupsPath"] = format!("/crius-bench-floor/s{i}").into();
-        let rootfs = fresh_rootfs(&format!("s{i}"));
+    // A bundle for one run: its own cgroup and a fresh rootfs (returned,
+    // to be dropped after the run).
+    let stage = |spec: &mut serde_json::Value, tag: String| {
+        spec["linux"]["cgroupsPath"] = format!("/crius-bench-floor/{tag}").into();
+        let rootfs = fresh_rootfs(&tag);
         spec["root"]["path"] = rootfs.display().to_string().into();
         std::fs::write(
             bundle.join("config.json"),
-            serde_json::to_vec(&spec).unwrap(),
+            serde_json::to_vec(spec).unwrap(),
         )
         .unwrap();
+        rootfs
+    };
+    for i in 0..n {
+        let i = round * 1000 + i;
+        // The CRI shape: create, then start, two runtime processes.
+        let rootfs = stage(&mut spec, format!("s{i}"));
         let id = format!("split-{i}");
         let t = Instant::now();
         assert!(runc(&["create", "--bundle", bundle.to_str().unwrap(), &id]).success());
@@ -157,45 +163,17 @@ fn floor(
         split.push(t.elapsed());
         let _ = runc(&["delete", "--force", &id]);
         drop_rootfs(&rootfs);
-        spec["linux"]["cgroupsPath"] = format!("/crius-bench-floor/f{i}").into();
-        let rootfs = fresh_rootfs(&format!("f{i}"));
-        spec["root"]["path"] = rootfs.display().to_string().into();
-        std::fs::write(
-            bundle.join("config.json"),
-            serde_json::to_vec(&spec).unwrap(),
-        )
-        .unwrap();
+        let rootfs = stage(&mut spec, format!("f{i}"));
         let id = format!("floor-{i}");
         let t = Instant::now();
-        let st = Command::new("runc")
-            .arg("--root")
-            .arg(&state)
-            .args(["run", "--detach", "--bundle"])
-            .arg(&bundle)
-            .arg(&id)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .unwrap();
+        let st = runc(&["run", "--detach", "--bundle", bundle.to_str().unwrap(), &id]);
         times.push(t.elapsed());
         assert!(st.success(), "bare runc run failed");
-        let _ = Command::new("runc")
-            .arg("--root")
-            .arg(&state)
-            .args(["delete", "--force", &id])
-            .output();
+        let _ = runc(&["delete", "--force", &id]);
         drop_rootfs(&rootfs);
         // The CRI shape under crius-monitor, as crius runs it (the monitor's
         // cost on its own).
-        spec["linux"]["cgroupsPath"] = format!("/crius-bench-floor/m{i}").into();
-        let rootfs = fresh_rootfs(&format!("m{i}"));
-        spec["root"]["path"] = rootfs.display().to_string().into();
-        std::fs::write(
-            bundle.join("config.json"),
-            serde_json::to_vec(&spec).unwrap(),
-        )
-        .unwrap();
+        let rootfs = stage(&mut spec, format!("m{i}"));
         let id = format!("mon-{i}");
         let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
         let t = Instant::now();
@@ -237,14 +215,7 @@ fn floor(
         let _ = runc(&["delete", "--force", &id]);
         drop_rootfs(&rootfs);
 
-        spec_own["linux"]["cgroupsPath"] = format!("/crius-bench-floor/o{i}").into();
-        let rootfs = fresh_rootfs(&format!("o{i}"));
-        spec_own["root"]["path"] = rootfs.display().to_string().into();
-        std::fs::write(
-            bundle.join("config.json"),
-            serde_json::to_vec(&spec_own).unwrap(),
-        )
-        .unwrap();
+        let rootfs = stage(&mut spec_own, format!("o{i}"));
         let id = format!("own-{i}");
         let t = Instant::now();
         assert!(runc(&["run", "--detach", "--bundle", bundle.to_str().unwrap(), &id]).success());

@@ -163,13 +163,7 @@ async fn users_readonly_rootfs_exec_timeout_and_bad_input() {
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
     let list = list_all(&mut c).await;
     assert_eq!(list.len(), 1, "{list:?}");
-    let pods = c
-        .runtime
-        .list_pod_sandbox(ListPodSandboxRequest { filter: None })
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+    let pods = list_pods(&mut c).await;
     assert_eq!(pods.len(), 1);
 
     // RemoveImage refuses while a container uses the image.

@@ -429,13 +429,7 @@ async fn namespace_pool_hands_out_fresh_namespaces() {
     // The old sets were swept and four new ones made (not eight).
     wait_pool(&env, 12).await;
     let mut c = env.client().await;
-    let pods = c
-        .runtime
-        .list_pod_sandbox(ListPodSandboxRequest { filter: None })
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+    let pods = list_pods(&mut c).await;
     assert_eq!(pods.len(), 2, "pods survive the restart");
     env.daemon.stop().await.unwrap();
     assert_eq!(pool_pins(&env), 0, "a graceful stop drains the pool");

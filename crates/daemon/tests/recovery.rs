@@ -57,13 +57,7 @@ async fn kill_9_keeps_pods_and_containers_manageable() {
     env.daemon.start().await.unwrap();
     let mut c = env.client().await;
 
-    let pods = c
-        .runtime
-        .list_pod_sandbox(ListPodSandboxRequest { filter: None })
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+    let pods = list_pods(&mut c).await;
     assert_eq!(pods.len(), 1);
     assert_eq!(pods[0].id, pod);
     assert_eq!(pods[0].state, PodSandboxState::SandboxReady as i32);
@@ -251,13 +245,7 @@ async fn kill_9_mid_run_pod_sandbox() {
     std::fs::remove_file(&hold).unwrap();
     env.daemon.start().await.unwrap();
     c = env.client().await;
-    let pods = c
-        .runtime
-        .list_pod_sandbox(ListPodSandboxRequest { filter: None })
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+    let pods = list_pods(&mut c).await;
     assert!(pods.is_empty(), "{pods:?}");
     assert!(
         mounts_under(&env.daemon.runroot).is_empty(),

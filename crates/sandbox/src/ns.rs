@@ -66,7 +66,7 @@ pub fn pin(dir: &Path, kinds: &[NsKind], hostname: Option<&str>) -> Result<Pinne
 pub struct PendingPin {
     dir: PathBuf,
     kinds: Vec<NsKind>,
-    worker: Option<std::thread::JoinHandle<Result<(), SandboxError>>>,
+    worker: Option<NsThread>,
 }
 
 /// [`pin`] without waiting: the caller can do other work (the pod's files)
@@ -91,10 +91,7 @@ pub fn start_pin(
     let worker = {
         let dir = dir.clone();
         let kinds = kinds.clone();
-        std::thread::Builder::new()
-            .name("crius-pinns".into())
-            .spawn(move || pin_in_this_thread(&dir, &kinds, hostname.as_deref()))
-            .map_err(io("starting the namespace thread"))?
+        spawn_ns_thread(move || pin_in_this_thread(&dir, &kinds, hostname.as_deref()))?
     };
     Ok(PendingPin {
         dir,
@@ -107,12 +104,7 @@ impl PendingPin {
     /// The pinned namespaces; on error nothing stays pinned.
     pub fn wait(mut self) -> Result<Pinned, SandboxError> {
         let result = match self.worker.take() {
-            Some(w) => w.join().unwrap_or_else(|_| {
-                Err(SandboxError::Io {
-                    what: "namespace thread".into(),
-                    source: std::io::Error::other("panicked"),
-                })
-            }),
+            Some(w) => join_ns_thread(w),
             None => Ok(()),
         };
         match result {
@@ -146,6 +138,28 @@ impl Drop for PendingPin {
             let _ = unpin(&self.dir);
         }
     }
+}
+
+type NsThread = std::thread::JoinHandle<Result<(), SandboxError>>;
+
+/// Starts `f` on a thread of its own: namespace changes (unshare, setns)
+/// act on the calling thread, so they never touch the caller's.
+fn spawn_ns_thread(
+    f: impl FnOnce() -> Result<(), SandboxError> + Send + 'static,
+) -> Result<NsThread, SandboxError> {
+    std::thread::Builder::new()
+        .name("crius-pinns".into())
+        .spawn(f)
+        .map_err(io("starting the namespace thread"))
+}
+
+fn join_ns_thread(t: NsThread) -> Result<(), SandboxError> {
+    t.join().unwrap_or_else(|_| {
+        Err(SandboxError::Io {
+            what: "namespace thread".into(),
+            source: std::io::Error::other("panicked"),
+        })
+    })
 }
 
 /// Runs on a thread of its own, which ends afterwards: its namespaces are
@@ -310,6 +324,11 @@ impl NsPool {
         self.ready().len()
     }
 
+    /// Whether the pool holds fewer sets than it should.
+    pub fn needs_fill(&self) -> bool {
+        self.available() < self.size
+    }
+
     /// Makes namespace sets until the pool is full (blocking). One filler
     /// at a time; a second call returns at once.
     pub fn fill(&self) -> Result<(), SandboxError> {
@@ -319,7 +338,7 @@ impl NsPool {
                 return Ok(());
             }
             let result = (|| {
-                while self.available() < self.size {
+                while self.needs_fill() {
                     let n = self.seq.fetch_add(1, Ordering::Relaxed);
                     let entry = self.dir.join(n.to_string());
                     pin(&entry, &NsKind::ALL, None)?;
@@ -330,7 +349,7 @@ impl NsPool {
             self.filling.store(false, Ordering::Release);
             // A claim between the last check and the store found a filler
             // still running and left: look once more.
-            if result.is_err() || self.available() >= self.size {
+            if result.is_err() || !self.needs_fill() {
                 return result;
             }
         }
@@ -370,23 +389,14 @@ fn claim_entry(entry: &Path, target: &Path, hostname: &str) -> Result<Pinned, Sa
         // ends afterwards: sethostname acts on the caller's namespace.
         let path = uts.clone();
         let name = hostname.to_string();
-        let set = std::thread::Builder::new()
-            .name("crius-pinns".into())
-            .spawn(move || -> Result<(), SandboxError> {
-                let f = std::fs::File::open(&path)
-                    .map_err(io(format!("opening {}", path.display())))?;
-                nix::sched::setns(&f, CloneFlags::CLONE_NEWUTS)
-                    .map_err(sys(format!("entering {}", path.display())))?;
-                nix::unistd::sethostname(&name).map_err(sys(format!("sethostname {name:?}")))
-            })
-            .map_err(io("starting the namespace thread"))?
-            .join()
-            .unwrap_or_else(|_| {
-                Err(SandboxError::Io {
-                    what: "namespace thread".into(),
-                    source: std::io::Error::other("panicked"),
-                })
-            });
+        let set = spawn_ns_thread(move || {
+            let f =
+                std::fs::File::open(&path).map_err(io(format!("opening {}", path.display())))?;
+            nix::sched::setns(&f, CloneFlags::CLONE_NEWUTS)
+                .map_err(sys(format!("entering {}", path.display())))?;
+            nix::unistd::sethostname(&name).map_err(sys(format!("sethostname {name:?}")))
+        })
+        .and_then(join_ns_thread);
         if let Err(e) = set {
             let _ = unpin(target);
             return Err(e);

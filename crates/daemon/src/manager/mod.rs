@@ -334,7 +334,8 @@ impl Manager {
     /// Tops the namespace pool up on a thread of its own (never in the way
     /// of an RPC; a failure only means pods make their own).
     pub(crate) fn refill_ns_pool(&self) {
-        if let Some(pool) = self.ns_pool.clone() {
+        // A pod on the host's namespaces took nothing: no thread needed.
+        if let Some(pool) = self.ns_pool.clone().filter(|p| p.needs_fill()) {
             let _ = std::thread::Builder::new()
                 .name("crius-ns-pool".into())
                 .spawn(move || {

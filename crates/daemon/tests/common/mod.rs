@@ -362,6 +362,16 @@ pub async fn list_all(c: &mut CriClient) -> Vec<Container> {
         .containers
 }
 
+/// Every pod sandbox, unfiltered.
+pub async fn list_pods(c: &mut CriClient) -> Vec<PodSandbox> {
+    c.runtime
+        .list_pod_sandbox(ListPodSandboxRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .items
+}
+
 /// ContainerStatus's verbose `info`, parsed.
 pub async fn verbose_info(c: &mut CriClient, id: &str) -> serde_json::Value {
     let info = c

@@ -392,6 +392,9 @@ fn main() {
         pod_sandbox_id: pod,
     }))
     .unwrap();
+    if let Ok(p) = std::env::var("CRIUS_BENCH_LOG_OUT") {
+        std::fs::write(p, daemon.log()).unwrap();
+    }
     if std::env::var("CRIUS_BENCH_LOG").is_ok() {
         print_breakdown(&daemon.log(), ROUNDS * (PER_ROUND + 2));
     }

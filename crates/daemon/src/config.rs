@@ -73,6 +73,9 @@ pub struct Config {
     /// Network/IPC/UTS namespace sets made ahead of RunPodSandbox (0: make
     /// each pod's when it is run).
     pub namespace_pool_size: usize,
+    /// crius-monitor processes started ahead of CreateContainer (0: start
+    /// each container's when it is created).
+    pub monitor_pool_size: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +115,7 @@ impl Default for Config {
             shm_size: 64 * 1024 * 1024,
             stop_pod_grace_seconds: 10,
             namespace_pool_size: 4,
+            monitor_pool_size: 2,
         }
     }
 }
@@ -371,6 +375,7 @@ mod tests {
             shm_size: 1 << 20,
             stop_pod_grace_seconds: 3,
             namespace_pool_size: 0,
+            monitor_pool_size: 7,
         };
         assert_eq!(Config::from_toml_str(&c.to_toml()).unwrap(), c);
     }

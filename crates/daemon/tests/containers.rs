@@ -433,3 +433,155 @@ async fn host_path_propagation_and_args_rules() {
     }
     assert!(mounts_under(env.daemon.dir()).is_empty());
 }
+
+/// The pipe inodes a process holds open.
+fn pipes_of(pid: u32) -> std::collections::HashSet<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .map(|l| l.to_string_lossy().into_owned())
+                .filter(|l| l.starts_with("pipe:"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Standby monitors of the daemon `daemon`: `crius-monitor standby`
+/// processes whose job pipe (their fd 0) the daemon holds the other end of.
+fn standbys_of(daemon: u32) -> Vec<i32> {
+    let held = pipes_of(daemon);
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            cmd.contains("crius-monitor\0standby\0")
+                && std::fs::read_link(format!("/proc/{pid}/fd/0"))
+                    .is_ok_and(|l| held.contains(l.to_string_lossy().as_ref()))
+        })
+        .collect()
+}
+
+async fn wait_standbys(daemon: u32, n: usize) -> Vec<i32> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = standbys_of(daemon);
+        if s.len() == n {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} standby monitors, not {n}",
+            s.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn policy(pid: i32) -> i32 {
+    // SAFETY: plain syscall reading another process's policy.
+    unsafe { libc::sched_getscheduler(pid) }
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+/// The monitor pool (2 by default): the daemon starts monitors ahead at
+/// idle priority; CreateContainer hands one its job (the container's
+/// monitor is a pooled process, now named by the container's id, at
+/// normal priority, as is the container); the pool refills; standbys
+/// leave when the daemon is killed (their job pipe closes) or stops, and
+/// the containers they took stay manageable across the restart.
+#[tokio::test]
+async fn monitor_pool_hands_out_started_monitors() {
+    let mut env = env("").await;
+    let daemon = env.daemon.pid().unwrap();
+    let first = wait_standbys(daemon, 2).await;
+    for pid in &first {
+        assert_eq!(policy(*pid), libc::SCHED_IDLE, "standby filled at idle");
+    }
+    let mut c = env.client().await;
+    let pc = pod_config("mon-pool", &env.logs);
+    let pod = run_pod(&mut c, pc.clone(), "runc").await;
+    let id = create(
+        &mut c,
+        &pod,
+        &pc,
+        container_config("app", &env.image, &["sleep", "300"]),
+    )
+    .await
+    .unwrap();
+    start(&mut c, &id).await;
+    let info = verbose_info(&mut c, &id).await;
+    let pid = info["pid"].as_i64().unwrap() as i32;
+    let monitor = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .find(|p| {
+            let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            cmd.contains("crius-monitor") && cmd.contains(&format!("--id\0{id}\0"))
+        })
+        .expect("the container's monitor, named by its id");
+    assert!(first.contains(&monitor), "a pooled standby took the job");
+    assert_eq!(policy(monitor), libc::SCHED_OTHER, "monitor");
+    assert_eq!(policy(pid), libc::SCHED_OTHER, "container");
+    // Refilled with new standbys.
+    let refilled = wait_standbys(daemon, 2).await;
+    assert!(!refilled.contains(&monitor));
+
+    env.daemon.kill().unwrap();
+    for s in &refilled {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while alive(*s) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "standby {s} outlived its daemon"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert!(
+        alive(monitor) && alive(pid),
+        "the container outlives the daemon"
+    );
+    env.daemon.start().await.unwrap();
+    let daemon = env.daemon.pid().unwrap();
+    let again = wait_standbys(daemon, 2).await;
+    let mut c = env.client().await;
+    assert_eq!(
+        status(&mut c, &id).await.state,
+        ContainerState::ContainerRunning as i32
+    );
+    c.runtime
+        .stop_container(StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 0,
+        })
+        .await
+        .unwrap();
+    assert_eq!(status(&mut c, &id).await.exit_code, 137);
+    remove_pod(&mut c, &pod).await;
+    env.daemon.stop().await.unwrap();
+    for s in again {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while alive(s) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "standby {s} outlived a graceful stop"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

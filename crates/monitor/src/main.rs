@@ -9,16 +9,19 @@
 //! SIGUSR1 reopens the log (ReopenContainerLog). No async runtime: a poll
 //! loop over two pipes and a signalfd keeps it small.
 //!
-//! With `--go-fd N` the monitor is started ahead of time: it detaches and
-//! sets itself up, then waits for one byte on fd N before running the
-//! runtime, so its own start-up overlaps the daemon's work on the bundle.
-//! End of file instead (the daemon gave up, or died) makes it exit quietly
-//! having created nothing.
+//! `crius-monitor standby` is started ahead of any container: it detaches,
+//! sets itself up, says `ready <pid>` on fd 1, then reads its job from fd 0
+//! to end of file: the same arguments as the command line, NUL-separated.
+//! So its own start-up (exec, fork, set-up: about a millisecond) is out of
+//! the way of the create that takes it. An empty job (the daemon gave up,
+//! shut down or died) makes it exit quietly having created nothing. Its
+//! command line is rewritten to name the job (see `title`).
 
 use crius_monitor::crilog::{now_rfc3339_nano, LineSplitter, Stream};
 use crius_monitor::exitfile;
 
 mod pause;
+mod title;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -32,7 +35,8 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: crius-monitor --runtime PATH --runtime-root DIR --id ID --bundle DIR \
---log FILE --exit-file FILE --pid-file FILE --sync-fd N [--go-fd N] [--max-line BYTES] [--tty] [--runtime-arg ARG]...
+--log FILE --exit-file FILE --pid-file FILE --sync-fd N [--max-line BYTES] [--tty] [--runtime-arg ARG]...
+       crius-monitor standby [ROOM]   (job on fd 0, reports on fd 1)
        crius-monitor pause --id POD --sync-fd N";
 
 #[derive(Debug, Default)]
@@ -46,8 +50,6 @@ struct Args {
     exit_file: PathBuf,
     pid_file: PathBuf,
     sync_fd: i32,
-    /// Wait for a byte on this fd before creating (-1: create at once).
-    go_fd: i32,
     max_line: usize,
     /// The container has a terminal: receive the pty master from the
     /// runtime over a console socket and log it as stdout.
@@ -58,7 +60,6 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut a = Args {
         max_line: 16 * 1024,
         sync_fd: -1,
-        go_fd: -1,
         ..Default::default()
     };
     while let Some(flag) = it.next() {
@@ -77,11 +78,6 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
                     .parse()
                     .map_err(|_| "--sync-fd: not a number".to_string())?
             }
-            "--go-fd" => {
-                a.go_fd = value()?
-                    .parse()
-                    .map_err(|_| "--go-fd: not a number".to_string())?
-            }
             "--max-line" => {
                 a.max_line = value()?
                     .parse()
@@ -97,7 +93,6 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         || a.log.as_os_str().is_empty()
         || a.exit_file.as_os_str().is_empty()
         || a.pid_file.as_os_str().is_empty()
-        || a.sync_fd < 0
     {
         return Err("missing required arguments".into());
     }
@@ -109,38 +104,62 @@ fn open_log(path: &PathBuf) -> std::io::Result<File> {
 }
 
 fn main() -> ExitCode {
-    if std::env::args().nth(1).as_deref() == Some("pause") {
-        return pause::pause(std::env::args().skip(2));
+    match std::env::args().nth(1).as_deref() {
+        Some("pause") => return pause::pause(std::env::args().skip(2)),
+        Some("standby") => return standby(),
+        _ => {}
     }
     let args = match parse_args(std::env::args().skip(1)) {
-        Ok(a) => a,
+        Ok(a) if a.sync_fd >= 0 => a,
+        Ok(_) => {
+            eprintln!("crius-monitor: --sync-fd is required\n{USAGE}");
+            return ExitCode::from(2);
+        }
         Err(e) => {
             eprintln!("crius-monitor: {e}\n{USAGE}");
             return ExitCode::from(2);
         }
     };
+    if let Some(code) = detach() {
+        return code;
+    }
+    // SAFETY: sync_fd was inherited from the daemon for us alone.
+    let mut sync = Some(sync_file(unsafe { File::from_raw_fd(args.sync_fd) }));
+    let result = set_up().and_then(|p| run(&args, p, &mut sync));
+    finish(result, sync)
+}
+
+/// Forks; the parent returns the exit code its caller should exit with
+/// at once (the daemon waits for it), the child leads a session of its own,
+/// detached from the daemon, and is reparented to init.
+fn detach() -> Option<ExitCode> {
     // SAFETY: the monitor is single-threaded here; the parent only exits.
     match unsafe { fork() } {
-        Ok(ForkResult::Parent { .. }) => return ExitCode::SUCCESS,
-        Ok(ForkResult::Child) => {}
+        Ok(ForkResult::Parent { .. }) => Some(ExitCode::SUCCESS),
+        Ok(ForkResult::Child) => {
+            let _ = setsid();
+            None
+        }
         Err(e) => {
             eprintln!("crius-monitor: fork: {e}");
-            return ExitCode::FAILURE;
+            Some(ExitCode::FAILURE)
         }
     }
-    // Detached from the daemon: its own session, reparented to init.
-    let _ = setsid();
-    // SAFETY: sync_fd was inherited from the daemon for us alone.
-    let sync_file = unsafe { File::from_raw_fd(args.sync_fd) };
-    // Never pass it on: a runtime that leaks fds into the container (crun
-    // does) would keep the daemon waiting for end of file.
+}
+
+/// The sync fd, never passed on: a runtime that leaks fds into the
+/// container (crun does) would keep the daemon waiting for end of file.
+fn sync_file(f: File) -> File {
     let _ = nix::fcntl::fcntl(
-        &sync_file,
+        &f,
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
     );
-    let mut sync = Some(sync_file);
-    match run(&args, &mut sync) {
-        Err(e) if e == NO_GO => ExitCode::SUCCESS,
+    f
+}
+
+fn finish(result: Result<(), String>, sync: Option<File>) -> ExitCode {
+    match result {
+        Err(e) if e == NO_JOB => ExitCode::SUCCESS,
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Before the pid was reported the daemon is waiting for this;
@@ -151,6 +170,64 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The arguments of the job every command line shows first (the daemon
+/// finds a container's monitor by `--id`).
+const TITLE_REQUIRED: usize = 4;
+
+/// `crius-monitor standby [ROOM]`: detached and set up ahead of any
+/// container; the job arrives on fd 0, reports go to fd 1.
+fn standby() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    if let Some(code) = detach() {
+        return code;
+    }
+    // SAFETY: fd 1 is the sync pipe the daemon gave the standby.
+    let mut sync = Some(sync_file(unsafe { File::from_raw_fd(1) }));
+    let result = (|| {
+        let room = title::Room::find(&argv)?;
+        let prepared = set_up()?;
+        if let Some(s) = sync.as_mut() {
+            writeln!(s, "ready {}", std::process::id())
+                .map_err(|e| format!("reporting ready: {e}"))?;
+        }
+        let job = read_job()?;
+        // Started by a low-priority filler, the standby may run SCHED_IDLE;
+        // the runtime and the container must not inherit that.
+        let normal = libc::sched_param { sched_priority: 0 };
+        // SAFETY: plain syscall on this process.
+        unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &normal) };
+        let args = parse_args(job.iter().cloned())?;
+        // The title leads with `--runtime R --id ID` (the daemon orders the
+        // job so); without them the container would be unfindable.
+        room.set(&job, TITLE_REQUIRED)?;
+        run(&args, prepared, &mut sync)
+    })();
+    finish(result, sync)
+}
+
+/// The job on fd 0, read to end of file: NUL-separated arguments.
+fn read_job() -> Result<Vec<String>, String> {
+    // SAFETY: fd 0 is the job pipe, ours alone.
+    let mut f = unsafe { File::from_raw_fd(0) };
+    let mut job = Vec::new();
+    loop {
+        match f.read_to_end(&mut job) {
+            Ok(_) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("reading the job: {e}")),
+        }
+    }
+    if job.is_empty() {
+        return Err(NO_JOB.into());
+    }
+    let text = String::from_utf8(job).map_err(|_| "the job is not UTF-8".to_string())?;
+    Ok(text
+        .trim_end_matches('\0')
+        .split('\0')
+        .map(str::to_string)
+        .collect())
 }
 
 /// The kernel's `struct sigaction` (x86_64 and aarch64 layout).
@@ -190,30 +267,17 @@ fn reset_signal_dispositions() {
     }
 }
 
-/// `run`'s error when the daemon closed the go fd without a go.
-const NO_GO: &str = "no go";
+/// A standby's error when the daemon closed the job pipe with no job.
+const NO_JOB: &str = "no job";
 
-/// Blocks until the daemon says go (one byte) on `fd`; Err(NO_GO) on end
-/// of file.
-fn wait_for_go(fd: i32) -> Result<(), String> {
-    // SAFETY: the fd was passed to us for this alone.
-    let mut f = unsafe { File::from_raw_fd(fd) };
-    let _ = nix::fcntl::fcntl(
-        &f,
-        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-    );
-    let mut b = [0u8; 1];
-    loop {
-        match f.read(&mut b) {
-            Ok(1) => return Ok(()),
-            Ok(_) => return Err(NO_GO.into()),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(format!("reading the go fd: {e}")),
-        }
-    }
+/// What a monitor sets up before it knows its container.
+struct SetUp {
+    sigfd: SignalFd,
+    out: (OwnedFd, OwnedFd),
+    err: (OwnedFd, OwnedFd),
 }
 
-fn run(args: &Args, sync: &mut Option<File>) -> Result<(), String> {
+fn set_up() -> Result<SetUp, String> {
     // Orphaned container processes come to us, so we can reap the container
     // init and learn its exit status.
     nix::sys::prctl::set_child_subreaper(true)
@@ -225,16 +289,21 @@ fn run(args: &Args, sync: &mut Option<File>) -> Result<(), String> {
         .map_err(|e| format!("blocking signals: {e}"))?;
     let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .map_err(|e| format!("signalfd: {e}"))?;
-
     let pipe =
         || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"));
-    let (out_r, out_w) = pipe()?;
-    let (err_r, err_w) = pipe()?;
-    if args.go_fd >= 0 {
-        // Everything above is the monitor's own start-up; the bundle and
-        // the log directory exist only once the daemon says go.
-        wait_for_go(args.go_fd)?;
-    }
+    Ok(SetUp {
+        sigfd,
+        out: pipe()?,
+        err: pipe()?,
+    })
+}
+
+fn run(args: &Args, set_up: SetUp, sync: &mut Option<File>) -> Result<(), String> {
+    let SetUp {
+        sigfd,
+        out: (out_r, out_w),
+        err: (err_r, err_w),
+    } = set_up;
     let mut log =
         open_log(&args.log).map_err(|e| format!("opening log {}: {e}", args.log.display()))?;
 
@@ -488,16 +557,16 @@ mod tests {
         .unwrap();
         assert_eq!((a.id.as_str(), a.sync_fd, a.max_line), ("c1", 5, 16384));
         assert_eq!(a.runtime_args, vec!["--debug"]);
-        assert_eq!(a.go_fd, -1);
+        // A standby's job: no sync fd (its report goes to fd 1).
         let a = parse_args(
-            v("--runtime /r --runtime-root /s --id c1 --bundle /b --log /l --exit-file /e --pid-file /p --sync-fd 1 --go-fd 0")
+            v("--runtime /r --id c1 --runtime-root /s --bundle /b --log /l --exit-file /e --pid-file /p --tty")
                 .into_iter(),
         )
         .unwrap();
-        assert_eq!(a.go_fd, 0);
-        assert!(parse_args(v("--go-fd x").into_iter())
+        assert_eq!((a.sync_fd, a.tty), (-1, true));
+        assert!(parse_args(v("--sync-fd x").into_iter())
             .unwrap_err()
-            .contains("--go-fd"));
+            .contains("--sync-fd"));
         assert!(parse_args(v("--runtime /r").into_iter()).is_err());
         assert!(parse_args(v("--bogus x").into_iter())
             .unwrap_err()

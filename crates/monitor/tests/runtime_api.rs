@@ -362,47 +362,119 @@ fn monitors_of(id: &str) -> Vec<i32> {
         .collect()
 }
 
+fn gone(pid: i32) -> bool {
+    // A detached monitor is init's child: gone (or a zombie init reaps).
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(true)
+}
+
+fn wait_gone(pid: i32, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gone(pid) {
+        assert!(Instant::now() < deadline, "{what}: pid {pid} still there");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn policy(pid: i32) -> i32 {
+    // SAFETY: plain syscall reading another process's policy.
+    unsafe { libc::sched_getscheduler(pid) }
+}
+
+fn cmdline(pid: i32) -> String {
+    String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default())
+        .replace('\0', " ")
+}
+
 #[test]
-fn a_monitor_started_ahead_waits_for_go_and_leaves_quietly_without_it() {
+fn standby_monitors_wait_for_their_job_and_leave_quietly_without_one() {
+    use crius_oci_runtime::standby::MonitorPool;
     let work = tempfile::tempdir().unwrap();
-    for (id, p) in prepare(
+    let ready = prepare(
         work.path(),
         "ahead",
         &["/bin/sh", "-c", "echo ran; exit 3"],
         false,
-    ) {
-        // Abandoned: the monitor started, was never told to go, and left
+    );
+    // One pool for every runtime (the job names the runtime), filled at
+    // idle priority as the daemon does: the standbys inherit SCHED_IDLE.
+    let pool = std::sync::Arc::new(MonitorPool::new(MONITOR, 2));
+    let fill_at_idle = |pool: &std::sync::Arc<MonitorPool>| {
+        let pool = pool.clone();
+        std::thread::spawn(move || {
+            let idle = libc::sched_param { sched_priority: 0 };
+            // SAFETY: plain syscall on this thread.
+            unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &idle) };
+            pool.fill().unwrap()
+        })
+        .join()
+        .unwrap()
+    };
+    for (id, p) in ready {
+        fill_at_idle(&pool);
+        let standbys = pool.pids();
+        assert_eq!(standbys.len(), 2, "{id}: pool filled");
+        for pid in &standbys {
+            assert!(cmdline(*pid).starts_with(&format!("{MONITOR} standby ")));
+            assert_eq!(policy(*pid), libc::SCHED_IDLE, "{id}: filled at idle");
+        }
+        // Abandoned: the standby taken was never given its job, and left
         // without creating anything.
         let pending =
-            p.rt.prepare_create(&id, &p.files, 16 * 1024, false)
+            p.rt.prepare_create(Some(&pool), &id, &p.files, 16 * 1024, false)
                 .unwrap();
-        std::thread::sleep(Duration::from_millis(100));
-        assert!(
-            !monitors_of(&id).is_empty(),
-            "{id}: the monitor waits for go"
-        );
-        assert!(p.rt.state(&id).is_err(), "{id}: created before go");
+        assert_eq!(pool.available(), 1);
+        let taken = *standbys.last().unwrap();
+        assert!(!gone(taken), "{id}: the standby waits for its job");
         drop(pending);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !monitors_of(&id).is_empty() {
-            assert!(Instant::now() < deadline, "{id}: monitor still there");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        assert!(p.rt.state(&id).is_err(), "{id}: created without go");
+        wait_gone(taken, &id);
+        assert!(p.rt.state(&id).is_err(), "{id}: created without a job");
         assert!(!p.files.exit_file.exists() && !p.files.log.exists());
-        // Told to go after the bundle was "written": created as usual.
+        // Given its job: created under the standby, which now names the
+        // container on its command line and runs (as does the container)
+        // at normal priority.
+        let next = pool.pids()[0];
         let pending =
-            p.rt.prepare_create(&id, &p.files, 16 * 1024, false)
+            p.rt.prepare_create(Some(&pool), &id, &p.files, 16 * 1024, false)
                 .unwrap();
-        std::thread::sleep(Duration::from_millis(50));
         let created = pending.create().unwrap();
-        assert!(created.pid > 0 && created.monitor_pid > 0);
+        assert_eq!(created.monitor_pid, next, "{id}: the pooled standby");
+        assert_eq!(monitors_of(&id), vec![next], "{id}: {}", cmdline(next));
+        assert!(cmdline(next).contains(&format!("--id {id}")));
+        assert_eq!(policy(next), libc::SCHED_OTHER, "{id}: monitor");
+        assert_eq!(policy(created.pid), libc::SCHED_OTHER, "{id}: container");
         p.rt.start(&id).unwrap();
         assert_eq!(wait_exit(&p.files).0, 3, "{id}");
         assert!(std::fs::read_to_string(&p.files.log)
             .unwrap()
             .contains("stdout F ran"));
         p.rt.delete(&id, true).unwrap();
+        let _ = std::fs::remove_file(&p.files.exit_file);
+        let _ = std::fs::remove_file(&p.files.log);
+        // Without a pool: a monitor started at once, given its job later.
+        let pending =
+            p.rt.prepare_create(None, &id, &p.files, 16 * 1024, false)
+                .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let created = pending.create().unwrap();
+        assert!(created.pid > 0 && !standbys.contains(&created.monitor_pid));
+        assert_eq!(monitors_of(&id), vec![created.monitor_pid]);
+        p.rt.start(&id).unwrap();
+        assert_eq!(wait_exit(&p.files).0, 3, "{id}");
+        p.rt.delete(&id, true).unwrap();
         remove_rootfs(&p.cdir).unwrap();
+    }
+    // Shutdown: the ready standbys leave.
+    let left = pool.pids();
+    pool.drain();
+    for pid in left {
+        wait_gone(pid, "drained standby");
     }
 }

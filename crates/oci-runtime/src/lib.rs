@@ -8,7 +8,8 @@
 //!   derivations are pure functions over the probed facts).
 //! - `rootfs`, `imagevol`: a container's overlay rootfs; read-only image
 //!   volume views and safely resolved sub paths.
-//! - `spec`: OCI spec generation (pure); `runtime`: running the runtime.
+//! - `spec`: OCI spec generation (pure); `runtime`: running the runtime;
+//!   `standby`: monitors started ahead of their containers, and their pool.
 
 pub mod handlers;
 pub mod imagevol;
@@ -16,6 +17,7 @@ pub mod probe;
 pub mod rootfs;
 pub mod runtime;
 pub mod spec;
+pub mod standby;
 
 pub use handlers::{HandlerConfig, RuntimeHandlers};
 pub use probe::{HandlerStatus, HostFacts, Probe};

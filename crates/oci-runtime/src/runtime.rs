@@ -4,6 +4,7 @@
 //! recorded. All blocking: call from `spawn_blocking`.
 
 use crate::handlers::ResolvedHandler;
+use crate::standby::{MonitorPool, StandbyMonitor, TITLE_ROOM};
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -131,71 +132,85 @@ impl OciRuntime {
         max_log_line: usize,
         tty: bool,
     ) -> Result<Created, RuntimeError> {
-        self.prepare_create(id, files, max_log_line, tty)?.create()
+        self.prepare_create(None, id, files, max_log_line, tty)?
+            .create()
     }
 
-    /// Starts the container's monitor ahead of its create: it starts up and
-    /// detaches while the caller writes the bundle, then
-    /// [`PendingCreate::create`] lets it run the runtime. Dropping the
-    /// pending create instead makes the monitor exit having done nothing.
+    /// Takes the container's monitor from `pool` (or starts one) ahead of
+    /// the create: a fresh monitor starts up and detaches while the caller
+    /// writes the bundle; then [`PendingCreate::create`] hands it its job.
+    /// Dropping the pending create instead makes the monitor exit having
+    /// done nothing.
     pub fn prepare_create(
         &self,
+        pool: Option<&MonitorPool>,
         id: &str,
         files: &ContainerFiles,
         max_log_line: usize,
         tty: bool,
     ) -> Result<PendingCreate, RuntimeError> {
-        let io = |what: &str| {
-            let what = what.to_string();
-            move |source| RuntimeError::Io { what, source }
-        };
-        std::fs::create_dir_all(&self.root).map_err(io("creating runtime root"))?;
-        // The sync pipe's write end is the monitor's stdout (fd 1) and the
-        // go pipe's read end its stdin (fd 0): no pre_exec hook is needed to
-        // pass them, so std can spawn the monitor with posix_spawn (vfork)
-        // instead of forking the whole daemon. Every other child of the
-        // daemon gets them close-on-exec, so the sync read waits only for
-        // the monitor's report and only the monitor holds the go pipe.
-        let pipe =
-            || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io("pipe")(e.into()));
-        let (sync_r, sync_w) = pipe()?;
-        let (go_r, go_w) = pipe()?;
-        let mut cmd = Command::new(&self.monitor);
-        cmd.arg("--runtime")
-            .arg(&self.binary)
-            .arg("--runtime-root")
-            .arg(&self.root);
-        for a in &self.extra_args {
-            cmd.arg("--runtime-arg").arg(a);
+        std::fs::create_dir_all(&self.root).map_err(|source| RuntimeError::Io {
+            what: "creating runtime root".into(),
+            source,
+        })?;
+        let job = self.job(id, files, max_log_line, tty);
+        // The monitor's command line leads with `--runtime R --id ID`, in
+        // the room a standby keeps for it.
+        let title: usize = job.iter().take(4).map(|a| a.len() + 1).sum();
+        if title > TITLE_ROOM {
+            return Err(self.failed_create(id, "runtime path and id too long for the monitor"));
         }
-        cmd.arg("--id")
-            .arg(id)
-            .arg("--bundle")
-            .arg(&files.bundle)
-            .arg("--log")
-            .arg(&files.log)
-            .arg("--exit-file")
-            .arg(&files.exit_file)
-            .arg("--pid-file")
-            .arg(&files.pid_file)
-            .args(["--sync-fd", "1", "--go-fd", "0", "--max-line"])
-            .arg(max_log_line.to_string())
-            .args(if tty { &["--tty"][..] } else { &[][..] })
-            .stdin(Stdio::from(go_r))
-            .stdout(Stdio::from(sync_w))
-            .stderr(Stdio::null());
-        let child = cmd.spawn().map_err(io("starting crius-monitor"))?;
-        // The Command holds the parent's copies of the pipe ends it passed:
-        // drop them, or the sync read never sees end of file and the
-        // monitor never sees the go pipe close.
-        drop(cmd);
+        let standby = match pool.and_then(MonitorPool::take) {
+            Some(s) => s,
+            None => StandbyMonitor::spawn(&self.monitor)?,
+        };
         Ok(PendingCreate {
             runtime: self.name.clone(),
             id: id.to_string(),
-            child: Some(child),
-            go: Some(go_w),
-            sync: Some(sync_r),
+            standby,
+            job: job.join("\0").into_bytes(),
         })
+    }
+
+    /// A monitor's arguments for one container, `--runtime` and `--id`
+    /// first (they lead its command line).
+    fn job(&self, id: &str, files: &ContainerFiles, max_log_line: usize, tty: bool) -> Vec<String> {
+        let path = |p: &Path| p.to_string_lossy().into_owned();
+        let mut job: Vec<String> = vec![
+            "--runtime".into(),
+            path(&self.binary),
+            "--id".into(),
+            id.into(),
+            "--runtime-root".into(),
+            path(&self.root),
+            "--bundle".into(),
+            path(&files.bundle),
+            "--log".into(),
+            path(&files.log),
+            "--exit-file".into(),
+            path(&files.exit_file),
+            "--pid-file".into(),
+            path(&files.pid_file),
+            "--max-line".into(),
+            max_log_line.to_string(),
+        ];
+        for a in &self.extra_args {
+            job.push("--runtime-arg".into());
+            job.push(a.clone());
+        }
+        if tty {
+            job.push("--tty".into());
+        }
+        job
+    }
+
+    fn failed_create(&self, id: &str, message: &str) -> RuntimeError {
+        RuntimeError::Runtime {
+            runtime: self.name.clone(),
+            op: "create",
+            id: id.to_string(),
+            message: message.to_string(),
+        }
     }
 
     pub fn start(&self, id: &str) -> Result<(), RuntimeError> {
@@ -415,16 +430,15 @@ fn tempfile_path(root: &Path, id: &str) -> PathBuf {
     root.join(format!(".exec-{id}-{}-{n}.pid", std::process::id()))
 }
 
-/// A monitor started ahead of its container's create (see
+/// A monitor taken or started ahead of its container's create (see
 /// [`OciRuntime::prepare_create`]).
 #[derive(Debug)]
 pub struct PendingCreate {
     runtime: String,
     id: String,
-    /// The monitor's first process, which exits once it has detached.
-    child: Option<std::process::Child>,
-    go: Option<std::os::fd::OwnedFd>,
-    sync: Option<std::os::fd::OwnedFd>,
+    standby: StandbyMonitor,
+    /// The job: the monitor's arguments, NUL-separated.
+    job: Vec<u8>,
 }
 
 impl PendingCreate {
@@ -437,54 +451,50 @@ impl PendingCreate {
         }
     }
 
-    /// Lets the monitor run the runtime's create; returns the container's
-    /// pid once it exists.
+    /// Hands the monitor its job and lets it run the runtime's create;
+    /// returns the container's pid once it exists.
     pub fn create(mut self) -> Result<Created, RuntimeError> {
         let io = |what: &str| {
             let what = what.to_string();
             move |source| RuntimeError::Io { what, source }
         };
+        if let Some(job) = self.standby.job.take() {
+            // The job fits the pipe's buffer: this never waits for the
+            // monitor. A monitor that died cannot read it; its (missing)
+            // report below says so.
+            let _ = std::io::Write::write_all(&mut std::fs::File::from(job), &self.job);
+        }
+        let mut report = String::new();
+        if let Some(r) = self.standby.sync.take() {
+            std::fs::File::from(r)
+                .read_to_string(&mut report)
+                .map_err(io("reading the monitor's report"))?;
+        }
         let status = self
+            .standby
             .child
             .take()
             .map(|mut c| c.wait())
             .transpose()
             .map_err(io("waiting for crius-monitor"))?;
-        if let Some(status) = status.filter(|s| !s.success()) {
-            return Err(self.failed(format!("crius-monitor exited with {status}")));
-        }
-        if let Some(go) = self.go.take() {
-            // A monitor that died cannot read it; its (missing) report below
-            // says so.
-            let _ = std::io::Write::write_all(&mut std::fs::File::from(go), b"g");
-        }
-        let mut sync = String::new();
-        if let Some(r) = self.sync.take() {
-            std::fs::File::from(r)
-                .read_to_string(&mut sync)
-                .map_err(io("reading the monitor's report"))?;
-        }
-        match sync.trim().split_once(' ') {
+        // A fresh monitor says `ready` first, like a pooled one did.
+        let last = report
+            .lines()
+            .rfind(|l| !l.starts_with("ready "))
+            .unwrap_or("");
+        match last.split_once(' ') {
             Some(("pid", p)) => {
                 let mut it = p.split_whitespace().map(str::parse::<i32>);
                 match (it.next(), it.next()) {
                     (Some(Ok(pid)), Some(Ok(monitor_pid))) => Ok(Created { pid, monitor_pid }),
-                    _ => Err(self.failed(format!("monitor reported {sync:?}"))),
+                    _ => Err(self.failed(format!("monitor reported {report:?}"))),
                 }
             }
             Some(("error", m)) => Err(self.failed(m.to_string())),
-            _ => Err(self.failed(format!("monitor died without a report ({sync:?})"))),
-        }
-    }
-}
-
-impl Drop for PendingCreate {
-    fn drop(&mut self) {
-        // Not created: closing the go pipe sends the monitor away; its first
-        // process is reaped so it leaves no zombie.
-        self.go.take();
-        if let Some(mut c) = self.child.take() {
-            let _ = c.wait();
+            _ => match status.filter(|s| !s.success()) {
+                Some(status) => Err(self.failed(format!("crius-monitor exited with {status}"))),
+                None => Err(self.failed(format!("monitor died without a report ({report:?})"))),
+            },
         }
     }
 }

@@ -11,6 +11,7 @@ use crius_cri_api::v1::{
 use crius_image_store::db::ImageRecord;
 use crius_oci_runtime::runtime::{exit_status, ContainerFiles, ExecOutput, OciRuntime};
 use crius_oci_runtime::spec::{self, ImageConfig, PodFiles, PodNamespaces, SpecInput};
+use crius_oci_runtime::standby::MonitorPool;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -417,6 +418,7 @@ struct CreateJob {
     host: spec::HostLimits,
     oci_version: String,
     runtime: OciRuntime,
+    monitor_pool: Option<Arc<MonitorPool>>,
     files: ContainerFiles,
 }
 
@@ -424,12 +426,19 @@ struct CreateJob {
 /// runtime's create under a monitor. Returns the record fields it learned.
 fn create_blocking(job: &CreateJob) -> Result<(i32, i32, u32, u32, Vec<u32>)> {
     let t0 = Instant::now();
-    // The monitor first: its start-up (exec, detaching) runs on another
-    // core while the rootfs and the spec are made here; it creates
-    // nothing until told to go, and leaves if this fails first.
+    // The monitor first: one started ahead from the pool, or a fresh one
+    // whose start-up (exec, detaching) runs on another core while the
+    // rootfs and the spec are made here. It creates nothing until given
+    // its job, and leaves if this fails first.
     let pending = job
         .runtime
-        .prepare_create(&job.id, &job.files, MAX_LOG_LINE, job.config.tty)
+        .prepare_create(
+            job.monitor_pool.as_deref(),
+            &job.id,
+            &job.files,
+            MAX_LOG_LINE,
+            job.config.tty,
+        )
         .map_err(|e| ManagerError::FailedPrecondition(e.to_string()))?;
     let bundle = &job.files.bundle;
     std::fs::create_dir_all(bundle)
@@ -686,6 +695,7 @@ impl Manager {
             host: self.host_limits(&pod_rec.cgroup_parent),
             oci_version: self.oci_version(&pod_rec.runtime_handler),
             runtime,
+            monitor_pool: self.monitor_pool.clone(),
             files: ContainerFiles {
                 bundle: dir.join("bundle"),
                 log: log_path,
@@ -728,6 +738,7 @@ impl Manager {
             }
         })
         .await;
+        self.refill_monitor_pool();
         match result {
             Ok(rec) => {
                 tracing::info!(pid = rec.pid, "container created");

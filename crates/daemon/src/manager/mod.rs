@@ -31,6 +31,7 @@ use crius_cri_api::v1::{ContainerConfig, PodSandboxConfig};
 use crius_image_store::ImageStore;
 use crius_oci_runtime::spec::lsm::LsmHost;
 use crius_oci_runtime::spec::HostLimits;
+use crius_oci_runtime::standby::MonitorPool;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
@@ -214,6 +215,22 @@ pub struct Manager {
     volume_users: Mutex<HashMap<String, usize>>,
     /// Namespace sets made ahead of RunPodSandbox (None: pool size 0).
     ns_pool: Option<Arc<crius_sandbox::ns::NsPool>>,
+    /// Monitors started ahead of CreateContainer (None: pool size 0).
+    pub(crate) monitor_pool: Option<Arc<MonitorPool>>,
+}
+
+/// Runs `f` on a thread of its own at SCHED_IDLE (inherited by the threads
+/// and processes it starts): pools are refilled with CPU time nobody else
+/// wants, never at the expense of the next RPC.
+fn idle_thread(name: &str, f: impl FnOnce() + Send + 'static) {
+    let _ = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let idle = libc::sched_param { sched_priority: 0 };
+            // SAFETY: plain syscall on the calling thread.
+            unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &idle) };
+            f()
+        });
 }
 
 /// Resolves an id or unique id prefix in an index; errors name the field.
@@ -313,6 +330,8 @@ impl Manager {
         } else {
             None
         };
+        let monitor_pool = (cfg.monitor_pool_size > 0)
+            .then(|| Arc::new(MonitorPool::new(&monitor, cfg.monitor_pool_size)));
         let m = Arc::new(Manager {
             cfg,
             db: Arc::new(db),
@@ -325,9 +344,11 @@ impl Manager {
             names: Mutex::new(HashMap::new()),
             volume_users: Mutex::new(HashMap::new()),
             ns_pool,
+            monitor_pool,
         });
         m.recover().map_err(|e| format!("recovering state: {e}"))?;
         m.refill_ns_pool();
+        m.refill_monitor_pool();
         Ok(m)
     }
 
@@ -336,26 +357,33 @@ impl Manager {
     pub(crate) fn refill_ns_pool(&self) {
         // A pod on the host's namespaces took nothing: no thread needed.
         if let Some(pool) = self.ns_pool.clone().filter(|p| p.needs_fill()) {
-            let _ = std::thread::Builder::new()
-                .name("crius-ns-pool".into())
-                .spawn(move || {
-                    // SCHED_IDLE (inherited by the pinning threads it
-                    // starts): the pool is refilled with CPU time nobody
-                    // else wants, never at the expense of the next RPC.
-                    let idle = libc::sched_param { sched_priority: 0 };
-                    // SAFETY: plain syscall on the calling thread.
-                    unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &idle) };
-                    if let Err(e) = pool.fill() {
-                        tracing::warn!(error = %e, "filling the namespace pool");
-                    }
-                });
+            idle_thread("crius-ns-pool", move || {
+                if let Err(e) = pool.fill() {
+                    tracing::warn!(error = %e, "filling the namespace pool");
+                }
+            });
         }
     }
 
-    /// Releases what the daemon holds for itself alone (the namespace
-    /// pool) at shutdown; pods and containers stay.
+    /// Tops the monitor pool up on a thread of its own (a failure only
+    /// means containers start their own monitors).
+    pub(crate) fn refill_monitor_pool(&self) {
+        if let Some(pool) = self.monitor_pool.clone().filter(|p| p.needs_fill()) {
+            idle_thread("crius-mon-pool", move || {
+                if let Err(e) = pool.fill() {
+                    tracing::warn!(error = %e, "filling the monitor pool");
+                }
+            });
+        }
+    }
+
+    /// Releases what the daemon holds for itself alone (the namespace and
+    /// monitor pools) at shutdown; pods and containers stay.
     pub fn shutdown(&self) {
         if let Some(pool) = &self.ns_pool {
+            pool.drain();
+        }
+        if let Some(pool) = &self.monitor_pool {
             pool.drain();
         }
     }

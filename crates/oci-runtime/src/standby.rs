@@ -1,0 +1,239 @@
+//! Monitors started ahead of the containers they will keep.
+//!
+//! Starting `crius-monitor` (exec, dynamic loading, fork, set-up) takes
+//! about a millisecond, more on a busy two-core machine; CreateContainer
+//! would wait for it. A [`StandbyMonitor`] does all of that before its
+//! container exists and then waits for its job (the container's arguments)
+//! on a pipe; a [`MonitorPool`] keeps a few of them ready, refilled off the
+//! hot path. A standby whose job pipe closes with no job (the daemon gave
+//! it up, stopped, or was killed) exits having created nothing, so nothing
+//! needs sweeping after a crash.
+
+use crate::runtime::RuntimeError;
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+/// Bytes a standby keeps in its command line for the job's leading
+/// arguments (`--runtime R --id ID ...`, see the monitor's `title`).
+pub const TITLE_ROOM: usize = 1024;
+
+/// A monitor that has (or is about to have) detached and waits for its job.
+#[derive(Debug)]
+pub struct StandbyMonitor {
+    /// The standby's first process, which exits once the standby has
+    /// detached; reaped by [`StandbyMonitor::wait_ready`] or after the job.
+    pub(crate) child: Option<Child>,
+    /// Write end of the job pipe (the standby's fd 0).
+    pub(crate) job: Option<OwnedFd>,
+    /// Read end of the report pipe (the standby's fd 1).
+    pub(crate) sync: Option<OwnedFd>,
+    /// The detached standby's pid, once it said `ready`.
+    pub(crate) pid: Option<i32>,
+}
+
+fn io(what: &str) -> impl FnOnce(std::io::Error) -> RuntimeError {
+    let what = what.to_string();
+    move |source| RuntimeError::Io { what, source }
+}
+
+impl StandbyMonitor {
+    /// Starts `monitor standby`; does not wait for it.
+    pub fn spawn(monitor: &Path) -> Result<StandbyMonitor, RuntimeError> {
+        // The report pipe's write end is the standby's stdout and the job
+        // pipe's read end its stdin: no pre_exec hook is needed to pass
+        // them, so std spawns with posix_spawn (vfork) instead of forking
+        // the whole daemon. Every other child of the daemon gets them
+        // close-on-exec, so only the standby holds them.
+        let pipe = || -> Result<(OwnedFd, OwnedFd), RuntimeError> {
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io("pipe")(e.into()))
+        };
+        let (sync_r, sync_w) = pipe()?;
+        let (job_r, job_w) = pipe()?;
+        let mut cmd = Command::new(monitor);
+        cmd.arg("standby")
+            .arg(" ".repeat(TITLE_ROOM))
+            .stdin(Stdio::from(job_r))
+            .stdout(Stdio::from(sync_w))
+            .stderr(Stdio::null());
+        let child = cmd.spawn().map_err(io("starting crius-monitor"))?;
+        // The Command holds the parent's copies of the pipe ends it passed:
+        // drop them, or reports never end and the job pipe never closes.
+        drop(cmd);
+        Ok(StandbyMonitor {
+            child: Some(child),
+            job: Some(job_w),
+            sync: Some(sync_r),
+            pid: None,
+        })
+    }
+
+    /// Waits until the standby has detached and set itself up (its
+    /// `ready <pid>` line). Blocking; for filling a pool.
+    pub fn wait_ready(&mut self) -> Result<(), RuntimeError> {
+        if let Some(mut c) = self.child.take() {
+            let status = c.wait().map_err(io("waiting for crius-monitor"))?;
+            if !status.success() {
+                return Err(RuntimeError::Io {
+                    what: "starting crius-monitor".into(),
+                    source: std::io::Error::other(format!("exited with {status}")),
+                });
+            }
+        }
+        let sync = self.sync.as_ref().ok_or_else(|| RuntimeError::Io {
+            what: "crius-monitor standby".into(),
+            source: std::io::Error::other("no report pipe"),
+        })?;
+        // Byte by byte: nothing past the line may be consumed (the job's
+        // report follows on the same pipe).
+        let mut line = Vec::new();
+        let mut f = std::fs::File::from(sync.try_clone().map_err(io("report pipe"))?);
+        let mut b = [0u8; 1];
+        while line.len() < 64 {
+            match f.read(&mut b) {
+                Ok(1) if b[0] == b'\n' => break,
+                Ok(1) => line.push(b[0]),
+                Ok(_) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io("reading the standby's report")(e)),
+            }
+        }
+        let line = String::from_utf8_lossy(&line);
+        match line.strip_prefix("ready ").map(str::parse::<i32>) {
+            Some(Ok(pid)) if pid > 0 => {
+                self.pid = Some(pid);
+                Ok(())
+            }
+            _ => Err(RuntimeError::Io {
+                what: "crius-monitor standby".into(),
+                source: std::io::Error::other(format!("reported {line:?}, not ready")),
+            }),
+        }
+    }
+
+    /// Whether a ready standby is still there to take a job: it writes
+    /// nothing between `ready` and its job, so a readable or hung-up report
+    /// pipe means it died (killed by someone, or the OOM killer).
+    fn alive(&self) -> bool {
+        let Some(sync) = &self.sync else {
+            return false;
+        };
+        let mut fds = [nix::poll::PollFd::new(
+            sync.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        matches!(
+            nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO),
+            Ok(0)
+        )
+    }
+
+    /// Gives a standby started by a low-priority filler (SCHED_IDLE, which
+    /// it inherited) normal scheduling before it is handed a job, so the
+    /// create never waits for an idle CPU. The standby resets itself too;
+    /// this is for the moment between its wake-up and that reset.
+    fn boost(&self) -> bool {
+        let Some(pid) = self.pid else {
+            return true;
+        };
+        let normal = libc::sched_param { sched_priority: 0 };
+        // SAFETY: plain syscall on another process's scheduling policy.
+        unsafe { libc::sched_setscheduler(pid, libc::SCHED_OTHER, &normal) == 0 }
+    }
+}
+
+impl Drop for StandbyMonitor {
+    fn drop(&mut self) {
+        // No job: closing the job pipe sends the standby away; its first
+        // process is reaped so it leaves no zombie.
+        self.job.take();
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Standby monitors ready to be taken, for every runtime handler (the job
+/// names the runtime).
+#[derive(Debug)]
+pub struct MonitorPool {
+    monitor: PathBuf,
+    size: usize,
+    ready: Mutex<Vec<StandbyMonitor>>,
+    filling: AtomicBool,
+}
+
+impl MonitorPool {
+    pub fn new(monitor: impl Into<PathBuf>, size: usize) -> MonitorPool {
+        MonitorPool {
+            monitor: monitor.into(),
+            size,
+            ready: Mutex::new(Vec::new()),
+            filling: AtomicBool::new(false),
+        }
+    }
+
+    fn ready(&self) -> std::sync::MutexGuard<'_, Vec<StandbyMonitor>> {
+        self.ready.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Standbys ready to be taken.
+    pub fn available(&self) -> usize {
+        self.ready().len()
+    }
+
+    /// Whether the pool holds fewer standbys than it should.
+    pub fn needs_fill(&self) -> bool {
+        self.available() < self.size
+    }
+
+    /// The pids of the ready standbys (tests, diagnostics).
+    pub fn pids(&self) -> Vec<i32> {
+        self.ready().iter().filter_map(|s| s.pid).collect()
+    }
+
+    /// Starts standbys until the pool is full (blocking: each is waited
+    /// for until ready). One filler at a time; a second call returns at
+    /// once.
+    pub fn fill(&self) -> Result<(), RuntimeError> {
+        loop {
+            if self.filling.swap(true, Ordering::AcqRel) {
+                return Ok(());
+            }
+            let result = (|| {
+                while self.needs_fill() {
+                    let mut s = StandbyMonitor::spawn(&self.monitor)?;
+                    s.wait_ready()?;
+                    self.ready().push(s);
+                }
+                Ok(())
+            })();
+            self.filling.store(false, Ordering::Release);
+            // A take between the last check and the store found a filler
+            // still running and left: look once more.
+            if result.is_err() || !self.needs_fill() {
+                return result;
+            }
+        }
+    }
+
+    /// A ready standby, given normal scheduling; None when the pool is
+    /// empty. Standbys found dead on the way are dropped.
+    pub fn take(&self) -> Option<StandbyMonitor> {
+        loop {
+            let s = self.ready().pop()?;
+            if s.alive() && s.boost() {
+                return Some(s);
+            }
+        }
+    }
+
+    /// Sends every ready standby away (daemon shutdown).
+    pub fn drain(&self) {
+        let all = std::mem::take(&mut *self.ready());
+        drop(all);
+    }
+}

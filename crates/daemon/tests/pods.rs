@@ -364,40 +364,45 @@ async fn host_network_pod() {
     assert!(mounts_under(env.daemon.dir()).is_empty());
 }
 
-/// Pinned namespace files in the daemon's namespace pool.
-fn pool_pins(env: &Env) -> usize {
-    let pool = env.daemon.runroot.join("ns-pool");
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .filter(|l| {
-            l.split(' ')
-                .nth(4)
-                .is_some_and(|m| m.starts_with(pool.to_str().unwrap()))
+/// Namespace sets in the daemon's pool: network namespaces it holds open.
+fn pool_sets(env: &Env) -> usize {
+    let pid = env.daemon.pid().unwrap();
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    std::fs::read_link(e.path())
+                        .is_ok_and(|l| l.to_string_lossy().starts_with("net:["))
+                })
+                .count()
         })
-        .count()
+        .unwrap_or(0)
 }
 
-async fn wait_pool(env: &Env, pins: usize) {
+async fn wait_pool(env: &Env, sets: usize) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while pool_pins(env) != pins {
+    while pool_sets(env) != sets {
         assert!(
             std::time::Instant::now() < deadline,
-            "namespace pool holds {} pins, not {pins}",
-            pool_pins(env)
+            "namespace pool holds {} sets, not {sets}",
+            pool_sets(env)
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-/// The namespace pool (4 sets by default): pods take fresh, distinct
-/// network namespaces from it with their own hostname, it refills, a
-/// restart after kill -9 sweeps the old sets, and a graceful stop leaves
-/// nothing pinned.
+/// The namespace pool (4 sets by default, held open, never mounted until
+/// claimed): pods take fresh, distinct network namespaces from it with
+/// their own hostname, it refills, and a restart after kill -9 starts a
+/// new pool while the pods keep theirs.
 #[tokio::test]
 async fn namespace_pool_hands_out_fresh_namespaces() {
     let mut env = env("").await;
-    wait_pool(&env, 12).await;
+    wait_pool(&env, 4).await;
+    assert!(
+        mounts_under(&env.daemon.runroot).is_empty(),
+        "the pool mounts nothing"
+    );
     let mut c = env.client().await;
     let mut nets = Vec::new();
     for name in ["pool-a", "pool-b"] {
@@ -420,17 +425,22 @@ async fn namespace_pool_hands_out_fresh_namespaces() {
     }
     assert_ne!(nets[0], nets[1]);
     // Refilled to four sets again, off the RPCs' path.
-    wait_pool(&env, 12).await;
+    wait_pool(&env, 4).await;
     let log = env.daemon.log();
     assert!(!log.contains("filling the namespace pool"), "{log}");
 
     env.daemon.kill().unwrap();
     env.daemon.start().await.unwrap();
-    // The old sets were swept and four new ones made (not eight).
-    wait_pool(&env, 12).await;
+    wait_pool(&env, 4).await;
     let mut c = env.client().await;
     let pods = list_pods(&mut c).await;
     assert_eq!(pods.len(), 2, "pods survive the restart");
+    for p in &pods {
+        let net = env.daemon.runroot.join("pods").join(&p.id).join("ns/net");
+        assert!(crius_sandbox::ns::is_pinned(&net), "{}: netns kept", p.id);
+    }
+    for p in pods {
+        remove_pod(&mut c, &p.id).await;
+    }
     env.daemon.stop().await.unwrap();
-    assert_eq!(pool_pins(&env), 0, "a graceful stop drains the pool");
 }

@@ -111,27 +111,41 @@ fn namespaces_pinned_while_other_work_runs_and_undone_when_abandoned() {
     assert!(!ns::pin_path(&dir, ns::NsKind::Net).exists());
 }
 
+/// This process's open network namespace files.
+fn net_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("net:["))
+        })
+        .count()
+}
+
 #[test]
 fn namespace_pool_fills_hands_out_fresh_sets_and_sweeps_leftovers() {
     crius_test_support::require_root();
     let tmp = tempfile::tempdir().unwrap();
     let pool_dir = tmp.path().join("pool");
-    // Leftovers of an earlier daemon: swept at open.
+    // Leftovers of an earlier daemon that kept its pool as mounts: swept.
     ns::pin(&pool_dir.join("old"), &ns::NsKind::ALL, None).unwrap();
     assert_eq!(mounts_under(&pool_dir), 3);
     let pool = ns::NsPool::open(&pool_dir, 2).unwrap();
-    assert_eq!(mounts_under(&pool_dir), 0);
-    assert!(!pool_dir.join("old").exists());
+    assert_eq!(mounts_under(tmp.path()), 0);
+    assert!(!pool_dir.exists());
+    // The sets are held open, not mounted: the host's mount table (which
+    // every runtime call copies) does not grow.
+    let fds = net_fds();
     pool.fill().unwrap();
-    assert_eq!((pool.available(), mounts_under(&pool_dir)), (2, 6));
+    assert_eq!((pool.available(), net_fds()), (2, fds + 2));
+    assert_eq!(mounts_under(tmp.path()), 0);
 
     let pods = tmp.path().join("pods");
-    std::fs::create_dir_all(pods.join("a")).unwrap();
-    std::fs::create_dir_all(pods.join("b")).unwrap();
     let a = pool.claim(&pods.join("a/ns"), "pod-a").unwrap().unwrap();
     let b = pool.claim(&pods.join("b/ns"), "pod-b").unwrap().unwrap();
     assert!(pool.claim(&pods.join("c"), "pod-c").is_none(), "empty pool");
-    assert_eq!(mounts_under(&pool_dir), 0, "the pins moved with the sets");
+    assert_eq!(net_fds(), fds, "the pool let go of the claimed sets");
+    assert_eq!(mounts_under(&pods), 6, "each pod's set pinned by mounts");
     let ino = |p: &std::path::PathBuf| std::fs::metadata(p).unwrap().ino();
     let (a_net, b_net) = (a.net.clone().unwrap(), b.net.clone().unwrap());
     assert!(ns::is_pinned(&a_net) && ns::is_pinned(&b_net));
@@ -152,9 +166,9 @@ fn namespace_pool_fills_hands_out_fresh_sets_and_sweeps_leftovers() {
     }
     // Refilled with new sets; drained at shutdown.
     pool.fill().unwrap();
-    assert_eq!(pool.available(), 2);
+    assert_eq!((pool.available(), net_fds()), (2, fds + 2));
     pool.drain();
-    assert_eq!((pool.available(), mounts_under(&pool_dir)), (0, 0));
+    assert_eq!((pool.available(), net_fds()), (0, fds));
     ns::unpin(&pods.join("a/ns")).unwrap();
     ns::unpin(&pods.join("b/ns")).unwrap();
     assert_eq!(mounts_under(tmp.path()), 0);

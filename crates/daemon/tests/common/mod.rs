@@ -258,7 +258,7 @@ pub fn mounts_under(dir: &Path) -> Vec<String> {
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
-        .filter(|l| l.contains(&d) && !l.contains("/ns-pool/"))
+        .filter(|l| l.contains(&d))
         .map(str::to_string)
         .collect()
 }

@@ -458,7 +458,16 @@ fn standbys_of(daemon: u32) -> Vec<i32> {
         .filter(|pid| {
             let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let cmd = String::from_utf8_lossy(&cmd);
-            cmd.contains("crius-monitor\0standby\0")
+            // The detached standby leads its own session; its first
+            // process (same command line, same fd 0) exits once it forked.
+            let leads = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                s.rsplit(')')
+                    .next()
+                    .and_then(|r| r.split_whitespace().nth(3))
+                    == Some(pid.to_string().as_str())
+            });
+            leads
+                && cmd.contains("crius-monitor\0standby\0")
                 && std::fs::read_link(format!("/proc/{pid}/fd/0"))
                     .is_ok_and(|l| held.contains(l.to_string_lossy().as_ref()))
         })

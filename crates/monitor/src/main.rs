@@ -192,12 +192,9 @@ fn standby() -> ExitCode {
             writeln!(s, "ready {}", std::process::id())
                 .map_err(|e| format!("reporting ready: {e}"))?;
         }
+        // Started by a low-priority filler, a pooled standby runs SCHED_IDLE
+        // until the daemon gives it its own policy, before the job.
         let job = read_job()?;
-        // Started by a low-priority filler, the standby may run SCHED_IDLE;
-        // the runtime and the container must not inherit that.
-        let normal = libc::sched_param { sched_priority: 0 };
-        // SAFETY: plain syscall on this process.
-        unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &normal) };
         let args = parse_args(job.iter().cloned())?;
         // The title leads with `--runtime R --id ID` (the daemon orders the
         // job so); without them the container would be unfindable.
@@ -219,12 +216,19 @@ fn read_job() -> Result<Vec<String>, String> {
             Err(e) => return Err(format!("reading the job: {e}")),
         }
     }
+    decode_job(job)
+}
+
+/// A job's arguments: each ends with a NUL (an empty one stays an
+/// argument). Nothing at all: Err(NO_JOB).
+fn decode_job(job: Vec<u8>) -> Result<Vec<String>, String> {
     if job.is_empty() {
         return Err(NO_JOB.into());
     }
     let text = String::from_utf8(job).map_err(|_| "the job is not UTF-8".to_string())?;
     Ok(text
-        .trim_end_matches('\0')
+        .strip_suffix('\0')
+        .unwrap_or(&text)
         .split('\0')
         .map(str::to_string)
         .collect())
@@ -568,6 +572,22 @@ mod tests {
             .unwrap_err()
             .contains("--sync-fd"));
         assert!(parse_args(v("--runtime /r").into_iter()).is_err());
+        // Jobs: NUL-terminated arguments; an empty argument survives.
+        type Case<'a> = (&'a [u8], Result<&'a [&'a str], &'a str>);
+        let cases: &[Case] = &[
+            (b"--id\0c1\0", Ok(&["--id", "c1"])),
+            (b"--runtime-arg\0\0", Ok(&["--runtime-arg", ""])),
+            (b"--id\0c1", Ok(&["--id", "c1"])),
+            (b"", Err(NO_JOB)),
+            (b"\xff\0", Err("the job is not UTF-8")),
+        ];
+        for (job, want) in cases {
+            let got = decode_job(job.to_vec());
+            match want {
+                Ok(w) => assert_eq!(got.unwrap(), *w, "{job:?}"),
+                Err(e) => assert_eq!(got.unwrap_err(), *e, "{job:?}"),
+            }
+        }
         assert!(parse_args(v("--bogus x").into_iter())
             .unwrap_err()
             .contains("--bogus"));

@@ -437,10 +437,31 @@ fn standby_monitors_wait_for_their_job_and_leave_quietly_without_one() {
         wait_gone(taken, &id);
         assert!(p.rt.state(&id).is_err(), "{id}: created without a job");
         assert!(!p.files.exit_file.exists() && !p.files.log.exists());
+        // A standby killed after it was taken (OOM killer, an operator)
+        // never read its job: a fresh monitor creates the container.
+        let killed = *pool.pids().last().unwrap();
+        let pending =
+            p.rt.prepare_create(Some(&pool), &id, &p.files, 16 * 1024, false)
+                .unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(killed),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        wait_gone(killed, &id);
+        let created = pending.create().unwrap();
+        assert!(created.monitor_pid != killed && !standbys.contains(&created.monitor_pid));
+        p.rt.start(&id).unwrap();
+        assert_eq!(wait_exit(&p.files).0, 3, "{id}");
+        p.rt.delete(&id, true).unwrap();
+        let _ = std::fs::remove_file(&p.files.exit_file);
+        let _ = std::fs::remove_file(&p.files.log);
+        fill_at_idle(&pool);
+        let standbys = pool.pids();
         // Given its job: created under the standby, which now names the
         // container on its command line and runs (as does the container)
         // at normal priority.
-        let next = pool.pids()[0];
+        let next = *pool.pids().last().unwrap();
         let pending =
             p.rt.prepare_create(Some(&pool), &id, &p.files, 16 * 1024, false)
                 .unwrap();

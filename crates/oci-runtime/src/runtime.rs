@@ -168,7 +168,8 @@ impl OciRuntime {
             runtime: self.name.clone(),
             id: id.to_string(),
             standby,
-            job: job.join("\0").into_bytes(),
+            job: job.iter().flat_map(|a| a.bytes().chain([0])).collect(),
+            monitor: self.monitor.clone(),
         })
     }
 
@@ -437,8 +438,9 @@ pub struct PendingCreate {
     runtime: String,
     id: String,
     standby: StandbyMonitor,
-    /// The job: the monitor's arguments, NUL-separated.
+    /// The job: the monitor's arguments, each ending with a NUL.
     job: Vec<u8>,
+    monitor: PathBuf,
 }
 
 impl PendingCreate {
@@ -458,11 +460,21 @@ impl PendingCreate {
             let what = what.to_string();
             move |source| RuntimeError::Io { what, source }
         };
-        if let Some(job) = self.standby.job.take() {
+        let give = |s: &mut StandbyMonitor, job: &[u8]| match s.job.take() {
             // The job fits the pipe's buffer: this never waits for the
-            // monitor. A monitor that died cannot read it; its (missing)
-            // report below says so.
-            let _ = std::io::Write::write_all(&mut std::fs::File::from(job), &self.job);
+            // monitor.
+            Some(fd) => std::io::Write::write_all(&mut std::fs::File::from(fd), job),
+            None => Ok(()),
+        };
+        if let Err(e) = give(&mut self.standby, &self.job) {
+            // A pooled standby that died since it was checked (killed by
+            // someone, or the OOM killer) never read the job, so nothing was
+            // created: a fresh one takes it. Any other failure shows in the
+            // missing report below.
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                self.standby = StandbyMonitor::spawn(&self.monitor)?;
+                let _ = give(&mut self.standby, &self.job);
+            }
         }
         let mut report = String::new();
         if let Some(r) = self.standby.sync.take() {

@@ -132,16 +132,25 @@ impl StandbyMonitor {
     }
 
     /// Gives a standby started by a low-priority filler (SCHED_IDLE, which
-    /// it inherited) normal scheduling before it is handed a job, so the
-    /// create never waits for an idle CPU. The standby resets itself too;
-    /// this is for the moment between its wake-up and that reset.
+    /// it inherited) the daemon's own scheduling policy before it is handed
+    /// a job: the runtime and the container inherit it, as they would from
+    /// a monitor started at the create, and the create never waits for an
+    /// idle CPU. False if that fails (the standby is then not used).
     fn boost(&self) -> bool {
         let Some(pid) = self.pid else {
             return true;
         };
-        let normal = libc::sched_param { sched_priority: 0 };
-        // SAFETY: plain syscall on another process's scheduling policy.
-        unsafe { libc::sched_setscheduler(pid, libc::SCHED_OTHER, &normal) == 0 }
+        // SAFETY: plain syscalls reading the daemon's main thread's policy
+        // and setting another process's; `param` is a valid out-pointer.
+        unsafe {
+            let me = libc::getpid();
+            let policy = libc::sched_getscheduler(me);
+            let mut param = libc::sched_param { sched_priority: 0 };
+            if policy < 0 || libc::sched_getparam(me, &mut param) != 0 {
+                return false;
+            }
+            libc::sched_setscheduler(pid, policy, &param) == 0
+        }
     }
 }
 
@@ -164,6 +173,8 @@ pub struct MonitorPool {
     size: usize,
     ready: Mutex<Vec<StandbyMonitor>>,
     filling: AtomicBool,
+    /// Drained: no more standbys are started.
+    closed: AtomicBool,
 }
 
 impl MonitorPool {
@@ -173,6 +184,7 @@ impl MonitorPool {
             size,
             ready: Mutex::new(Vec::new()),
             filling: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -187,7 +199,7 @@ impl MonitorPool {
 
     /// Whether the pool holds fewer standbys than it should.
     pub fn needs_fill(&self) -> bool {
-        self.available() < self.size
+        !self.closed.load(Ordering::Acquire) && self.available() < self.size
     }
 
     /// The pids of the ready standbys (tests, diagnostics).
@@ -207,7 +219,12 @@ impl MonitorPool {
                 while self.needs_fill() {
                     let mut s = StandbyMonitor::spawn(&self.monitor)?;
                     s.wait_ready()?;
-                    self.ready().push(s);
+                    let mut ready = self.ready();
+                    if self.closed.load(Ordering::Acquire) {
+                        // Drained meanwhile: this one leaves at once.
+                        break;
+                    }
+                    ready.push(s);
                 }
                 Ok(())
             })();
@@ -224,15 +241,24 @@ impl MonitorPool {
     /// empty. Standbys found dead on the way are dropped.
     pub fn take(&self) -> Option<StandbyMonitor> {
         loop {
-            let s = self.ready().pop()?;
+            // Never wait for the lock on the RPC path: the idle-priority
+            // filler may hold it and be preempted there (std's mutex has no
+            // priority inheritance); a busy pool counts as empty.
+            let s = match self.ready.try_lock() {
+                Ok(mut ready) => ready.pop()?,
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().pop()?,
+                Err(std::sync::TryLockError::WouldBlock) => return None,
+            };
             if s.alive() && s.boost() {
                 return Some(s);
             }
         }
     }
 
-    /// Sends every ready standby away (daemon shutdown).
+    /// Sends every ready standby away (daemon shutdown); a fill in
+    /// progress stops and keeps nothing.
     pub fn drain(&self) {
+        self.closed.store(true, Ordering::Release);
         let all = std::mem::take(&mut *self.ready());
         drop(all);
     }

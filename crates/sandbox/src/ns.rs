@@ -294,6 +294,8 @@ pub struct NsPool {
     size: usize,
     ready: std::sync::Mutex<Vec<NsSet>>,
     filling: std::sync::atomic::AtomicBool,
+    /// Drained: no more sets are made.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// One set of fresh namespaces, held open.
@@ -324,6 +326,7 @@ impl NsPool {
             size,
             ready: std::sync::Mutex::new(Vec::new()),
             filling: std::sync::atomic::AtomicBool::new(false),
+            closed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -338,7 +341,7 @@ impl NsPool {
 
     /// Whether the pool holds fewer sets than it should.
     pub fn needs_fill(&self) -> bool {
-        self.available() < self.size
+        !self.closed.load(std::sync::atomic::Ordering::Acquire) && self.available() < self.size
     }
 
     /// Makes namespace sets until the pool is full (blocking). One filler
@@ -352,7 +355,12 @@ impl NsPool {
             let result = (|| {
                 while self.needs_fill() {
                     let set = make_set()?;
-                    self.ready().push(set);
+                    let mut ready = self.ready();
+                    if self.closed.load(Ordering::Acquire) {
+                        // Drained meanwhile: this set is released at once.
+                        break;
+                    }
+                    ready.push(set);
                 }
                 Ok(())
             })();
@@ -369,12 +377,22 @@ impl NsPool {
     /// `hostname` in its UTS namespace. None when the pool is empty; on
     /// error nothing stays pinned at `target`.
     pub fn claim(&self, target: &Path, hostname: &str) -> Option<Result<Pinned, SandboxError>> {
-        let set = self.ready().pop()?;
+        // Never wait for the lock on the RPC path: the idle-priority filler
+        // may hold it and be preempted there (std's mutex has no priority
+        // inheritance); a busy pool counts as empty.
+        let set = match self.ready.try_lock() {
+            Ok(mut ready) => ready.pop()?,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().pop()?,
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
         Some(claim_set(set, target, hostname))
     }
 
-    /// Releases every ready set (daemon shutdown).
+    /// Releases every ready set (daemon shutdown); a fill in progress stops
+    /// and keeps nothing.
     pub fn drain(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
         drop(std::mem::take(&mut *self.ready()));
     }
 }

@@ -211,12 +211,20 @@ impl MonitorPool {
     /// for until ready). One filler at a time; a second call returns at
     /// once.
     pub fn fill(&self) -> Result<(), RuntimeError> {
+        self.fill_with(|| {})
+    }
+
+    /// [`MonitorPool::fill`], calling `before_each` before starting each
+    /// standby (the daemon waits there for a moment without container
+    /// start-up).
+    pub fn fill_with(&self, before_each: impl Fn()) -> Result<(), RuntimeError> {
         loop {
             if self.filling.swap(true, Ordering::AcqRel) {
                 return Ok(());
             }
             let result = (|| {
                 while self.needs_fill() {
+                    before_each();
                     let mut s = StandbyMonitor::spawn(&self.monitor)?;
                     s.wait_ready()?;
                     let mut ready = self.ready();

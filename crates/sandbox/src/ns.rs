@@ -347,6 +347,12 @@ impl NsPool {
     /// Makes namespace sets until the pool is full (blocking). One filler
     /// at a time; a second call returns at once.
     pub fn fill(&self) -> Result<(), SandboxError> {
+        self.fill_with(|| {})
+    }
+
+    /// [`NsPool::fill`], calling `before_each` before making each set (the
+    /// daemon waits there for a moment without pod or container start-up).
+    pub fn fill_with(&self, before_each: impl Fn()) -> Result<(), SandboxError> {
         use std::sync::atomic::Ordering;
         loop {
             if self.filling.swap(true, Ordering::AcqRel) {
@@ -354,6 +360,7 @@ impl NsPool {
             }
             let result = (|| {
                 while self.needs_fill() {
+                    before_each();
                     let set = make_set()?;
                     let mut ready = self.ready();
                     if self.closed.load(Ordering::Acquire) {

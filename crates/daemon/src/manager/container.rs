@@ -537,6 +537,7 @@ impl Manager {
         _sandbox_config: Option<PodSandboxConfig>,
     ) -> Result<String> {
         let t_rpc = Instant::now();
+        let _starting = self.starting();
         let pod = self.pod(pod_query)?;
         let mut config =
             config.ok_or_else(|| ManagerError::InvalidArgument("config is required".into()))?;
@@ -738,7 +739,7 @@ impl Manager {
             }
         })
         .await;
-        self.refill_monitor_pool();
+        self.refill_pools();
         match result {
             Ok(rec) => {
                 tracing::info!(pid = rec.pid, "container created");
@@ -796,6 +797,7 @@ impl Manager {
     }
 
     pub async fn start_container(self: &Arc<Self>, query: &str) -> Result<()> {
+        let _starting = self.starting();
         let c = self.ctr(query)?;
         let _op = c.op.lock().await;
         let rec = self.refresh_expecting(&c, ContainerPhase::Created).await?;

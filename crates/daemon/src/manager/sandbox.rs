@@ -240,6 +240,7 @@ impl Manager {
         config: Option<PodSandboxConfig>,
         handler: &str,
     ) -> Result<String> {
+        let _starting = self.starting();
         let config =
             config.ok_or_else(|| ManagerError::InvalidArgument("config is required".into()))?;
         let key = pod_key(&config)?;
@@ -336,7 +337,7 @@ impl Manager {
         match result {
             Ok(rec) => {
                 tracing::info!("pod sandbox ready");
-                self.refill_ns_pool();
+                self.refill_pools();
                 self.pods
                     .write()
                     .unwrap_or_else(|p| p.into_inner())

@@ -6,6 +6,7 @@
 mod common;
 use common::*;
 use crius_test_support::cri::*;
+use crius_test_support::procs;
 use std::time::Duration;
 
 #[tokio::test]
@@ -447,31 +448,18 @@ fn pipes_of(pid: u32) -> std::collections::HashSet<String> {
         .unwrap_or_default()
 }
 
-/// Standby monitors of the daemon `daemon`: `crius-monitor standby`
-/// processes whose job pipe (their fd 0) the daemon holds the other end of.
+/// Standby monitors of the daemon `daemon`: detached `crius-monitor
+/// standby` processes (their first process, with the same command line and
+/// fd 0, leads no session) whose job pipe (their fd 0) the daemon holds the
+/// other end of.
 fn standbys_of(daemon: u32) -> Vec<i32> {
     let held = pipes_of(daemon);
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
-        .filter(|pid| {
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let cmd = String::from_utf8_lossy(&cmd);
-            // The detached standby leads its own session; its first
-            // process (same command line, same fd 0) exits once it forked.
-            let leads = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-                s.rsplit(')')
-                    .next()
-                    .and_then(|r| r.split_whitespace().nth(3))
-                    == Some(pid.to_string().as_str())
-            });
-            leads
-                && cmd.contains("crius-monitor\0standby\0")
-                && std::fs::read_link(format!("/proc/{pid}/fd/0"))
-                    .is_ok_and(|l| held.contains(l.to_string_lossy().as_ref()))
-        })
-        .collect()
+    procs::pids_where(|pid, cmd| {
+        cmd.contains("crius-monitor\0standby\0")
+            && procs::leads_session(pid)
+            && std::fs::read_link(format!("/proc/{pid}/fd/0"))
+                .is_ok_and(|l| held.contains(l.to_string_lossy().as_ref()))
+    })
 }
 
 async fn wait_standbys(daemon: u32, n: usize) -> Vec<i32> {
@@ -490,19 +478,12 @@ async fn wait_standbys(daemon: u32, n: usize) -> Vec<i32> {
     }
 }
 
-fn policy(pid: i32) -> i32 {
-    // SAFETY: plain syscall reading another process's policy.
-    unsafe { libc::sched_getscheduler(pid) }
-}
-
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        !s.rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z')
-    })
+async fn wait_gone(pid: i32, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while procs::alive(pid) {
+        assert!(std::time::Instant::now() < deadline, "{what}: {pid}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The monitor pool (2 by default): the daemon starts monitors ahead at
@@ -517,7 +498,11 @@ async fn monitor_pool_hands_out_started_monitors() {
     let daemon = env.daemon.pid().unwrap();
     let first = wait_standbys(daemon, 2).await;
     for pid in &first {
-        assert_eq!(policy(*pid), libc::SCHED_IDLE, "standby filled at idle");
+        assert_eq!(
+            procs::sched_policy(*pid),
+            libc::SCHED_IDLE,
+            "standby filled at idle"
+        );
     }
     let mut c = env.client().await;
     let pc = pod_config("mon-pool", &env.logs);
@@ -533,36 +518,24 @@ async fn monitor_pool_hands_out_started_monitors() {
     start(&mut c, &id).await;
     let info = verbose_info(&mut c, &id).await;
     let pid = info["pid"].as_i64().unwrap() as i32;
-    let monitor = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
-        .find(|p| {
-            let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
-            let cmd = String::from_utf8_lossy(&cmd);
-            cmd.contains("crius-monitor") && cmd.contains(&format!("--id\0{id}\0"))
-        })
-        .expect("the container's monitor, named by its id");
+    let monitor = *procs::pids_where(|_, cmd| {
+        cmd.contains("crius-monitor") && cmd.contains(&format!("--id\0{id}\0"))
+    })
+    .first()
+    .expect("the container's monitor, named by its id");
     assert!(first.contains(&monitor), "a pooled standby took the job");
-    assert_eq!(policy(monitor), libc::SCHED_OTHER, "monitor");
-    assert_eq!(policy(pid), libc::SCHED_OTHER, "container");
+    assert_eq!(procs::sched_policy(monitor), libc::SCHED_OTHER, "monitor");
+    assert_eq!(procs::sched_policy(pid), libc::SCHED_OTHER, "container");
     // Refilled with new standbys.
     let refilled = wait_standbys(daemon, 2).await;
     assert!(!refilled.contains(&monitor));
 
     env.daemon.kill().unwrap();
     for s in &refilled {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while alive(*s) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "standby {s} outlived its daemon"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_gone(*s, "standby outlived its daemon").await;
     }
     assert!(
-        alive(monitor) && alive(pid),
+        procs::alive(monitor) && procs::alive(pid),
         "the container outlives the daemon"
     );
     env.daemon.start().await.unwrap();
@@ -573,24 +546,11 @@ async fn monitor_pool_hands_out_started_monitors() {
         status(&mut c, &id).await.state,
         ContainerState::ContainerRunning as i32
     );
-    c.runtime
-        .stop_container(StopContainerRequest {
-            container_id: id.clone(),
-            timeout: 0,
-        })
-        .await
-        .unwrap();
+    stop(&mut c, &id, 0).await;
     assert_eq!(status(&mut c, &id).await.exit_code, 137);
     remove_pod(&mut c, &pod).await;
     env.daemon.stop().await.unwrap();
     for s in again {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while alive(s) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "standby {s} outlived a graceful stop"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_gone(s, "standby outlived a graceful stop").await;
     }
 }

@@ -147,13 +147,7 @@ async fn kubelet_flow(handler: &str) {
     // Stop: sleep as pid 1 ignores SIGTERM, so the timeout expires and
     // SIGKILL follows.
     let t0 = std::time::Instant::now();
-    c.runtime
-        .stop_container(StopContainerRequest {
-            container_id: id.clone(),
-            timeout: 1,
-        })
-        .await
-        .unwrap();
+    stop(&mut c, &id, 1).await;
     assert!(
         t0.elapsed() >= Duration::from_millis(900),
         "{:?}",
@@ -164,13 +158,7 @@ async fn kubelet_flow(handler: &str) {
     assert_eq!(s.exit_code, 137);
     assert_eq!(s.reason, "Error");
     // Idempotent.
-    c.runtime
-        .stop_container(StopContainerRequest {
-            container_id: id.clone(),
-            timeout: 0,
-        })
-        .await
-        .unwrap();
+    stop(&mut c, &id, 0).await;
 
     c.runtime
         .remove_container(RemoveContainerRequest {

@@ -344,13 +344,7 @@ async fn kill_9_mid_start_and_stop_container() {
         status(&mut c, &id3).await.state,
         ContainerState::ContainerRunning as i32
     );
-    c.runtime
-        .stop_container(StopContainerRequest {
-            container_id: id3.clone(),
-            timeout: 0,
-        })
-        .await
-        .unwrap();
+    stop(&mut c, &id3, 0).await;
     let s = status(&mut c, &id3).await;
     assert_eq!(
         (s.state, s.exit_code),

@@ -14,6 +14,7 @@ use crius_oci_runtime::spec::{
 };
 use crius_oci_runtime::RuntimeHandlers;
 use crius_test_support::image::{busybox_rootfs, sha256_digest};
+use crius_test_support::procs;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -347,50 +348,19 @@ fn creator_killed_the_exit_code_is_still_recorded() {
 
 /// Monitor pids of container `id` (their command lines name it).
 fn monitors_of(id: &str) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| {
-                    let c = String::from_utf8_lossy(&c);
-                    c.contains("crius-monitor") && c.contains(id)
-                })
-                .unwrap_or(false)
-        })
-        .collect()
-}
-
-fn gone(pid: i32) -> bool {
-    // A detached monitor is init's child: gone (or a zombie init reaps).
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
-        .unwrap_or(true)
+    procs::pids_where(|_, c| c.contains("crius-monitor") && c.contains(id))
 }
 
 fn wait_gone(pid: i32, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !gone(pid) {
-        assert!(Instant::now() < deadline, "{what}: pid {pid} still there");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        procs::wait_gone(pid, Duration::from_secs(10)),
+        "{what}: pid {pid} still there"
+    );
 }
 
-fn policy(pid: i32) -> i32 {
-    // SAFETY: plain syscall reading another process's policy.
-    unsafe { libc::sched_getscheduler(pid) }
-}
-
+/// The command line as `ps` shows it.
 fn cmdline(pid: i32) -> String {
-    String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default())
-        .replace('\0', " ")
+    procs::cmdline(pid).replace('\0', " ")
 }
 
 #[test]
@@ -423,7 +393,11 @@ fn standby_monitors_wait_for_their_job_and_leave_quietly_without_one() {
         assert_eq!(standbys.len(), 2, "{id}: pool filled");
         for pid in &standbys {
             assert!(cmdline(*pid).starts_with(&format!("{MONITOR} standby ")));
-            assert_eq!(policy(*pid), libc::SCHED_IDLE, "{id}: filled at idle");
+            assert_eq!(
+                procs::sched_policy(*pid),
+                libc::SCHED_IDLE,
+                "{id}: filled at idle"
+            );
         }
         // Abandoned: the standby taken was never given its job, and left
         // without creating anything.
@@ -432,7 +406,7 @@ fn standby_monitors_wait_for_their_job_and_leave_quietly_without_one() {
                 .unwrap();
         assert_eq!(pool.available(), 1);
         let taken = *standbys.last().unwrap();
-        assert!(!gone(taken), "{id}: the standby waits for its job");
+        assert!(procs::alive(taken), "{id}: the standby waits for its job");
         drop(pending);
         wait_gone(taken, &id);
         assert!(p.rt.state(&id).is_err(), "{id}: created without a job");
@@ -469,8 +443,16 @@ fn standby_monitors_wait_for_their_job_and_leave_quietly_without_one() {
         assert_eq!(created.monitor_pid, next, "{id}: the pooled standby");
         assert_eq!(monitors_of(&id), vec![next], "{id}: {}", cmdline(next));
         assert!(cmdline(next).contains(&format!("--id {id}")));
-        assert_eq!(policy(next), libc::SCHED_OTHER, "{id}: monitor");
-        assert_eq!(policy(created.pid), libc::SCHED_OTHER, "{id}: container");
+        assert_eq!(
+            procs::sched_policy(next),
+            libc::SCHED_OTHER,
+            "{id}: monitor"
+        );
+        assert_eq!(
+            procs::sched_policy(created.pid),
+            libc::SCHED_OTHER,
+            "{id}: container"
+        );
         p.rt.start(&id).unwrap();
         assert_eq!(wait_exit(&p.files).0, 3, "{id}");
         assert!(std::fs::read_to_string(&p.files.log)

@@ -4,6 +4,7 @@
 
 pub mod daemon;
 pub mod image;
+pub mod procs;
 pub mod registry;
 pub mod runtime;
 pub mod token;

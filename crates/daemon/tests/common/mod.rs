@@ -192,6 +192,17 @@ pub async fn start(c: &mut CriClient, id: &str) {
         .unwrap();
 }
 
+/// StopContainer with `timeout` seconds before SIGKILL; must succeed.
+pub async fn stop(c: &mut CriClient, id: &str, timeout: i64) {
+    c.runtime
+        .stop_container(StopContainerRequest {
+            container_id: id.into(),
+            timeout,
+        })
+        .await
+        .unwrap();
+}
+
 pub async fn status(c: &mut CriClient, id: &str) -> ContainerStatus {
     c.runtime
         .container_status(ContainerStatusRequest {

@@ -554,3 +554,151 @@ async fn monitor_pool_hands_out_started_monitors() {
         wait_gone(s, "standby outlived a graceful stop").await;
     }
 }
+
+/// The runtime's container comes to be at StartContainer (one `run`):
+/// a created container has no runtime state yet; an update before the
+/// start is in force when it runs; a stop before the start ends it
+/// unstarted (137); a runtime that refuses to run it leaves it exited
+/// with reason StartError (128), the runtime's words, nothing behind.
+#[tokio::test]
+async fn containers_run_at_start_with_updates_stops_and_start_errors() {
+    let env = env("").await;
+    let mut c = env.client().await;
+    let pc = pod_config("run-at-start", &env.logs);
+    let pod = run_pod(&mut c, pc.clone(), "runc").await;
+    let rt_root = env.daemon.runroot.join("runtimes/runc");
+
+    let id = create(
+        &mut c,
+        &pod,
+        &pc,
+        container_config("app", &env.image, &["sleep", "300"]),
+    )
+    .await
+    .unwrap();
+    assert!(runtime_list("runc", &rt_root).is_empty(), "nothing run yet");
+    // kubelet's CPU manager updates between create and start.
+    c.runtime
+        .update_container_resources(UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: Some(LinuxContainerResources {
+                memory_limit_in_bytes: 40 << 20,
+                cpu_shares: 256,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let s = status(&mut c, &id).await;
+    assert_eq!(s.state, ContainerState::ContainerCreated as i32);
+    assert_eq!(
+        s.resources.unwrap().linux.unwrap().memory_limit_in_bytes,
+        40 << 20
+    );
+    start(&mut c, &id).await;
+    let v = verbose_info(&mut c, &id).await;
+    let cg = v["cgroupsPath"].as_str().unwrap().to_string();
+    let limit = std::fs::read_to_string(format!("/sys/fs/cgroup/memory{cg}/memory.limit_in_bytes"))
+        .unwrap();
+    assert_eq!(limit.trim(), (40u64 << 20).to_string());
+    let shares = std::fs::read_to_string(format!("/sys/fs/cgroup/cpu{cg}/cpu.shares")).unwrap();
+    assert_eq!(shares.trim(), "256");
+    // The spec's device rules (deny all first) survived the update.
+    let rules = &v["runtimeSpec"]["linux"]["resources"]["devices"];
+    assert_eq!(rules[0]["allow"], false, "{rules}");
+    assert_eq!(
+        v["runtimeSpec"]["linux"]["resources"]["memory"]["limit"],
+        40 << 20
+    );
+    assert_eq!(runtime_list("runc", &rt_root), vec![id.clone()]);
+
+    // Stopped before it was started.
+    let never = create(
+        &mut c,
+        &pod,
+        &pc,
+        container_config("never", &env.image, &["sleep", "300"]),
+    )
+    .await
+    .unwrap();
+    stop(&mut c, &never, 10).await;
+    let s = status(&mut c, &never).await;
+    assert_eq!(
+        (s.state, s.exit_code, s.started_at),
+        (ContainerState::ContainerExited as i32, 137, 0)
+    );
+    assert!(s.finished_at >= s.created_at, "{s:?}");
+    let e = c
+        .runtime
+        .start_container(StartContainerRequest {
+            container_id: never.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+
+    // The runtime refuses: no such executable.
+    let bad = create(
+        &mut c,
+        &pod,
+        &pc,
+        container_config("bad", &env.image, &["/no/such/binary"]),
+    )
+    .await
+    .unwrap();
+    let e = c
+        .runtime
+        .start_container(StartContainerRequest {
+            container_id: bad.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("/no/such/binary"), "{}", e.message());
+    let s = status(&mut c, &bad).await;
+    assert_eq!(
+        (s.state, s.exit_code, s.reason.as_str()),
+        (ContainerState::ContainerExited as i32, 128, "StartError")
+    );
+    assert!(s.message.contains("/no/such/binary"), "{}", s.message);
+    assert_eq!(runtime_list("runc", &rt_root), vec![id.clone()]);
+    assert!(
+        procs::pids_where(|_, cmd| cmd.contains("crius-monitor") && cmd.contains(&bad)).is_empty(),
+        "the failed run's monitor is gone"
+    );
+    c.runtime
+        .remove_container(RemoveContainerRequest {
+            container_id: bad.clone(),
+        })
+        .await
+        .unwrap();
+
+    // A pod that stopped: its created containers do not start.
+    let late = create(
+        &mut c,
+        &pod,
+        &pc,
+        container_config("late", &env.image, &["sleep", "300"]),
+    )
+    .await
+    .unwrap();
+    c.runtime
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(status(&mut c, &id).await.exit_code, 137);
+    let e = c
+        .runtime
+        .start_container(StartContainerRequest {
+            container_id: late.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    remove_pod(&mut c, &pod).await;
+    assert!(runtime_list("runc", &rt_root).is_empty());
+    assert!(mounts_under(env.daemon.dir()).is_empty());
+}

@@ -117,36 +117,13 @@ async fn kill_9_keeps_pods_and_containers_manageable() {
     assert!(runtime_list("runc", &env.daemon.runroot.join("runtimes/runc")).is_empty());
 }
 
-/// A wrapper runtime that hangs in `create` lets the test kill the daemon
-/// in the middle of CreateContainer; after restart nothing is left over.
+/// kill -9 inside CreateContainer (the rootfs overlay mounted, the bundle
+/// not yet written): after restart nothing is left over.
 #[tokio::test]
 async fn kill_9_mid_create_leaves_nothing_behind() {
-    crius_test_support::require_root();
-    let tmp = tempfile::tempdir().unwrap();
-    let wrapper = tmp.path().join("slow-runc");
-    let marker = tmp.path().join("in-create");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nfor a in \"$@\"; do if [ \"$a\" = create ]; then touch {m}; sleep 30; fi; done\nexec runc \"$@\"\n",
-            m = marker.display()
-        ),
-    )
-    .unwrap();
-    std::os::unix::fs::PermissionsExt::set_mode(
-        &mut std::fs::metadata(&wrapper).unwrap().permissions(),
-        0o755,
-    );
-    std::fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let mut env = env(&format!(
-        "default_runtime = \"slow\"\n[runtimes.slow]\npath = \"{}\"\n",
-        wrapper.display()
-    ))
-    .await;
+    let mut env = env_with("", &[("CRIUS_TEST_HOLD", "1")]).await;
+    let hold = env.daemon.runroot.join("test-hold-create-container");
+    std::fs::write(&hold, "").unwrap();
     let mut c = env.client().await;
     let pc = pod_config("midcreate", &env.logs);
     let pod = run_pod(&mut c, pc.clone(), "").await;
@@ -154,44 +131,48 @@ async fn kill_9_mid_create_leaves_nothing_behind() {
     let mut c2 = c.clone();
     let (pod2, pc2) = (pod.clone(), pc.clone());
     let pending = tokio::spawn(async move { create(&mut c2, &pod2, &pc2, cc).await });
+    let containers = env.daemon.root.join("containers");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !marker.exists() {
+    loop {
+        let held = std::fs::read_dir(&containers)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.path().join("held-create-container").exists());
+        if held {
+            break;
+        }
         assert!(
             std::time::Instant::now() < deadline,
-            "runtime create never called"
+            "CreateContainer never reached the hold"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // The rootfs overlay is mounted now; the daemon dies.
-    assert!(mounts_under(&env.daemon.root.join("containers")).len() == 1);
+    assert_eq!(mounts_under(&containers).len(), 1);
     env.daemon.kill().unwrap();
     let _ = pending.await;
+    std::fs::remove_file(&hold).unwrap();
     env.daemon.start().await.unwrap();
     let mut c = env.client().await;
     let list = list_all(&mut c).await;
     assert!(list.is_empty(), "{list:?}");
     assert!(
-        mounts_under(&env.daemon.root.join("containers")).is_empty(),
+        mounts_under(&containers).is_empty(),
         "{:?}",
-        mounts_under(&env.daemon.root.join("containers"))
+        mounts_under(&containers)
     );
-    assert_eq!(
-        std::fs::read_dir(env.daemon.root.join("containers"))
-            .unwrap()
-            .count(),
-        0
-    );
-    // The monitor that was waiting inside the runtime's create is gone too,
-    // so the container can never appear later.
-    let ps = std::process::Command::new("pgrep")
-        .args(["-f", "crius-monitor --runtime .*slow-runc"])
-        .output()
-        .unwrap();
-    assert!(
-        String::from_utf8_lossy(&ps.stdout).trim().is_empty(),
-        "monitor survived the sweep"
-    );
-    std::fs::remove_file(&marker).unwrap();
+    assert_eq!(std::fs::read_dir(&containers).unwrap().count(), 0);
+    // The name is free again.
+    let id = create(
+        &mut c,
+        &pod,
+        &pc,
+        container_config("app", &env.image, &["sleep", "300"]),
+    )
+    .await
+    .unwrap();
+    start(&mut c, &id).await;
     remove_pod(&mut c, &pod).await;
     assert!(mounts_under(env.daemon.dir()).is_empty());
 }
@@ -264,13 +245,14 @@ async fn kill_9_mid_run_pod_sandbox() {
     assert!(mounts_under(env.daemon.dir()).is_empty());
 }
 
-/// kill -9 inside StartContainer (the runtime's start hangs): after restart
-/// the container is still created and can be started; inside StopContainer
-/// (the runtime's kill hangs): after restart it still runs and stops.
+/// kill -9 inside StartContainer (the runtime's run hangs, then fails):
+/// after restart the container is still created and can be started;
+/// inside StopContainer (the runtime's kill hangs): after restart it still
+/// runs and stops.
 #[tokio::test]
 async fn kill_9_mid_start_and_stop_container() {
     let tmp = tempfile::tempdir().unwrap();
-    let start_wrapper = slow_runtime(tmp.path(), "start");
+    let start_wrapper = slow_runtime(tmp.path(), "run");
     let kill_wrapper = slow_runtime(tmp.path(), "kill");
     let mut env = env(&format!(
         "default_runtime = \"slow-start\"\n[runtimes.slow-start]\npath = \"{}\"\nroot = \"/run/crius-test-slow\"\n[runtimes.slow-kill]\npath = \"{}\"\nroot = \"/run/crius-test-slow\"\n",
@@ -296,7 +278,7 @@ async fn kill_9_mid_start_and_stop_container() {
             .start_container(StartContainerRequest { container_id: id2 })
             .await
     });
-    wait_for(&tmp.path().join("in-start"), Duration::from_secs(20)).await;
+    wait_for(&tmp.path().join("in-run"), Duration::from_secs(20)).await;
     env.daemon.kill().unwrap();
     let _ = pending.await;
     kill_wrappers();
@@ -361,4 +343,99 @@ async fn kill_9_mid_start_and_stop_container() {
         mounts_under(env.daemon.dir())
     );
     assert!(runtime_list("runc", std::path::Path::new("/run/crius-test-slow")).is_empty());
+}
+
+/// kill -9 inside StartContainer while the runtime's run is under way; the
+/// run then finishes with no daemon to hear of it. After restart the
+/// container is running under its monitor: exec, logs, stop with the exit
+/// code the monitor records.
+#[tokio::test]
+async fn kill_9_mid_start_the_run_finishes_without_the_daemon() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wrapper = tmp.path().join("gated-runc");
+    let (marker, gate) = (tmp.path().join("in-run"), tmp.path().join("go"));
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do if [ \"$a\" = run ]; then touch {m}; while [ ! -e {g} ]; do sleep 0.05; done; fi; done\nexec runc \"$@\"\n",
+            m = marker.display(),
+            g = gate.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let rt_root = std::path::Path::new("/run/crius-test-gated");
+    let mut env = env(&format!(
+        "default_runtime = \"gated\"\n[runtimes.gated]\npath = \"{}\"\nroot = \"{}\"\n",
+        wrapper.display(),
+        rt_root.display()
+    ))
+    .await;
+    let mut c = env.client().await;
+    let pc = pod_config("midrun", &env.logs);
+    let pod = run_pod(&mut c, pc.clone(), "").await;
+    let id = create(
+        &mut c,
+        &pod,
+        &pc,
+        container_config(
+            "app",
+            &env.image,
+            &["sh", "-c", "echo started; exec sleep 300"],
+        ),
+    )
+    .await
+    .unwrap();
+    let mut c2 = c.clone();
+    let id2 = id.clone();
+    let pending = tokio::spawn(async move {
+        c2.runtime
+            .start_container(StartContainerRequest { container_id: id2 })
+            .await
+    });
+    wait_for(&marker, Duration::from_secs(20)).await;
+    env.daemon.kill().unwrap();
+    let _ = pending.await;
+    std::fs::write(&gate, "").unwrap();
+    // The run finishes, and the monitor carries on without a daemon.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while runtime_list("runc", rt_root) != vec![id.clone()] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    env.daemon.start().await.unwrap();
+    c = env.client().await;
+    let s = status(&mut c, &id).await;
+    assert_eq!(s.state, ContainerState::ContainerRunning as i32, "{s:?}");
+    let out = exec(&mut c, &id, &["echo", "alive"]).await;
+    assert_eq!(out.stdout, b"alive\n");
+    let log = std::path::PathBuf::from(&s.log_path);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains(" stdout F started")
+    {
+        assert!(std::time::Instant::now() < deadline, "nothing logged");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop(&mut c, &id, 0).await;
+    let s = status(&mut c, &id).await;
+    assert_eq!(
+        (s.state, s.exit_code),
+        (ContainerState::ContainerExited as i32, 137)
+    );
+    remove_pod(&mut c, &pod).await;
+    assert!(runtime_list("runc", rt_root).is_empty());
+    assert!(
+        mounts_under(env.daemon.dir()).is_empty(),
+        "{:?}",
+        mounts_under(env.daemon.dir())
+    );
 }

@@ -2,9 +2,10 @@
 //!
 //! Started by the daemon, it detaches (fork, setsid) so the container and
 //! its logs outlive a daemon restart or crash, becomes a child subreaper,
-//! runs `<runtime> create` with the container's stdout/stderr as pipes it
-//! holds, reports the container's pid (or the runtime's error) on the sync
-//! fd, then copies the container's output into the CRI log until the
+//! runs `<runtime> create` (or, with `--start`, `<runtime> run --detach`:
+//! created and started in one runtime call) with the container's
+//! stdout/stderr as pipes it holds, reports the container's pid (or the
+//! runtime's error) on the sync fd, then copies the container's output into the CRI log until the
 //! container exits, and writes its exit code atomically to the exit file.
 //! SIGUSR1 reopens the log (ReopenContainerLog). No async runtime: a poll
 //! loop over two pipes and a signalfd keeps it small.
@@ -35,7 +36,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: crius-monitor --runtime PATH --runtime-root DIR --id ID --bundle DIR \
---log FILE --exit-file FILE --pid-file FILE --sync-fd N [--max-line BYTES] [--tty] [--runtime-arg ARG]...
+--log FILE --exit-file FILE --pid-file FILE --sync-fd N [--max-line BYTES] [--tty] [--start] [--runtime-arg ARG]...
        crius-monitor standby [ROOM]   (job on fd 0, reports on fd 1)
        crius-monitor pause --id POD --sync-fd N";
 
@@ -54,6 +55,8 @@ struct Args {
     /// The container has a terminal: receive the pty master from the
     /// runtime over a console socket and log it as stdout.
     tty: bool,
+    /// Start the container too (`run --detach`), not only create it.
+    start: bool,
 }
 
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
@@ -84,6 +87,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
                     .map_err(|_| "--max-line: not a number".to_string())?
             }
             "--tty" => a.tty = true,
+            "--start" => a.start = true,
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -325,8 +329,12 @@ fn run(args: &Args, set_up: SetUp, sync: &mut Option<File>) -> Result<(), String
     let mut cmd = Command::new(&args.runtime);
     cmd.arg("--root").arg(&args.runtime_root);
     cmd.args(&args.runtime_args);
-    cmd.arg("create")
-        .arg("--bundle")
+    let verb = if args.start { "run" } else { "create" };
+    cmd.arg(verb);
+    if args.start {
+        cmd.arg("--detach");
+    }
+    cmd.arg("--bundle")
         .arg(&args.bundle)
         .arg("--pid-file")
         .arg(&args.pid_file);
@@ -390,7 +398,7 @@ fn run(args: &Args, set_up: SetUp, sync: &mut Option<File>) -> Result<(), String
         .ok();
         let n = File::from(err_r).read(&mut msg).unwrap_or(0);
         return Err(format!(
-            "{} create failed ({status}): {}",
+            "{} {verb} failed ({status}): {}",
             args.runtime.display(),
             String::from_utf8_lossy(&msg[..n]).trim()
         ));
@@ -405,8 +413,10 @@ fn run(args: &Args, set_up: SetUp, sync: &mut Option<File>) -> Result<(), String
         // starting up (it reads to end of file).
         // The monitor's own pid lets the daemon signal it (SIGUSR1: reopen
         // the log) after a restart.
-        writeln!(s, "pid {pid} {}", std::process::id())
-            .map_err(|e| format!("reporting pid: {e}"))?;
+        // A failed report means the daemon died meanwhile: the container
+        // exists all the same, so keep it (its log, its exit code) for the
+        // restarted daemon, which finds it through the runtime.
+        let _ = writeln!(s, "pid {pid} {}", std::process::id());
     }
 
     // With a terminal, stdout and stderr both arrive on the pty master,
@@ -567,7 +577,13 @@ mod tests {
                 .into_iter(),
         )
         .unwrap();
-        assert_eq!((a.sync_fd, a.tty), (-1, true));
+        assert_eq!((a.sync_fd, a.tty, a.start), (-1, true, false));
+        let a = parse_args(
+            v("--runtime /r --id c1 --bundle /b --log /l --exit-file /e --pid-file /p --start")
+                .into_iter(),
+        )
+        .unwrap();
+        assert!(a.start && !a.tty);
         assert!(parse_args(v("--sync-fd x").into_iter())
             .unwrap_err()
             .contains("--sync-fd"));

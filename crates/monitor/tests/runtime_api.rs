@@ -12,6 +12,7 @@ use crius_oci_runtime::runtime::{exit_status, ContainerFiles, OciRuntime};
 use crius_oci_runtime::spec::{
     generate, HostLimits, ImageConfig, PodFiles, PodNamespaces, SpecInput,
 };
+use crius_oci_runtime::standby::MonitorPool;
 use crius_oci_runtime::RuntimeHandlers;
 use crius_test_support::image::{busybox_rootfs, sha256_digest};
 use crius_test_support::procs;
@@ -365,7 +366,6 @@ fn cmdline(pid: i32) -> String {
 
 #[test]
 fn standby_monitors_wait_for_their_job_and_leave_quietly_without_one() {
-    use crius_oci_runtime::standby::MonitorPool;
     let work = tempfile::tempdir().unwrap();
     let ready = prepare(
         work.path(),
@@ -423,7 +423,7 @@ fn standby_monitors_wait_for_their_job_and_leave_quietly_without_one() {
         )
         .unwrap();
         wait_gone(killed, &id);
-        let created = pending.create().unwrap();
+        let created = pending.launch().unwrap();
         assert!(created.monitor_pid != killed && !standbys.contains(&created.monitor_pid));
         p.rt.start(&id).unwrap();
         assert_eq!(wait_exit(&p.files).0, 3, "{id}");
@@ -439,7 +439,7 @@ fn standby_monitors_wait_for_their_job_and_leave_quietly_without_one() {
         let pending =
             p.rt.prepare_create(Some(&pool), &id, &p.files, 16 * 1024, false)
                 .unwrap();
-        let created = pending.create().unwrap();
+        let created = pending.launch().unwrap();
         assert_eq!(created.monitor_pid, next, "{id}: the pooled standby");
         assert_eq!(monitors_of(&id), vec![next], "{id}: {}", cmdline(next));
         assert!(cmdline(next).contains(&format!("--id {id}")));
@@ -466,7 +466,7 @@ fn standby_monitors_wait_for_their_job_and_leave_quietly_without_one() {
             p.rt.prepare_create(None, &id, &p.files, 16 * 1024, false)
                 .unwrap();
         std::thread::sleep(Duration::from_millis(50));
-        let created = pending.create().unwrap();
+        let created = pending.launch().unwrap();
         assert!(created.pid > 0 && !standbys.contains(&created.monitor_pid));
         assert_eq!(monitors_of(&id), vec![created.monitor_pid]);
         p.rt.start(&id).unwrap();
@@ -480,4 +480,84 @@ fn standby_monitors_wait_for_their_job_and_leave_quietly_without_one() {
     for pid in left {
         wait_gone(pid, "drained standby");
     }
+}
+
+/// `prepare_run`: the monitor creates and starts the container in one
+/// runtime call. A container that exits at once (before the runtime's
+/// `run` returns, so it is reaped as a reparented child) still has its
+/// output logged and its exit code recorded; one with a terminal gets it;
+/// a run the runtime refuses reports the runtime's words and leaves no
+/// container.
+#[test]
+fn run_creates_and_starts_in_one_runtime_call() {
+    let work = tempfile::tempdir().unwrap();
+    let pool = MonitorPool::new(MONITOR, 1);
+    pool.fill().unwrap();
+    for (id, p) in prepare(
+        work.path(),
+        "run-quick",
+        &["/bin/sh", "-c", "echo ran; exit 5"],
+        false,
+    ) {
+        let l =
+            p.rt.prepare_run(Some(&pool), &id, &p.files, 16 * 1024, false)
+                .unwrap()
+                .launch()
+                .unwrap();
+        assert!(l.pid > 0 && l.monitor_pid > 0, "{id}");
+        assert_eq!(wait_exit(&p.files).0, 5, "{id}");
+        assert!(
+            std::fs::read_to_string(&p.files.log)
+                .unwrap()
+                .contains(" stdout F ran"),
+            "{id}"
+        );
+        p.rt.delete(&id, true).unwrap();
+        remove_rootfs(&p.cdir).unwrap();
+        pool.fill().unwrap();
+    }
+    for (id, p) in prepare(
+        work.path(),
+        "run-tty",
+        &["/bin/sh", "-c", "tty; exec sleep 600"],
+        true,
+    ) {
+        let l =
+            p.rt.prepare_run(None, &id, &p.files, 16 * 1024, true)
+                .unwrap()
+                .launch()
+                .unwrap();
+        // Running already: no start.
+        assert_eq!(p.rt.state(&id).unwrap()["status"], "running", "{id}");
+        assert_eq!(monitors_of(&id), vec![l.monitor_pid], "{id}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&p.files.log)
+            .unwrap_or_default()
+            .contains(" stdout F /dev/pts/")
+        {
+            assert!(Instant::now() < deadline, "{id}: no terminal");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        p.rt.kill(&id, "SIGKILL").unwrap();
+        assert_eq!(wait_exit(&p.files).0, 137, "{id}");
+        p.rt.delete(&id, true).unwrap();
+        remove_rootfs(&p.cdir).unwrap();
+    }
+    for (id, p) in prepare(work.path(), "run-bad", &["/no/such/binary"], false) {
+        let e =
+            p.rt.prepare_run(None, &id, &p.files, 16 * 1024, false)
+                .unwrap()
+                .launch()
+                .unwrap_err()
+                .to_string();
+        assert!(
+            e.contains(" run ") && e.contains("/no/such/binary"),
+            "{id}: {e}"
+        );
+        let _ = p.rt.delete(&id, true);
+        assert!(p.rt.state(&id).is_err(), "{id}: left behind");
+        assert!(monitors_of(&id).is_empty(), "{id}");
+        remove_rootfs(&p.cdir).unwrap();
+    }
+    pool.drain();
 }

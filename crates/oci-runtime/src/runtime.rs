@@ -133,13 +133,13 @@ impl OciRuntime {
         tty: bool,
     ) -> Result<Created, RuntimeError> {
         self.prepare_create(None, id, files, max_log_line, tty)?
-            .create()
+            .launch()
     }
 
     /// Takes the container's monitor from `pool` (or starts one) ahead of
     /// the create: a fresh monitor starts up and detaches while the caller
-    /// writes the bundle; then [`PendingCreate::create`] hands it its job.
-    /// Dropping the pending create instead makes the monitor exit having
+    /// writes the bundle; then [`PendingLaunch::launch`] hands it its job.
+    /// Dropping the pending launch instead makes the monitor exit having
     /// done nothing.
     pub fn prepare_create(
         &self,
@@ -148,24 +148,61 @@ impl OciRuntime {
         files: &ContainerFiles,
         max_log_line: usize,
         tty: bool,
-    ) -> Result<PendingCreate, RuntimeError> {
+    ) -> Result<PendingLaunch, RuntimeError> {
+        self.prepare(pool, id, files, max_log_line, tty, false)
+    }
+
+    /// Like [`OciRuntime::prepare_create`], but the monitor creates and
+    /// starts the container in one runtime call (`run --detach`): one
+    /// runtime start-up (~5 ms of Go runtime for runc) instead of two, and
+    /// the same hooks run. For a bundle already written.
+    pub fn prepare_run(
+        &self,
+        pool: Option<&MonitorPool>,
+        id: &str,
+        files: &ContainerFiles,
+        max_log_line: usize,
+        tty: bool,
+    ) -> Result<PendingLaunch, RuntimeError> {
+        self.prepare(pool, id, files, max_log_line, tty, true)
+    }
+
+    fn prepare(
+        &self,
+        pool: Option<&MonitorPool>,
+        id: &str,
+        files: &ContainerFiles,
+        max_log_line: usize,
+        tty: bool,
+        start: bool,
+    ) -> Result<PendingLaunch, RuntimeError> {
+        let op = if start { "run" } else { "create" };
         std::fs::create_dir_all(&self.root).map_err(|source| RuntimeError::Io {
             what: "creating runtime root".into(),
             source,
         })?;
-        let job = self.job(id, files, max_log_line, tty);
+        let mut job = self.job(id, files, max_log_line, tty);
+        if start {
+            job.push("--start".into());
+        }
         // The monitor's command line leads with `--runtime R --id ID`, in
         // the room a standby keeps for it.
         let title: usize = job.iter().take(4).map(|a| a.len() + 1).sum();
         if title > TITLE_ROOM {
-            return Err(self.failed_create(id, "runtime path and id too long for the monitor"));
+            return Err(RuntimeError::Runtime {
+                runtime: self.name.clone(),
+                op,
+                id: id.to_string(),
+                message: "runtime path and id too long for the monitor".into(),
+            });
         }
         let standby = match pool.and_then(MonitorPool::take) {
             Some(s) => s,
             None => StandbyMonitor::spawn(&self.monitor)?,
         };
-        Ok(PendingCreate {
+        Ok(PendingLaunch {
             runtime: self.name.clone(),
+            op,
             id: id.to_string(),
             standby,
             job: job.iter().flat_map(|a| a.bytes().chain([0])).collect(),
@@ -203,15 +240,6 @@ impl OciRuntime {
             job.push("--tty".into());
         }
         job
-    }
-
-    fn failed_create(&self, id: &str, message: &str) -> RuntimeError {
-        RuntimeError::Runtime {
-            runtime: self.name.clone(),
-            op: "create",
-            id: id.to_string(),
-            message: message.to_string(),
-        }
     }
 
     pub fn start(&self, id: &str) -> Result<(), RuntimeError> {
@@ -431,11 +459,13 @@ fn tempfile_path(root: &Path, id: &str) -> PathBuf {
     root.join(format!(".exec-{id}-{}-{n}.pid", std::process::id()))
 }
 
-/// A monitor taken or started ahead of its container's create (see
-/// [`OciRuntime::prepare_create`]).
+/// A monitor taken or started ahead of its container's create or run (see
+/// [`OciRuntime::prepare_create`], [`OciRuntime::prepare_run`]).
 #[derive(Debug)]
-pub struct PendingCreate {
+pub struct PendingLaunch {
     runtime: String,
+    /// `create` or `run`: the runtime call the job asks for.
+    op: &'static str,
     id: String,
     standby: StandbyMonitor,
     /// The job: the monitor's arguments, each ending with a NUL.
@@ -443,19 +473,19 @@ pub struct PendingCreate {
     monitor: PathBuf,
 }
 
-impl PendingCreate {
+impl PendingLaunch {
     fn failed(&self, message: String) -> RuntimeError {
         RuntimeError::Runtime {
             runtime: self.runtime.clone(),
-            op: "create",
+            op: self.op,
             id: self.id.clone(),
             message,
         }
     }
 
-    /// Hands the monitor its job and lets it run the runtime's create;
-    /// returns the container's pid once it exists.
-    pub fn create(mut self) -> Result<Created, RuntimeError> {
+    /// Hands the monitor its job and lets it run the runtime's create (or
+    /// run); returns the container's pid once it exists (or runs).
+    pub fn launch(mut self) -> Result<Created, RuntimeError> {
         let io = |what: &str| {
             let what = what.to_string();
             move |source| RuntimeError::Io { what, source }

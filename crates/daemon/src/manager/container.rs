@@ -11,7 +11,6 @@ use crius_cri_api::v1::{
 use crius_image_store::db::ImageRecord;
 use crius_oci_runtime::runtime::{exit_status, ContainerFiles, ExecOutput, OciRuntime};
 use crius_oci_runtime::spec::{self, ImageConfig, PodFiles, PodNamespaces, SpecInput};
-use crius_oci_runtime::standby::MonitorPool;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +22,13 @@ pub const MAX_LOG_LINE: usize = 16 * 1024;
 pub const EXEC_OUTPUT_CAP: usize = 16 * 1024 * 1024;
 /// Termination messages are capped like kubelet's.
 pub const MAX_TERMINATION_MESSAGE: u64 = 4096;
+/// A container the runtime refused to run: containerd's and CRI-O's
+/// reason and exit code for it.
+pub const START_ERROR_REASON: &str = "StartError";
+pub const START_ERROR_EXIT_CODE: i32 = 128;
+/// A container stopped before it was started ends as one killed would
+/// (128 + SIGKILL), as it did when the runtime's create preceded the start.
+pub const NEVER_STARTED_EXIT_CODE: i32 = 137;
 /// kubelet's annotation naming the termination message path.
 pub const TERMINATION_PATH_ANNOTATION: &str = "io.kubernetes.container.terminationMessagePath";
 pub const DEFAULT_TERMINATION_PATH: &str = "/dev/termination-log";
@@ -417,33 +423,22 @@ struct CreateJob {
     lower: Vec<PathBuf>,
     host: spec::HostLimits,
     oci_version: String,
-    runtime: OciRuntime,
-    monitor_pool: Option<Arc<MonitorPool>>,
     files: ContainerFiles,
+    runroot: PathBuf,
 }
 
-/// The blocking part of CreateContainer: rootfs, spec, bundle, the
-/// runtime's create under a monitor. Returns the record fields it learned.
-fn create_blocking(job: &CreateJob) -> Result<(i32, i32, u32, u32, Vec<u32>)> {
+/// The blocking part of CreateContainer: rootfs, spec, bundle. Returns
+/// the process's user (uid, gid, groups). The runtime is not called: as in
+/// containerd's CRI, the runtime's container comes to be at
+/// StartContainer, where one `run` replaces `create` + `start` (each a
+/// runtime start-up of its own).
+fn create_blocking(job: &CreateJob) -> Result<(u32, u32, Vec<u32>)> {
     let t0 = Instant::now();
-    // The monitor first: one started ahead from the pool, or a fresh one
-    // whose start-up (exec, detaching) runs on another core while the
-    // rootfs and the spec are made here. It creates nothing until given
-    // its job, and leaves if this fails first.
-    let pending = job
-        .runtime
-        .prepare_create(
-            job.monitor_pool.as_deref(),
-            &job.id,
-            &job.files,
-            MAX_LOG_LINE,
-            job.config.tty,
-        )
-        .map_err(|e| ManagerError::FailedPrecondition(e.to_string()))?;
     let bundle = &job.files.bundle;
     std::fs::create_dir_all(bundle)
         .map_err(|e| ManagerError::Internal(format!("creating {}: {e}", bundle.display())))?;
     let paths = crius_oci_runtime::rootfs::mount_rootfs(&job.lower, &job.dir.join("fs"))?;
+    crate::manager::test_hold("create-container", &job.runroot, &job.dir);
     let passwd = read_in_root(&paths.merged, "etc/passwd", 4 << 20);
     let group = read_in_root(&paths.merged, "etc/group", 4 << 20);
     let devices = spec::devices::resolve(&job.config.devices)?;
@@ -514,19 +509,12 @@ fn create_blocking(job: &CreateJob) -> Result<(i32, i32, u32, u32, Vec<u32>)> {
         })?;
     }
     let _ = std::fs::remove_file(&job.files.exit_file);
-    let prepared = t0.elapsed();
-    let created = pending
-        .create()
-        .map_err(|e| ManagerError::FailedPrecondition(e.to_string()))?;
-    // Where the time of a create goes: crius's own work, then the runtime's
-    // create under the monitor.
     tracing::debug!(
         container = %job.id,
-        rootfs_and_spec_us = prepared.as_micros() as u64,
-        runtime_create_us = (t0.elapsed() - prepared).as_micros() as u64,
-        "container bundle ready and created"
+        rootfs_and_spec_us = t0.elapsed().as_micros() as u64,
+        "container bundle ready"
     );
-    Ok((created.pid, created.monitor_pid, user.0, user.1, user.2))
+    Ok(user)
 }
 
 impl Manager {
@@ -590,7 +578,8 @@ impl Manager {
             Ok((image, ic, checked))
         })
         .await?;
-        let runtime = self.runtime(&pod_rec.runtime_handler)?;
+        // The handler must be usable now, though only StartContainer runs it.
+        self.runtime(&pod_rec.runtime_handler)?;
         let log_path = log_file(
             &pod.config,
             &config,
@@ -695,8 +684,7 @@ impl Manager {
             lower: self.images.lower_dirs(&image),
             host: self.host_limits(&pod_rec.cgroup_parent),
             oci_version: self.oci_version(&pod_rec.runtime_handler),
-            runtime,
-            monitor_pool: self.monitor_pool.clone(),
+            runroot: self.cfg.runroot.clone(),
             files: ContainerFiles {
                 bundle: dir.join("bundle"),
                 log: log_path,
@@ -714,10 +702,8 @@ impl Manager {
             // finds the container's directory without a record and removes
             // it (recover.rs sweeps orphans), which costs no fsync here.
             match create_blocking(&job) {
-                Ok((pid, monitor_pid, uid, gid, groups)) => {
+                Ok((uid, gid, groups)) => {
                     rec.phase = ContainerPhase::Created;
-                    rec.pid = pid;
-                    rec.monitor_pid = monitor_pid;
                     rec.uid = uid;
                     rec.gid = gid;
                     rec.additional_gids = groups;
@@ -730,7 +716,6 @@ impl Manager {
                     Ok(rec)
                 }
                 Err(e) => {
-                    let _ = job.runtime.delete(&job.id, true);
                     cleanup_dir(&job.dir);
                     let _ = std::fs::remove_file(&job.files.exit_file);
                     let _ = db.delete_container(&job.id);
@@ -739,10 +724,9 @@ impl Manager {
             }
         })
         .await;
-        self.refill_pools();
         match result {
             Ok(rec) => {
-                tracing::info!(pid = rec.pid, "container created");
+                tracing::info!("container created");
                 self.containers
                     .write()
                     .unwrap_or_else(|p| p.into_inner())
@@ -796,37 +780,86 @@ impl Manager {
         Ok(rec)
     }
 
+    /// Runs the container: its monitor (a pooled standby, or a fresh one)
+    /// makes the runtime create and start it in one call (`run --detach`).
+    /// A runtime that refuses leaves the container exited with reason
+    /// `StartError` and exit code 128 (as containerd and CRI-O report it),
+    /// and nothing of the runtime's behind.
     pub async fn start_container(self: &Arc<Self>, query: &str) -> Result<()> {
         let _starting = self.starting();
         let c = self.ctr(query)?;
         let _op = c.op.lock().await;
         let rec = self.refresh_expecting(&c, ContainerPhase::Created).await?;
+        // The pod's namespaces and mounts, which the spec names, must still
+        // be there.
+        let pod_ready = self
+            .pod(&c.pod_id)
+            .map(|p| p.record().phase == PodPhase::Ready)
+            .unwrap_or(false);
+        if !pod_ready {
+            return Err(ManagerError::FailedPrecondition(format!(
+                "container {}: its pod sandbox {} is not ready",
+                c.id, c.pod_id
+            )));
+        }
         let runtime = self.runtime(&rec.runtime_handler)?;
-        let id = c.id.clone();
+        let pool = self.monitor_pool.clone();
+        let (id, tty, files) = (c.id.clone(), c.config.tty, files_of(&rec));
         let db = self.db.clone();
         let mut r = rec.clone();
-        let r = blocking(move || {
-            // Taken before the start: a container can exit before the
-            // runtime's start returns, and must not finish before it started.
+        let result = blocking(move || {
+            // Taken before the run: a container can exit before the
+            // runtime returns, and must not finish before it started.
             let started = now_ns();
             let t = Instant::now();
-            runtime
-                .start(&id)
-                .map_err(|e| ManagerError::FailedPrecondition(e.to_string()))?;
-            tracing::debug!(
-                runtime_start_us = t.elapsed().as_micros() as u64,
-                "runtime start returned"
-            );
-            r.phase = ContainerPhase::Running;
-            r.started_at = started;
-            // Recovery asks the runtime whether it runs: no fsync needed.
-            db.put_container_lazily(&r)?;
-            Ok(r)
+            let launched = runtime
+                .prepare_run(pool.as_deref(), &id, &files, MAX_LOG_LINE, tty)
+                .and_then(|p| p.launch());
+            match launched {
+                Ok(l) => {
+                    tracing::debug!(
+                        runtime_run_us = t.elapsed().as_micros() as u64,
+                        "runtime run returned"
+                    );
+                    r.phase = ContainerPhase::Running;
+                    r.started_at = started;
+                    r.pid = l.pid;
+                    r.monitor_pid = l.monitor_pid;
+                    // No fsync: recovery finds a container started after
+                    // the last flushed record through the runtime.
+                    db.put_container_lazily(&r)?;
+                    Ok(Ok(r))
+                }
+                Err(e) => {
+                    // Whatever the runtime made of it before failing.
+                    if let Err(d) = runtime.delete(&id, true) {
+                        tracing::debug!(error = %d, "runtime delete after a failed run");
+                    }
+                    let _ = std::fs::remove_file(&files.pid_file);
+                    r.phase = ContainerPhase::Exited;
+                    r.finished_at = now_ns();
+                    r.exit_code = START_ERROR_EXIT_CODE;
+                    r.reason = START_ERROR_REASON.into();
+                    r.message = e.to_string();
+                    db.put_container(&r)?;
+                    Ok(Err((r, e)))
+                }
+            }
         })
         .await?;
-        c.set(r);
-        tracing::info!(container = %c.id, "container started");
-        Ok(())
+        self.refill_pools();
+        match result {
+            Ok(r) => {
+                c.set(r);
+                tracing::info!(container = %c.id, "container started");
+                Ok(())
+            }
+            Err((r, e)) => {
+                c.set(r);
+                tracing::warn!(container = %c.id, error = %e, "container failed to start");
+                Err(ManagerError::FailedPrecondition(e.to_string()))
+            }
+        }
     }
 
     pub async fn stop_container(self: &Arc<Self>, query: &str, timeout: i64) -> Result<()> {
@@ -840,12 +873,27 @@ impl Manager {
     /// pod's). Idempotent.
     pub(crate) async fn stop_container_inner(&self, c: &Arc<Ctr>, timeout: i64) -> Result<()> {
         let rec = self.refresh(c).await;
-        if !matches!(rec.phase, ContainerPhase::Created | ContainerPhase::Running) {
+        if rec.phase == ContainerPhase::Created {
+            // Nothing runs yet (StartContainer runs it): it ends unstarted.
+            let mut r = rec;
+            r.phase = ContainerPhase::Exited;
+            r.finished_at = now_ns();
+            r.exit_code = NEVER_STARTED_EXIT_CODE;
+            r.reason = "Error".into();
+            r.message = "stopped before it was started".into();
+            let db = self.db.clone();
+            let r2 = r.clone();
+            blocking(move || Ok(db.put_container(&r2)?)).await?;
+            c.set(r);
+            tracing::info!(container = %c.id, "container stopped before it was started");
+            return Ok(());
+        }
+        if rec.phase != ContainerPhase::Running {
             return Ok(());
         }
         let runtime = self.runtime_any(&rec.runtime_handler)?;
         let files = files_of(&rec);
-        if timeout > 0 && rec.phase == ContainerPhase::Running {
+        if timeout > 0 {
             let (rt, id, sig) = (runtime.clone(), c.id.clone(), rec.stop_signal.clone());
             let sent = blocking(move || Ok(rt.kill(&id, &sig)?)).await;
             if let Err(e) = sent {
@@ -1062,14 +1110,42 @@ impl Manager {
         let res = spec::resources(Some(&linux))?;
         let json = serde_json::to_vec(&res)
             .map_err(|e| ManagerError::Internal(format!("encoding resources: {e}")))?;
-        let runtime = self.runtime_any(&rec.runtime_handler)?;
-        let id = c.id.clone();
-        blocking(move || {
-            runtime
-                .update(&id, &json)
-                .map_err(|e| ManagerError::FailedPrecondition(e.to_string()))
-        })
-        .await?;
+        if rec.phase == ContainerPhase::Created {
+            // Not run yet (kubelet's CPU manager updates between create and
+            // start): the bundle's spec takes the update, so the container
+            // starts with it.
+            let bundle = files_of(&rec).bundle.join("config.json");
+            blocking(move || {
+                let mut spec: serde_json::Value = std::fs::read(&bundle)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok())
+                    .ok_or_else(|| {
+                        ManagerError::Internal(format!("reading {}", bundle.display()))
+                    })?;
+                let update = serde_json::from_slice(&json)
+                    .map_err(|e| ManagerError::Internal(format!("resources: {e}")))?;
+                spec::merge_resources(&mut spec, &update);
+                let out = serde_json::to_vec_pretty(&spec)
+                    .map_err(|e| ManagerError::Internal(format!("encoding config.json: {e}")))?;
+                // Whole or not at all: a new file renamed over the old.
+                let tmp = bundle.with_extension("json.tmp");
+                std::fs::write(&tmp, &out)
+                    .and_then(|_| std::fs::rename(&tmp, &bundle))
+                    .map_err(|e| {
+                        ManagerError::Internal(format!("writing {}: {e}", bundle.display()))
+                    })
+            })
+            .await?;
+        } else {
+            let runtime = self.runtime_any(&rec.runtime_handler)?;
+            let id = c.id.clone();
+            blocking(move || {
+                runtime
+                    .update(&id, &json)
+                    .map_err(|e| ManagerError::FailedPrecondition(e.to_string()))
+            })
+            .await?;
+        }
         // Keep the record's config in step, so ContainerStatus reports the
         // resources in force.
         let mut cfg = c.config.clone();

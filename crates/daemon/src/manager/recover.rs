@@ -22,13 +22,13 @@ pub(crate) fn monitor_alive(rec: &ContainerRecord) -> bool {
             .unwrap_or(false)
 }
 
-/// SIGKILLs the process group of every crius-monitor watching container
-/// `id` (a monitor leads its own session and group, with the runtime it
-/// runs).
-fn kill_monitors_of(id: &str) {
+/// The pids of every crius-monitor watching container `id` (found by
+/// `--id <id>` in their command lines).
+fn monitors_of(id: &str) -> Vec<i32> {
     let Ok(procs) = std::fs::read_dir("/proc") else {
-        return;
+        return Vec::new();
     };
+    let mut found = Vec::new();
     for e in procs.flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
             continue;
@@ -42,16 +42,26 @@ fn kill_monitors_of(id: &str) {
             .windows(2)
             .any(|w| w[0] == b"--id" && w[1] == id.as_bytes());
         if is_monitor && watches {
-            tracing::warn!(container = %id, pid, "killing the monitor of an orphaned container");
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            found.push(pid);
         }
+    }
+    found
+}
+
+/// SIGKILLs the process group of every crius-monitor watching container
+/// `id` (a monitor leads its own session and group, with the runtime it
+/// runs).
+fn kill_monitors_of(id: &str) {
+    for pid in monitors_of(id) {
+        tracing::warn!(container = %id, pid, "killing the monitor of an orphaned container");
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 }
 
@@ -204,10 +214,13 @@ impl Manager {
             return Ok(Some(r));
         }
         // No exit recorded: ask the runtime.
-        let status = runtime
+        let state = runtime.as_ref().and_then(|rt| rt.state(&rec.id).ok());
+        let status = state
             .as_ref()
-            .and_then(|rt| rt.state(&rec.id).ok())
             .and_then(|v| v["status"].as_str().map(str::to_string));
+        if rec.phase == ContainerPhase::Created && rec.monitor_pid == 0 {
+            return self.recover_unstarted(rec, runtime.as_ref(), state.as_ref());
+        }
         let before = rec.clone();
         match status.as_deref() {
             Some("running") => {
@@ -237,6 +250,49 @@ impl Manager {
         }
         if rec != before {
             self.db.put_container(&rec)?;
+        }
+        Ok(Some(rec))
+    }
+
+    /// A created container whose record has no monitor: StartContainer
+    /// never ran, or the daemon died inside it (the record of a start is
+    /// written after the runtime's run returns). A run that finished (the
+    /// container runs under its monitor) is completed: the container is
+    /// running. Anything half-done (a monitor still inside the runtime's
+    /// run, a runtime container without its monitor) is undone: the
+    /// container is created again, and can be started.
+    fn recover_unstarted(
+        &self,
+        mut rec: ContainerRecord,
+        runtime: Option<&crius_oci_runtime::runtime::OciRuntime>,
+        state: Option<&serde_json::Value>,
+    ) -> Result<Option<ContainerRecord>> {
+        let monitors = monitors_of(&rec.id);
+        let status = state.and_then(|v| v["status"].as_str());
+        let pid = state
+            .and_then(|v| v["pid"].as_i64())
+            .and_then(|p| i32::try_from(p).ok())
+            .filter(|p| *p > 0);
+        match (status, pid, monitors.as_slice()) {
+            (None, _, []) => return Ok(Some(rec)),
+            (Some("running"), Some(pid), [monitor]) => {
+                tracing::info!(container = %rec.id, pid, "container started while crius stopped; it runs");
+                rec.phase = ContainerPhase::Running;
+                rec.started_at = now_ns();
+                rec.pid = pid;
+                rec.monitor_pid = *monitor;
+                self.db.put_container(&rec)?;
+            }
+            _ => {
+                tracing::warn!(container = %rec.id, state = ?status, monitors = monitors.len(), "container was being started when crius stopped; undoing the start");
+                kill_monitors_of(&rec.id);
+                if let Some(rt) = runtime {
+                    let _ = rt.delete(&rec.id, true);
+                }
+                let files = super::container::files_of(&rec);
+                let _ = std::fs::remove_file(&files.pid_file);
+                let _ = std::fs::remove_file(&rec.exit_file);
+            }
         }
         Ok(Some(rec))
     }

@@ -264,6 +264,38 @@ fn non_negative(field: &str, v: i64) -> Result<u64, SpecError> {
     })
 }
 
+/// Applies UpdateContainerResources to a spec not yet run (a created
+/// container's bundle): each resource group the update sets (`memory`,
+/// `cpu`, `pids`, ...) replaces the spec's, as `<runtime> update` would
+/// replace it in the cgroup; `devices` (the spec's device rules, which the
+/// CRI never updates) and groups the update leaves unset stay. `update`
+/// is a serialised [`LinuxResources`].
+pub fn merge_resources(spec: &mut serde_json::Value, update: &serde_json::Value) {
+    let Some(groups) = update.as_object() else {
+        return;
+    };
+    let Some(linux) = spec
+        .as_object_mut()
+        .map(|s| s.entry("linux").or_insert_with(|| serde_json::json!({})))
+    else {
+        return;
+    };
+    let Some(linux) = linux.as_object_mut() else {
+        return;
+    };
+    let res = linux
+        .entry("resources")
+        .or_insert_with(|| serde_json::json!({}));
+    let Some(res) = res.as_object_mut() else {
+        return;
+    };
+    for (k, v) in groups {
+        if k != "devices" && !v.is_null() {
+            res.insert(k.clone(), v.clone());
+        }
+    }
+}
+
 /// The OCI cgroup resources of the CRI resources (zero/empty = unset).
 pub fn resources(r: Option<&LinuxContainerResources>) -> Result<LinuxResources, SpecError> {
     let mut b = LinuxResourcesBuilder::default();

@@ -763,3 +763,53 @@ fn apparmor_profile_lands_in_the_process() {
     let e = generate(&f.input()).unwrap_err();
     assert!(matches!(e, SpecError::HostUnsupported { .. }), "{e}");
 }
+
+#[test]
+fn resource_updates_merge_into_a_created_containers_spec() {
+    // (spec before, update, spec after)
+    let cases = [
+        // A group the update sets replaces the spec's; devices stay.
+        (
+            json!({"linux": {"resources": {
+                "devices": [{"allow": false, "access": "rwm"}],
+                "memory": {"limit": 100, "swap": 200},
+                "cpu": {"shares": 2}}}}),
+            json!({"memory": {"limit": 300}, "devices": [{"allow": true}]}),
+            json!({"linux": {"resources": {
+                "devices": [{"allow": false, "access": "rwm"}],
+                "memory": {"limit": 300},
+                "cpu": {"shares": 2}}}}),
+        ),
+        // Unset groups (null) leave the spec's alone.
+        (
+            json!({"linux": {"resources": {"pids": {"limit": 10}}}}),
+            json!({"pids": null, "cpu": {"cpus": "0"}}),
+            json!({"linux": {"resources": {"pids": {"limit": 10}, "cpu": {"cpus": "0"}}}}),
+        ),
+        // A spec without resources (or without linux) gains them.
+        (
+            json!({"ociVersion": "1.0.2"}),
+            json!({"cpu": {"quota": 5000}}),
+            json!({"ociVersion": "1.0.2", "linux": {"resources": {"cpu": {"quota": 5000}}}}),
+        ),
+        // Not an object: nothing changes.
+        (json!({"linux": {}}), json!(null), json!({"linux": {}})),
+    ];
+    for (before, update, after) in cases {
+        let mut spec = before.clone();
+        merge_resources(&mut spec, &update);
+        assert_eq!(spec, after, "{before} + {update}");
+    }
+    // The real thing: resources() serialised merges as the runtime's update.
+    let res = resources(Some(&LinuxContainerResources {
+        memory_limit_in_bytes: 64 << 20,
+        cpu_shares: 512,
+        ..Default::default()
+    }))
+    .unwrap();
+    let mut spec = json!({"linux": {"resources": {"devices": [{"allow": false}]}}});
+    merge_resources(&mut spec, &serde_json::to_value(&res).unwrap());
+    assert_eq!(spec["linux"]["resources"]["memory"]["limit"], 64 << 20);
+    assert_eq!(spec["linux"]["resources"]["cpu"]["shares"], 512);
+    assert_eq!(spec["linux"]["resources"]["devices"][0]["allow"], false);
+}

@@ -548,7 +548,7 @@ fn main() {
         to_running / own_ms
     );
     println!(
-        "  vs bare runc create + runc start (the CRI's two steps): {split_ms:.2} ms: crius adds {:.2} ms",
+        "  vs bare runc create + runc start (two runtime calls, as the CRI's two steps could be): {split_ms:.2} ms: crius {:+.2} ms against it",
         to_running - split_ms
     );
     for rpc in [
@@ -574,16 +574,16 @@ fn main() {
         verdict(rss_running > 0 && rss_running < 30 * 1024)
     );
     println!(
-        "image volume: CreateContainer p50 {with_vol:.2} ms vs {plain:.2} ms without: +{:.2} ms (target < 5 ms: {})",
+        "image volume: CreateContainer p50 {with_vol:.2} ms vs {plain:.2} ms without: {:+.2} ms (target < 5 ms: {})",
         with_vol - plain,
         verdict(with_vol - plain < 5.0)
     );
     println!(
-        "image volume: pod+container to running p50 {with_vol_run:.2} ms vs {plain_run:.2} ms without: +{:.2} ms (the runtime's extra mount at StartContainer included)",
+        "image volume: pod+container to running p50 {with_vol_run:.2} ms vs {plain_run:.2} ms without: {:+.2} ms (the runtime's extra mount at StartContainer included)",
         with_vol_run - plain_run
     );
     println!(
-        "10 containers in flight sharing one image volume: CreateContainer p50 {with_vol10:.2} ms vs {plain10:.2} ms without: +{:.2} ms",
+        "10 containers in flight sharing one image volume: CreateContainer p50 {with_vol10:.2} ms vs {plain10:.2} ms without: {:+.2} ms",
         with_vol10 - plain10
     );
     println!(

@@ -364,18 +364,7 @@ async fn host_path_propagation_and_args_rules() {
         .unwrap();
     assert!(log.exists());
     // UpdateContainerResources: lands in the cgroup and in the status.
-    c.runtime
-        .update_container_resources(UpdateContainerResourcesRequest {
-            container_id: id.clone(),
-            linux: Some(LinuxContainerResources {
-                memory_limit_in_bytes: 48 << 20,
-                cpu_shares: 512,
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    update_resources(&mut c, &id, 48 << 20, 512).await;
     let info = c
         .runtime
         .container_status(ContainerStatusRequest {
@@ -386,12 +375,10 @@ async fn host_path_propagation_and_args_rules() {
         .unwrap()
         .into_inner();
     let v: serde_json::Value = serde_json::from_str(&info.info["info"]).unwrap();
-    let cg = v["cgroupsPath"].as_str().unwrap().to_string();
-    let limit = std::fs::read_to_string(format!("/sys/fs/cgroup/memory{cg}/memory.limit_in_bytes"))
-        .unwrap();
-    assert_eq!(limit.trim(), (48u64 << 20).to_string());
-    let shares = std::fs::read_to_string(format!("/sys/fs/cgroup/cpu{cg}/cpu.shares")).unwrap();
-    assert_eq!(shares.trim(), "512");
+    assert_eq!(
+        cgroup_memory_and_shares(v["cgroupsPath"].as_str().unwrap()),
+        ((48u64 << 20).to_string(), "512".to_string())
+    );
     let st = info.status.unwrap();
     assert_eq!(
         st.resources.unwrap().linux.unwrap().memory_limit_in_bytes,
@@ -568,28 +555,10 @@ async fn containers_run_at_start_with_updates_stops_and_start_errors() {
     let pod = run_pod(&mut c, pc.clone(), "runc").await;
     let rt_root = env.daemon.runroot.join("runtimes/runc");
 
-    let id = create(
-        &mut c,
-        &pod,
-        &pc,
-        container_config("app", &env.image, &["sleep", "300"]),
-    )
-    .await
-    .unwrap();
+    let id = created(&mut c, &pod, &pc, ("app", &env.image), &["sleep", "300"]).await;
     assert!(runtime_list("runc", &rt_root).is_empty(), "nothing run yet");
     // kubelet's CPU manager updates between create and start.
-    c.runtime
-        .update_container_resources(UpdateContainerResourcesRequest {
-            container_id: id.clone(),
-            linux: Some(LinuxContainerResources {
-                memory_limit_in_bytes: 40 << 20,
-                cpu_shares: 256,
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    update_resources(&mut c, &id, 40 << 20, 256).await;
     let s = status(&mut c, &id).await;
     assert_eq!(s.state, ContainerState::ContainerCreated as i32);
     assert_eq!(
@@ -598,12 +567,10 @@ async fn containers_run_at_start_with_updates_stops_and_start_errors() {
     );
     start(&mut c, &id).await;
     let v = verbose_info(&mut c, &id).await;
-    let cg = v["cgroupsPath"].as_str().unwrap().to_string();
-    let limit = std::fs::read_to_string(format!("/sys/fs/cgroup/memory{cg}/memory.limit_in_bytes"))
-        .unwrap();
-    assert_eq!(limit.trim(), (40u64 << 20).to_string());
-    let shares = std::fs::read_to_string(format!("/sys/fs/cgroup/cpu{cg}/cpu.shares")).unwrap();
-    assert_eq!(shares.trim(), "256");
+    assert_eq!(
+        cgroup_memory_and_shares(v["cgroupsPath"].as_str().unwrap()),
+        ((40u64 << 20).to_string(), "256".to_string())
+    );
     // The spec's device rules (deny all first) survived the update.
     let rules = &v["runtimeSpec"]["linux"]["resources"]["devices"];
     assert_eq!(rules[0]["allow"], false, "{rules}");
@@ -614,14 +581,7 @@ async fn containers_run_at_start_with_updates_stops_and_start_errors() {
     assert_eq!(runtime_list("runc", &rt_root), vec![id.clone()]);
 
     // Stopped before it was started.
-    let never = create(
-        &mut c,
-        &pod,
-        &pc,
-        container_config("never", &env.image, &["sleep", "300"]),
-    )
-    .await
-    .unwrap();
+    let never = created(&mut c, &pod, &pc, ("never", &env.image), &["sleep", "300"]).await;
     stop(&mut c, &never, 10).await;
     let s = status(&mut c, &never).await;
     assert_eq!(
@@ -639,14 +599,7 @@ async fn containers_run_at_start_with_updates_stops_and_start_errors() {
     assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
 
     // The runtime refuses: no such executable.
-    let bad = create(
-        &mut c,
-        &pod,
-        &pc,
-        container_config("bad", &env.image, &["/no/such/binary"]),
-    )
-    .await
-    .unwrap();
+    let bad = created(&mut c, &pod, &pc, ("bad", &env.image), &["/no/such/binary"]).await;
     let e = c
         .runtime
         .start_container(StartContainerRequest {
@@ -675,14 +628,7 @@ async fn containers_run_at_start_with_updates_stops_and_start_errors() {
         .unwrap();
 
     // A pod that stopped: its created containers do not start.
-    let late = create(
-        &mut c,
-        &pod,
-        &pc,
-        container_config("late", &env.image, &["sleep", "300"]),
-    )
-    .await
-    .unwrap();
+    let late = created(&mut c, &pod, &pc, ("late", &env.image), &["sleep", "300"]).await;
     c.runtime
         .stop_pod_sandbox(StopPodSandboxRequest {
             pod_sandbox_id: pod.clone(),

@@ -164,14 +164,7 @@ async fn kill_9_mid_create_leaves_nothing_behind() {
     );
     assert_eq!(std::fs::read_dir(&containers).unwrap().count(), 0);
     // The name is free again.
-    let id = create(
-        &mut c,
-        &pod,
-        &pc,
-        container_config("app", &env.image, &["sleep", "300"]),
-    )
-    .await
-    .unwrap();
+    let id = created(&mut c, &pod, &pc, ("app", &env.image), &["sleep", "300"]).await;
     start(&mut c, &id).await;
     remove_pod(&mut c, &pod).await;
     assert!(mounts_under(env.daemon.dir()).is_empty());
@@ -352,22 +345,15 @@ async fn kill_9_mid_start_and_stop_container() {
 #[tokio::test]
 async fn kill_9_mid_start_the_run_finishes_without_the_daemon() {
     let tmp = tempfile::tempdir().unwrap();
-    let wrapper = tmp.path().join("gated-runc");
     let (marker, gate) = (tmp.path().join("in-run"), tmp.path().join("go"));
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nfor a in \"$@\"; do if [ \"$a\" = run ]; then touch {m}; while [ ! -e {g} ]; do sleep 0.05; done; fi; done\nexec runc \"$@\"\n",
+    let wrapper = wrapper_runtime(
+        &tmp.path().join("gated-runc"),
+        &format!(
+            "for a in \"$@\"; do if [ \"$a\" = run ]; then touch {m}; while [ ! -e {g} ]; do sleep 0.05; done; fi; done",
             m = marker.display(),
             g = gate.display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    );
     let rt_root = std::path::Path::new("/run/crius-test-gated");
     let mut env = env(&format!(
         "default_runtime = \"gated\"\n[runtimes.gated]\npath = \"{}\"\nroot = \"{}\"\n",

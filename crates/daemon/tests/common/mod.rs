@@ -158,6 +158,19 @@ pub async fn run_pod(c: &mut CriClient, config: PodSandboxConfig, handler: &str)
         .pod_sandbox_id
 }
 
+/// CreateContainer of `command` from `image` named `name`; must succeed.
+pub async fn created(
+    c: &mut CriClient,
+    pod: &str,
+    pod_config: &PodSandboxConfig,
+    (name, image): (&str, &str),
+    command: &[&str],
+) -> String {
+    create(c, pod, pod_config, container_config(name, image, command))
+        .await
+        .unwrap()
+}
+
 pub async fn create(
     c: &mut CriClient,
     pod: &str,
@@ -311,22 +324,48 @@ impl Drop for Env {
 /// A runtime wrapper around runc that hangs (once) in `subcommand`, after
 /// touching `<dir>/in-<subcommand>`; later calls go straight to runc.
 pub fn slow_runtime(dir: &Path, subcommand: &str) -> PathBuf {
-    let wrapper = dir.join(format!("slow-{subcommand}"));
     let marker = dir.join(format!("in-{subcommand}"));
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nfor a in \"$@\"; do if [ \"$a\" = {subcommand} ] && [ ! -e {m} ]; then touch {m}; exec sleep 600; fi; done\nexec runc \"$@\"\n",
+    wrapper_runtime(
+        &dir.join(format!("slow-{subcommand}")),
+        &format!(
+            "for a in \"$@\"; do if [ \"$a\" = {subcommand} ] && [ ! -e {m} ]; then touch {m}; exec sleep 600; fi; done",
             m = marker.display()
         ),
     )
-    .unwrap();
-    std::fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+}
+
+/// A runtime at `path` that runs the shell `script` and then execs runc
+/// with its arguments.
+pub fn wrapper_runtime(path: &Path, script: &str) -> PathBuf {
+    std::fs::write(path, format!("#!/bin/sh\n{script}\nexec runc \"$@\"\n")).unwrap();
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    path.to_path_buf()
+}
+
+/// UpdateContainerResources with a memory limit and CPU shares; must
+/// succeed.
+pub async fn update_resources(c: &mut CriClient, id: &str, memory: i64, cpu_shares: i64) {
+    c.runtime
+        .update_container_resources(UpdateContainerResourcesRequest {
+            container_id: id.into(),
+            linux: Some(LinuxContainerResources {
+                memory_limit_in_bytes: memory,
+                cpu_shares,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
+/// The memory limit and CPU shares in force in the v1 cgroup `cg`.
+pub fn cgroup_memory_and_shares(cg: &str) -> (String, String) {
+    let read = |f: String| std::fs::read_to_string(&f).unwrap().trim().to_string();
+    (
+        read(format!("/sys/fs/cgroup/memory{cg}/memory.limit_in_bytes")),
+        read(format!("/sys/fs/cgroup/cpu{cg}/cpu.shares")),
     )
-    .unwrap();
-    wrapper
 }
 
 /// Waits until `path` exists.

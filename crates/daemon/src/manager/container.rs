@@ -826,8 +826,12 @@ impl Manager {
                     r.pid = l.pid;
                     r.monitor_pid = l.monitor_pid;
                     // No fsync: recovery finds a container started after
-                    // the last flushed record through the runtime.
-                    db.put_container_lazily(&r)?;
+                    // the last flushed record through the runtime, which is
+                    // also why a failed write does not fail the start (the
+                    // container runs).
+                    if let Err(e) = db.put_container_lazily(&r) {
+                        tracing::error!(error = %e, "recording the start");
+                    }
                     Ok(Ok(r))
                 }
                 Err(e) => {
@@ -841,7 +845,11 @@ impl Manager {
                     r.exit_code = START_ERROR_EXIT_CODE;
                     r.reason = START_ERROR_REASON.into();
                     r.message = e.to_string();
-                    db.put_container(&r)?;
+                    // Unrecorded, a restarted daemon finds it created again
+                    // (nothing of the runtime's is left): still true.
+                    if let Err(e) = db.put_container(&r) {
+                        tracing::error!(error = %e, "recording the failed start");
+                    }
                     Ok(Err((r, e)))
                 }
             }

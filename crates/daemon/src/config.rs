@@ -73,8 +73,8 @@ pub struct Config {
     /// Network/IPC/UTS namespace sets made ahead of RunPodSandbox (0: make
     /// each pod's when it is run).
     pub namespace_pool_size: usize,
-    /// crius-monitor processes started ahead of CreateContainer (0: start
-    /// each container's when it is created).
+    /// crius-monitor processes started ahead of StartContainer (0: start
+    /// each container's when it is started).
     pub monitor_pool_size: usize,
 }
 

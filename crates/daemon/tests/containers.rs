@@ -559,18 +559,38 @@ async fn containers_run_at_start_with_updates_stops_and_start_errors() {
     assert!(runtime_list("runc", &rt_root).is_empty(), "nothing run yet");
     // kubelet's CPU manager updates between create and start.
     update_resources(&mut c, &id, 40 << 20, 256).await;
+    // The CPU manager's update: cpuset alone; the limits above stay.
+    c.runtime
+        .update_container_resources(UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: Some(LinuxContainerResources {
+                cpuset_cpus: "0".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let s = status(&mut c, &id).await;
     assert_eq!(s.state, ContainerState::ContainerCreated as i32);
+    let res = s.resources.unwrap().linux.unwrap();
     assert_eq!(
-        s.resources.unwrap().linux.unwrap().memory_limit_in_bytes,
-        40 << 20
+        (
+            res.memory_limit_in_bytes,
+            res.cpu_shares,
+            res.cpuset_cpus.as_str()
+        ),
+        (40 << 20, 256, "0")
     );
     start(&mut c, &id).await;
     let v = verbose_info(&mut c, &id).await;
+    let cg = v["cgroupsPath"].as_str().unwrap();
     assert_eq!(
-        cgroup_memory_and_shares(v["cgroupsPath"].as_str().unwrap()),
+        cgroup_memory_and_shares(cg),
         ((40u64 << 20).to_string(), "256".to_string())
     );
+    let cpus = std::fs::read_to_string(format!("/sys/fs/cgroup/cpuset{cg}/cpuset.cpus")).unwrap();
+    assert_eq!(cpus.trim(), "0");
     // The spec's device rules (deny all first) survived the update.
     let rules = &v["runtimeSpec"]["linux"]["resources"]["devices"];
     assert_eq!(rules[0]["allow"], false, "{rules}");

@@ -345,12 +345,13 @@ async fn kill_9_mid_start_and_stop_container() {
 #[tokio::test]
 async fn kill_9_mid_start_the_run_finishes_without_the_daemon() {
     let tmp = tempfile::tempdir().unwrap();
-    let (marker, gate) = (tmp.path().join("in-run"), tmp.path().join("go"));
+    let gate = tmp.path().join("go");
+    // Every run marks itself (in-run-<pid>) and waits at the gate.
     let wrapper = wrapper_runtime(
         &tmp.path().join("gated-runc"),
         &format!(
-            "for a in \"$@\"; do if [ \"$a\" = run ]; then touch {m}; while [ ! -e {g} ]; do sleep 0.05; done; fi; done",
-            m = marker.display(),
+            "for a in \"$@\"; do if [ \"$a\" = run ]; then touch {d}/in-run-$$; while [ ! -e {g} ]; do sleep 0.05; done; fi; done",
+            d = tmp.path().display(),
             g = gate.display()
         ),
     );
@@ -364,35 +365,57 @@ async fn kill_9_mid_start_the_run_finishes_without_the_daemon() {
     let mut c = env.client().await;
     let pc = pod_config("midrun", &env.logs);
     let pod = run_pod(&mut c, pc.clone(), "").await;
-    let id = create(
+    // One keeps running; one exits at once, its exit recorded before the
+    // daemon is back.
+    let id = created(
         &mut c,
         &pod,
         &pc,
-        container_config(
-            "app",
-            &env.image,
-            &["sh", "-c", "echo started; exec sleep 300"],
-        ),
+        ("app", &env.image),
+        &["sh", "-c", "echo started; exec sleep 300"],
     )
-    .await
-    .unwrap();
-    let mut c2 = c.clone();
-    let id2 = id.clone();
-    let pending = tokio::spawn(async move {
-        c2.runtime
-            .start_container(StartContainerRequest { container_id: id2 })
-            .await
-    });
-    wait_for(&marker, Duration::from_secs(20)).await;
-    env.daemon.kill().unwrap();
-    let _ = pending.await;
-    std::fs::write(&gate, "").unwrap();
-    // The run finishes, and the monitor carries on without a daemon.
+    .await;
+    let quick = created(
+        &mut c,
+        &pod,
+        &pc,
+        ("quick", &env.image),
+        &["sh", "-c", "exit 3"],
+    )
+    .await;
+    let mut pending = Vec::new();
+    for cid in [&id, &quick] {
+        let mut c2 = c.clone();
+        let cid = cid.clone();
+        pending.push(tokio::spawn(async move {
+            c2.runtime
+                .start_container(StartContainerRequest { container_id: cid })
+                .await
+        }));
+    }
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while runtime_list("runc", rt_root) != vec![id.clone()] {
+    while std::fs::read_dir(tmp.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("in-run-"))
+        .count()
+        < 2
+    {
+        assert!(std::time::Instant::now() < deadline, "the runs never began");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    env.daemon.kill().unwrap();
+    for p in pending {
+        let _ = p.await;
+    }
+    std::fs::write(&gate, "").unwrap();
+    // The runs finish, and the monitors carry on without a daemon.
+    let quick_exit = env.daemon.runroot.join("exits").join(&quick);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !runtime_list("runc", rt_root).contains(&id) || !quick_exit.exists() {
         assert!(
             std::time::Instant::now() < deadline,
-            "the run never finished"
+            "the runs never finished"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -416,6 +439,16 @@ async fn kill_9_mid_start_the_run_finishes_without_the_daemon() {
     assert_eq!(
         (s.state, s.exit_code),
         (ContainerState::ContainerExited as i32, 137)
+    );
+    let s = status(&mut c, &quick).await;
+    assert_eq!(
+        (s.state, s.exit_code),
+        (ContainerState::ContainerExited as i32, 3),
+        "{s:?}"
+    );
+    assert!(
+        s.started_at > s.created_at && s.started_at <= s.finished_at,
+        "{s:?}"
     );
     remove_pod(&mut c, &pod).await;
     assert!(runtime_list("runc", rt_root).is_empty());

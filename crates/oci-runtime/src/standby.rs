@@ -1,8 +1,8 @@
 //! Monitors started ahead of the containers they will keep.
 //!
 //! Starting `crius-monitor` (exec, dynamic loading, fork, set-up) takes
-//! about a millisecond, more on a busy two-core machine; CreateContainer
-//! would wait for it. A [`StandbyMonitor`] does all of that before its
+//! about a millisecond, more on a busy two-core machine; the start of a
+//! container would wait for it. A [`StandbyMonitor`] does all of that before its
 //! container exists and then waits for its job (the container's arguments)
 //! on a pipe; a [`MonitorPool`] keeps a few of them ready, refilled off the
 //! hot path. A standby whose job pipe closes with no job (the daemon gave
@@ -134,7 +134,7 @@ impl StandbyMonitor {
     /// Gives a standby started by a low-priority filler (SCHED_IDLE, which
     /// it inherited) the daemon's own scheduling policy before it is handed
     /// a job: the runtime and the container inherit it, as they would from
-    /// a monitor started at the create, and the create never waits for an
+    /// a monitor started at once, and the runtime never waits for an
     /// idle CPU. False if that fails (the standby is then not used).
     fn boost(&self) -> bool {
         let Some(pid) = self.pid else {

@@ -3,7 +3,7 @@
 //! ReopenContainerLog, UpdateContainerResources.
 
 use super::{blocking, filters, hostmounts, ids, now_ns, Ctr, Manager, ManagerError, Result};
-use crate::state::{encode_config, ContainerPhase, ContainerRecord, PodPhase, RECORD_VERSION};
+use crate::state::{encode_config, ContainerPhase, ContainerRecord, RECORD_VERSION};
 use crius_cri_api::v1::{
     ContainerConfig, ContainerFilter, ContainerState, LinuxContainerResources, MountPropagation,
     PodSandboxConfig, Signal,
@@ -374,6 +374,17 @@ pub(crate) fn exited_record(
     r.finished_at = parse_rfc3339_ns(&time)
         .unwrap_or_else(now_ns)
         .max(r.started_at);
+    if r.started_at == 0 {
+        // Started while no record of it was kept (a daemon killed inside
+        // StartContainer): the runtime wrote the pid file as it ran it.
+        r.started_at = std::fs::metadata(files_of(rec).pid_file)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(r.finished_at)
+            .min(r.finished_at);
+    }
     r.reason = if oom_killed(&rec.cgroups_path) {
         "OOMKilled".into()
     } else if code == 0 {
@@ -531,7 +542,7 @@ impl Manager {
             config.ok_or_else(|| ManagerError::InvalidArgument("config is required".into()))?;
         let key = container_key(&pod.id, &config)?;
         let pod_rec = pod.record();
-        if pod_rec.phase != PodPhase::Ready {
+        if !pod.accepts_containers() {
             return Err(ManagerError::FailedPrecondition(format!(
                 "pod sandbox {} is not ready",
                 pod.id
@@ -752,6 +763,12 @@ impl Manager {
     /// Observes an exit the monitor recorded and persists it.
     pub(crate) async fn refresh(&self, c: &Ctr) -> ContainerRecord {
         let rec = c.record();
+        // Only a running container exits: a created one that has an exit
+        // file is being started right now (its monitor ran it, the start
+        // has not recorded it yet), and the start records it first.
+        if rec.phase != ContainerPhase::Running {
+            return rec;
+        }
         let Some(new) = exited_record(&rec, &c.config) else {
             return rec;
         };
@@ -786,15 +803,30 @@ impl Manager {
     /// `StartError` and exit code 128 (as containerd and CRI-O report it),
     /// and nothing of the runtime's behind.
     pub async fn start_container(self: &Arc<Self>, query: &str) -> Result<()> {
+        // Carried through even if the client goes away (its deadline, a
+        // cancelled call): a container must not run while its record, in
+        // memory, says created, nor the op lock be let go mid-start.
+        use tracing::Instrument;
+        let me = self.clone();
+        let query = query.to_string();
+        tokio::spawn(
+            async move { me.start_container_inner(&query).await }
+                .instrument(tracing::Span::current()),
+        )
+        .await
+        .map_err(|e| ManagerError::Internal(format!("StartContainer task failed: {e}")))?
+    }
+
+    async fn start_container_inner(self: &Arc<Self>, query: &str) -> Result<()> {
         let _starting = self.starting();
         let c = self.ctr(query)?;
         let _op = c.op.lock().await;
         let rec = self.refresh_expecting(&c, ContainerPhase::Created).await?;
         // The pod's namespaces and mounts, which the spec names, must still
-        // be there.
+        // be there, and stay: a pod being stopped takes no new starts.
         let pod_ready = self
             .pod(&c.pod_id)
-            .map(|p| p.record().phase == PodPhase::Ready)
+            .map(|p| p.accepts_containers())
             .unwrap_or(false);
         if !pod_ready {
             return Err(ManagerError::FailedPrecondition(format!(
@@ -804,27 +836,37 @@ impl Manager {
         }
         let runtime = self.runtime(&rec.runtime_handler)?;
         let pool = self.monitor_pool.clone();
-        let (id, tty, files) = (c.id.clone(), c.config.tty, files_of(&rec));
+        let (tty, files) = (c.config.tty, files_of(&rec));
         let db = self.db.clone();
+        let c2 = c.clone();
         let mut r = rec.clone();
         let result = blocking(move || {
+            let id = &c2.id;
             // Taken before the run: a container can exit before the
             // runtime returns, and must not finish before it started.
             let started = now_ns();
             let t = Instant::now();
-            let launched = runtime
-                .prepare_run(pool.as_deref(), &id, &files, MAX_LOG_LINE, tty)
-                .and_then(|p| p.launch());
+            let launched = if r.monitor_pid > 0 {
+                // Created by an older crius, which ran the runtime's
+                // create at CreateContainer: only its start is left.
+                runtime.start(id).map(|()| (r.pid, r.monitor_pid))
+            } else {
+                runtime
+                    .prepare_run(pool.as_deref(), id, &files, MAX_LOG_LINE, tty)
+                    .and_then(|p| p.launch())
+                    .map(|l| (l.pid, l.monitor_pid))
+            };
             match launched {
-                Ok(l) => {
+                Ok((pid, monitor_pid)) => {
                     tracing::debug!(
                         runtime_run_us = t.elapsed().as_micros() as u64,
                         "runtime run returned"
                     );
                     r.phase = ContainerPhase::Running;
                     r.started_at = started;
-                    r.pid = l.pid;
-                    r.monitor_pid = l.monitor_pid;
+                    r.pid = pid;
+                    r.monitor_pid = monitor_pid;
+                    c2.set(r.clone());
                     // No fsync: recovery finds a container started after
                     // the last flushed record through the runtime, which is
                     // also why a failed write does not fail the start (the
@@ -832,11 +874,11 @@ impl Manager {
                     if let Err(e) = db.put_container_lazily(&r) {
                         tracing::error!(error = %e, "recording the start");
                     }
-                    Ok(Ok(r))
+                    Ok(Ok(()))
                 }
                 Err(e) => {
                     // Whatever the runtime made of it before failing.
-                    if let Err(d) = runtime.delete(&id, true) {
+                    if let Err(d) = runtime.delete(id, true) {
                         tracing::debug!(error = %d, "runtime delete after a failed run");
                     }
                     let _ = std::fs::remove_file(&files.pid_file);
@@ -845,25 +887,24 @@ impl Manager {
                     r.exit_code = START_ERROR_EXIT_CODE;
                     r.reason = START_ERROR_REASON.into();
                     r.message = e.to_string();
+                    c2.set(r.clone());
                     // Unrecorded, a restarted daemon finds it created again
                     // (nothing of the runtime's is left): still true.
                     if let Err(e) = db.put_container(&r) {
                         tracing::error!(error = %e, "recording the failed start");
                     }
-                    Ok(Err((r, e)))
+                    Ok(Err(e))
                 }
             }
         })
         .await?;
         self.refill_pools();
         match result {
-            Ok(r) => {
-                c.set(r);
+            Ok(()) => {
                 tracing::info!(container = %c.id, "container started");
                 Ok(())
             }
-            Err((r, e)) => {
-                c.set(r);
+            Err(e) => {
                 tracing::warn!(container = %c.id, error = %e, "container failed to start");
                 Err(ManagerError::FailedPrecondition(e.to_string()))
             }
@@ -1155,11 +1196,12 @@ impl Manager {
             .await?;
         }
         // Keep the record's config in step, so ContainerStatus reports the
-        // resources in force.
-        let mut cfg = c.config.clone();
-        if let Some(l) = cfg.linux.as_mut() {
-            l.resources = Some(linux);
-        }
+        // resources in force: what the update sets, over what it leaves.
+        let mut cfg: ContainerConfig = crate::state::decode_config(&c.id, &c.record().config)
+            .unwrap_or_else(|_| c.config.clone());
+        let l = cfg.linux.get_or_insert_with(Default::default);
+        let merged = merge_cri_resources(l.resources.take().unwrap_or_default(), linux);
+        l.resources = Some(merged);
         let mut r = c.record();
         r.config = encode_config(&cfg);
         let db = self.db.clone();
@@ -1168,6 +1210,35 @@ impl Manager {
         c.set(r);
         Ok(())
     }
+}
+
+/// The resources in force after an update: every field the update sets
+/// (non-zero, non-empty) replaces the old one, the rest stay, as the
+/// runtime's `update` treats the cgroup (kubelet's CPU manager sends only
+/// `cpuset_cpus`).
+pub fn merge_cri_resources(
+    mut old: LinuxContainerResources,
+    new: LinuxContainerResources,
+) -> LinuxContainerResources {
+    fn set<T: PartialEq + Default>(old: &mut T, new: T) {
+        if new != T::default() {
+            *old = new;
+        }
+    }
+    set(&mut old.cpu_period, new.cpu_period);
+    set(&mut old.cpu_quota, new.cpu_quota);
+    set(&mut old.cpu_shares, new.cpu_shares);
+    set(&mut old.memory_limit_in_bytes, new.memory_limit_in_bytes);
+    set(&mut old.oom_score_adj, new.oom_score_adj);
+    set(&mut old.cpuset_cpus, new.cpuset_cpus);
+    set(&mut old.cpuset_mems, new.cpuset_mems);
+    set(&mut old.hugepage_limits, new.hugepage_limits);
+    set(
+        &mut old.memory_swap_limit_in_bytes,
+        new.memory_swap_limit_in_bytes,
+    );
+    old.unified.extend(new.unified);
+    old
 }
 
 /// Polls for the monitor's exit file; true once it exists.
@@ -1296,6 +1367,39 @@ mod tests {
                 (g, w) => panic!("case {i}: {g:?} vs {w:?}"),
             }
         }
+    }
+
+    #[test]
+    fn resource_updates_keep_what_they_leave_unset() {
+        let r = |shares: i64, mem: i64, cpus: &str| LinuxContainerResources {
+            cpu_shares: shares,
+            memory_limit_in_bytes: mem,
+            cpuset_cpus: cpus.into(),
+            ..Default::default()
+        };
+        // (in force, update, in force after)
+        let cases = [
+            (r(512, 64 << 20, ""), r(0, 0, "1"), r(512, 64 << 20, "1")),
+            (r(512, 64 << 20, "0"), r(256, 0, ""), r(256, 64 << 20, "0")),
+            (r(0, 0, ""), r(2, 3, "0-1"), r(2, 3, "0-1")),
+            (r(1, 2, "0"), r(0, 0, ""), r(1, 2, "0")),
+        ];
+        for (old, update, want) in cases {
+            assert_eq!(
+                merge_cri_resources(old.clone(), update.clone()),
+                want,
+                "{old:?} + {update:?}"
+            );
+        }
+        let mut old = r(1, 0, "");
+        old.unified.insert("memory.high".into(), "1".into());
+        old.unified.insert("pids.max".into(), "5".into());
+        let mut update = r(0, 0, "");
+        update.unified.insert("memory.high".into(), "2".into());
+        let got = merge_cri_resources(old, update);
+        assert_eq!(got.unified["memory.high"], "2");
+        assert_eq!(got.unified["pids.max"], "5");
+        assert_eq!(got.cpu_shares, 1);
     }
 
     #[test]

@@ -140,6 +140,10 @@ pub struct Pod {
     pub config: PodSandboxConfig,
     op: tokio::sync::Mutex<()>,
     rec: Mutex<PodRecord>,
+    /// Set when StopPodSandbox begins: from then on no container of the
+    /// pod is created or started (the stop's list of containers to stop
+    /// is taken after it is set).
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Pod {
@@ -149,7 +153,14 @@ impl Pod {
             config,
             op: tokio::sync::Mutex::new(()),
             rec: Mutex::new(rec),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Ready, and not being stopped.
+    pub fn accepts_containers(&self) -> bool {
+        !self.stopping.load(Ordering::Acquire)
+            && self.record().phase == crate::state::PodPhase::Ready
     }
 
     pub fn record(&self) -> PodRecord {
@@ -216,7 +227,7 @@ pub struct Manager {
     volume_users: Mutex<HashMap<String, usize>>,
     /// Namespace sets made ahead of RunPodSandbox (None: pool size 0).
     ns_pool: Option<Arc<crius_sandbox::ns::NsPool>>,
-    /// Monitors started ahead of CreateContainer (None: pool size 0).
+    /// Monitors started ahead of StartContainer (None: pool size 0).
     pub(crate) monitor_pool: Option<Arc<MonitorPool>>,
     /// Wakes the pools' refiller (see [`refiller`]).
     refill: std::sync::mpsc::Sender<()>,

@@ -256,11 +256,14 @@ impl Manager {
 
     /// A created container whose record has no monitor: StartContainer
     /// never ran, or the daemon died inside it (the record of a start is
-    /// written after the runtime's run returns). A run that finished (the
-    /// container runs under its monitor) is completed: the container is
-    /// running. Anything half-done (a monitor still inside the runtime's
-    /// run, a runtime container without its monitor) is undone: the
-    /// container is created again, and can be started.
+    /// written after the runtime's run returns, and without an fsync). A run
+    /// that finished is completed: the container, running or already
+    /// exited (its monitor still writing the exit file), is watched by its
+    /// monitor and recorded as started; with no monitor and no exit
+    /// recorded its exit code is lost. Anything half-done (a monitor still
+    /// inside the runtime's run, a container the runtime is still creating,
+    /// a running one without its monitor) is undone: the container is
+    /// created again, and can be started.
     fn recover_unstarted(
         &self,
         mut rec: ContainerRecord,
@@ -272,15 +275,32 @@ impl Manager {
         let pid = state
             .and_then(|v| v["pid"].as_i64())
             .and_then(|p| i32::try_from(p).ok())
-            .filter(|p| *p > 0);
-        match (status, pid, monitors.as_slice()) {
-            (None, _, []) => return Ok(Some(rec)),
-            (Some("running"), Some(pid), [monitor]) => {
-                tracing::info!(container = %rec.id, pid, "container started while crius stopped; it runs");
+            .filter(|p| *p > 0)
+            .or_else(|| {
+                std::fs::read_to_string(super::container::files_of(&rec).pid_file)
+                    .ok()
+                    .and_then(|p| p.trim().parse().ok())
+            })
+            .unwrap_or(0);
+        match (status, monitors.as_slice()) {
+            (None, []) => {}
+            (Some("running" | "stopped"), [monitor]) => {
+                tracing::info!(container = %rec.id, pid, state = ?status, "container started while crius stopped");
                 rec.phase = ContainerPhase::Running;
                 rec.started_at = now_ns();
                 rec.pid = pid;
                 rec.monitor_pid = *monitor;
+                self.db.put_container(&rec)?;
+            }
+            (Some("stopped"), []) => {
+                tracing::warn!(container = %rec.id, "container started and exited while crius stopped, its monitor gone");
+                rec.phase = ContainerPhase::Exited;
+                rec.finished_at = now_ns();
+                rec.started_at = rec.finished_at;
+                rec.exit_code = 255;
+                rec.reason = "Error".into();
+                rec.message =
+                    "the container's monitor disappeared; its exit code is unknown".into();
                 self.db.put_container(&rec)?;
             }
             _ => {

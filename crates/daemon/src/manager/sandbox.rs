@@ -361,6 +361,8 @@ impl Manager {
             Err(e) => return Err(e),
         };
         let _op = pod.op.lock().await;
+        pod.stopping
+            .store(true, std::sync::atomic::Ordering::Release);
         // Graceful (the stop signal, then SIGKILL after the grace), all of
         // the pod's containers at once.
         let grace = self.cfg.stop_pod_grace_seconds as i64;

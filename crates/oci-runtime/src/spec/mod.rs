@@ -265,33 +265,51 @@ fn non_negative(field: &str, v: i64) -> Result<u64, SpecError> {
 }
 
 /// Applies UpdateContainerResources to a spec not yet run (a created
-/// container's bundle): each resource group the update sets (`memory`,
-/// `cpu`, `pids`, ...) replaces the spec's, as `<runtime> update` would
-/// replace it in the cgroup; `devices` (the spec's device rules, which the
-/// CRI never updates) and groups the update leaves unset stay. `update`
-/// is a serialised [`LinuxResources`].
+/// container's bundle) as `<runtime> update` applies it to the cgroup:
+/// every field the update sets replaces the spec's, field by field within
+/// each group (`cpu.cpus` alone keeps `cpu.shares` and `cpu.quota`; kubelet's
+/// CPU manager sends exactly that), and what it leaves unset (null)
+/// stays. `devices`, the spec's device rules, which the CRI never updates,
+/// always stay. `update` is a serialised [`LinuxResources`].
 pub fn merge_resources(spec: &mut serde_json::Value, update: &serde_json::Value) {
+    fn merge(into: &mut serde_json::Value, from: &serde_json::Value) {
+        match (into.as_object_mut(), from.as_object()) {
+            (Some(i), Some(f)) => {
+                for (k, v) in f {
+                    if v.is_null() {
+                        continue;
+                    }
+                    match i.get_mut(k) {
+                        Some(old) if old.is_object() && v.is_object() => merge(old, v),
+                        _ => {
+                            i.insert(k.clone(), v.clone());
+                        }
+                    }
+                }
+            }
+            _ if !from.is_null() => *into = from.clone(),
+            _ => {}
+        }
+    }
     let Some(groups) = update.as_object() else {
         return;
     };
-    let Some(linux) = spec
-        .as_object_mut()
-        .map(|s| s.entry("linux").or_insert_with(|| serde_json::json!({})))
-    else {
+    let Some(root) = spec.as_object_mut() else {
         return;
     };
+    let linux = root.entry("linux").or_insert_with(|| serde_json::json!({}));
     let Some(linux) = linux.as_object_mut() else {
         return;
     };
     let res = linux
         .entry("resources")
         .or_insert_with(|| serde_json::json!({}));
-    let Some(res) = res.as_object_mut() else {
+    if !res.is_object() {
         return;
-    };
+    }
     for (k, v) in groups {
         if k != "devices" && !v.is_null() {
-            res.insert(k.clone(), v.clone());
+            merge(res, &serde_json::json!({ k: v }));
         }
     }
 }

@@ -768,7 +768,8 @@ fn apparmor_profile_lands_in_the_process() {
 fn resource_updates_merge_into_a_created_containers_spec() {
     // (spec before, update, spec after)
     let cases = [
-        // A group the update sets replaces the spec's; devices stay.
+        // Fields the update sets replace the spec's, field by field;
+        // devices stay.
         (
             json!({"linux": {"resources": {
                 "devices": [{"allow": false, "access": "rwm"}],
@@ -777,8 +778,24 @@ fn resource_updates_merge_into_a_created_containers_spec() {
             json!({"memory": {"limit": 300}, "devices": [{"allow": true}]}),
             json!({"linux": {"resources": {
                 "devices": [{"allow": false, "access": "rwm"}],
-                "memory": {"limit": 300},
+                "memory": {"limit": 300, "swap": 200},
                 "cpu": {"shares": 2}}}}),
+        ),
+        // The CPU manager's update: cpus alone; shares and quota stay.
+        (
+            json!({"linux": {"resources": {"cpu": {"shares": 512, "quota": 50000, "period": 100000}}}}),
+            json!({"cpu": {"cpus": "1", "shares": null}}),
+            json!({"linux": {"resources": {"cpu": {"shares": 512, "quota": 50000, "period": 100000, "cpus": "1"}}}}),
+        ),
+        // Arrays (hugepage limits) and unified keys: replaced, merged.
+        (
+            json!({"linux": {"resources": {
+                "hugepageLimits": [{"pageSize": "2MB", "limit": 1}],
+                "unified": {"memory.high": "1", "pids.max": "5"}}}}),
+            json!({"hugepageLimits": [{"pageSize": "1GB", "limit": 2}], "unified": {"memory.high": "2"}}),
+            json!({"linux": {"resources": {
+                "hugepageLimits": [{"pageSize": "1GB", "limit": 2}],
+                "unified": {"memory.high": "2", "pids.max": "5"}}}}),
         ),
         // Unset groups (null) leave the spec's alone.
         (

@@ -309,6 +309,36 @@ fn main() {
     .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let idle_rss = crius_test_support::runtime::rss_kib(pid);
+    let status_kib = |key: &str| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let (idle_anon, idle_file) = (status_kib("RssAnon:"), status_kib("RssFile:"));
+    if std::env::var("CRIUS_BENCH_RSS_ONLY").is_ok() {
+        println!("idle RSS {idle_rss} KiB: anon {idle_anon}, file {idle_file}");
+        if let Ok(smaps) = std::fs::read_to_string(format!("/proc/{pid}/smaps")) {
+            let mut by: std::collections::BTreeMap<String, u64> = Default::default();
+            let mut name = String::new();
+            for l in smaps.lines() {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                if f.first()
+                    .is_some_and(|a| a.contains('-') && !a.ends_with(':'))
+                {
+                    name = f.get(5).unwrap_or(&"[anon]").to_string();
+                } else if f.first() == Some(&"Rss:") {
+                    *by.entry(name.clone()).or_default() += f[1].parse::<u64>().unwrap_or(0);
+                }
+            }
+            for (n, k) in by.iter().filter(|(_, k)| **k > 100) {
+                println!("  {k:>6} KiB {n}");
+            }
+        }
+        return;
+    }
 
     let out = tmp.path().join("out.json");
     // First, on a fresh daemon: the floor, with a pod and a running
@@ -567,8 +597,10 @@ fn main() {
         verdict(list_p50 < 5.0)
     );
     println!(
-        "daemon RSS idle {:.1} MiB (target < 15: {}), with 100 running pods {:.1} MiB (target < 30: {})",
+        "daemon RSS idle {:.1} MiB (anonymous {:.1}, file-backed {:.1}: mostly the binary's code) (target < 15: {}), with 100 running pods {:.1} MiB (target < 30: {})",
         idle_rss as f64 / 1024.0,
+        idle_anon as f64 / 1024.0,
+        idle_file as f64 / 1024.0,
         verdict(idle_rss < 15 * 1024),
         rss_running as f64 / 1024.0,
         verdict(rss_running > 0 && rss_running < 30 * 1024)

@@ -1,7 +1,9 @@
 //! `make bench` (monitor): the resident memory of crius-monitor next to
 //! conmon's (Debian's `conmon`) watching the same kind of container, and
-//! the time to create+start a container through the monitor next to a bare
-//! `runc run --detach` of the same bundle (the floor).
+//! the time to create+start a container through the monitor — `runc run
+//! --detach` under it (`--start`, what StartContainer does), and `runc
+//! create` under it then `runc start` — next to a bare `runc run --detach`
+//! of the same bundle (the floor).
 //! Targets: monitor RSS below conmon's; create+start overhead < 10 ms p50.
 //! Run as root: `cargo bench -p crius-monitor --bench monitor`.
 
@@ -42,8 +44,10 @@ fn runc(state: &Path, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-/// Create through the monitor, then `runc start`: the crius path.
-fn monitor_create_start(work: &Path, b: &Path, state: &Path, id: &str) -> Duration {
+/// Through the monitor: with `start`, `runc run --detach` under it (the
+/// daemon's StartContainer); without, `runc create` under it, then `runc
+/// start`.
+fn monitor_launch(work: &Path, b: &Path, state: &Path, id: &str, start: bool) -> Duration {
     let t = Instant::now();
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
     let w_fd = w.as_raw_fd();
@@ -55,8 +59,7 @@ fn monitor_create_start(work: &Path, b: &Path, state: &Path, id: &str) -> Durati
             Ok(())
         });
     }
-    let st = cmd
-        .args(["--runtime", "runc", "--runtime-root"])
+    cmd.args(["--runtime", "runc", "--runtime-root"])
         .arg(state)
         .args(["--id", id, "--bundle"])
         .arg(b)
@@ -67,15 +70,18 @@ fn monitor_create_start(work: &Path, b: &Path, state: &Path, id: &str) -> Durati
         .arg("--pid-file")
         .arg(work.join(format!("{id}.pid")))
         .arg("--sync-fd")
-        .arg(w_fd.to_string())
-        .status()
-        .unwrap();
-    assert!(st.success());
+        .arg(w_fd.to_string());
+    if start {
+        cmd.arg("--start");
+    }
+    assert!(cmd.status().unwrap().success());
     drop(w);
     let mut sync = String::new();
     std::fs::File::from(r).read_to_string(&mut sync).unwrap();
     assert!(sync.starts_with("pid "), "{sync}");
-    assert!(runc(state, &["start", id]).status.success());
+    if !start {
+        assert!(runc(state, &["start", id]).status.success());
+    }
     t.elapsed()
 }
 
@@ -115,10 +121,13 @@ fn main() {
     let state = work.path().join("state");
 
     // Latency, alternating to share any drift.
-    let (mut ours, mut floor) = (Vec::new(), Vec::new());
+    let (mut ours, mut two_step, mut floor) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..RUNS {
         let id = format!("bench-mon-{i}");
-        ours.push(monitor_create_start(work.path(), &b, &state, &id));
+        ours.push(monitor_launch(work.path(), &b, &state, &id, true));
+        cleanup(&state, &id);
+        let id = format!("bench-mon2-{i}");
+        two_step.push(monitor_launch(work.path(), &b, &state, &id, false));
         cleanup(&state, &id);
         let id = format!("bench-bare-{i}");
         floor.push(bare_run(&b, &state, &id));
@@ -127,7 +136,7 @@ fn main() {
 
     // Memory: one container under each monitor, steady state.
     let id = "bench-rss-crius";
-    monitor_create_start(work.path(), &b, &state, id);
+    monitor_launch(work.path(), &b, &state, id, true);
     std::thread::sleep(Duration::from_millis(300));
     let crius_pid = find_process("crius-monitor", id).expect("monitor process");
     let crius_rss = rss_kib(crius_pid as u32);
@@ -200,13 +209,18 @@ fn main() {
     };
     remove_rootfs(&work.path().join("c")).unwrap();
 
-    let (o, f) = (median(ours), median(floor));
-    println!("crius monitor benchmark (median of {RUNS})");
+    let (o, two, f) = (median(ours), median(two_step), median(floor));
+    println!("crius monitor benchmark (median of {RUNS}, interleaved)");
     println!("{:<44} {:>10}", "", "ms");
     println!(
         "{:<44} {:>10.2}",
-        "create+start via crius-monitor + runc start",
+        "runc run --detach via crius-monitor",
         o.as_secs_f64() * 1e3
+    );
+    println!(
+        "{:<44} {:>10.2}",
+        "runc create via crius-monitor + runc start",
+        two.as_secs_f64() * 1e3
     );
     println!(
         "{:<44} {:>10.2}",
@@ -226,6 +240,7 @@ fn main() {
     println!(
         "{}",
         serde_json::json!({"bench": "monitor", "create_start_ms": o.as_secs_f64() * 1e3,
+            "create_then_start_ms": two.as_secs_f64() * 1e3,
             "runc_run_ms": f.as_secs_f64() * 1e3, "monitor_rss_kib": crius_rss, "conmon_rss_kib": conmon_rss})
     );
 }

@@ -668,3 +668,49 @@ async fn containers_run_at_start_with_updates_stops_and_start_errors() {
     assert!(runtime_list("runc", &rt_root).is_empty());
     assert!(mounts_under(env.daemon.dir()).is_empty());
 }
+
+/// While StopPodSandbox is under way (its container's stop held inside
+/// the runtime's kill), the pod takes no new container; the stop then
+/// finishes with nothing left behind.
+#[tokio::test]
+async fn a_pod_being_stopped_takes_no_new_containers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wrapper = slow_runtime(tmp.path(), "kill");
+    let env = env(&format!(
+        "default_runtime = \"slow-kill\"\n[runtimes.slow-kill]\npath = \"{}\"\n",
+        wrapper.display()
+    ))
+    .await;
+    let mut c = env.client().await;
+    let pc = pod_config("stopping", &env.logs);
+    let pod = run_pod(&mut c, pc.clone(), "slow-kill").await;
+    let id = created(&mut c, &pod, &pc, ("app", &env.image), &["sleep", "300"]).await;
+    start(&mut c, &id).await;
+    let mut c2 = c.clone();
+    let pod2 = pod.clone();
+    let stopping = tokio::spawn(async move {
+        c2.runtime
+            .stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: pod2,
+            })
+            .await
+    });
+    wait_for(&tmp.path().join("in-kill"), Duration::from_secs(20)).await;
+    let e = create(
+        &mut c,
+        &pod,
+        &pc,
+        container_config("late", &env.image, &["true"]),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("being stopped"), "{}", e.message());
+    kill_wrappers();
+    stopping.await.unwrap().unwrap();
+    let list = list_all(&mut c).await;
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0].state, ContainerState::ContainerExited as i32);
+    remove_pod(&mut c, &pod).await;
+    assert!(mounts_under(env.daemon.dir()).is_empty());
+}

@@ -446,8 +446,9 @@ async fn kill_9_mid_start_the_run_finishes_without_the_daemon() {
         (ContainerState::ContainerExited as i32, 3),
         "{s:?}"
     );
+    // Started when the runtime ran it (its pid file), before it finished.
     assert!(
-        s.started_at > s.created_at && s.started_at <= s.finished_at,
+        s.started_at > s.created_at && s.started_at < s.finished_at,
         "{s:?}"
     );
     remove_pod(&mut c, &pod).await;
@@ -457,4 +458,82 @@ async fn kill_9_mid_start_the_run_finishes_without_the_daemon() {
         "{:?}",
         mounts_under(env.daemon.dir())
     );
+}
+
+/// A container an older crius created (the runtime's create already done
+/// under its monitor at CreateContainer, the record naming both) is re-made
+/// at restart: monitor and runtime container gone, still created, and
+/// started with one run like any other.
+#[tokio::test]
+async fn kill_9_upgrade_from_a_crius_that_created_at_create() {
+    let mut env = env("").await;
+    let mut c = env.client().await;
+    let pc = pod_config("older", &env.logs);
+    let pod = run_pod(&mut c, pc.clone(), "runc").await;
+    let id = created(&mut c, &pod, &pc, ("app", &env.image), &["sleep", "300"]).await;
+    env.daemon.kill().unwrap();
+    // What the older crius left: `runc create` under a monitor.
+    let state_db = env.daemon.root.join("state");
+    let db = crius::state::StateDb::open(&state_db).unwrap();
+    let mut rec = db
+        .containers()
+        .unwrap()
+        .into_iter()
+        .find(|r| r.id == id)
+        .unwrap();
+    let rt_root = env.daemon.runroot.join("runtimes/runc");
+    let (r, w) = nix::unistd::pipe().unwrap();
+    let monitor = std::path::Path::new(BIN).with_file_name("crius-monitor");
+    let w_fd = std::os::fd::AsRawFd::as_raw_fd(&w);
+    let st = std::process::Command::new(&monitor)
+        .args(["--runtime", "runc", "--runtime-root"])
+        .arg(&rt_root)
+        .args(["--id", &id, "--bundle"])
+        .arg(rec.dir.join("bundle"))
+        .arg("--log")
+        .arg(&rec.log_path)
+        .arg("--exit-file")
+        .arg(&rec.exit_file)
+        .arg("--pid-file")
+        .arg(rec.dir.join("pid"))
+        .arg("--sync-fd")
+        .arg(w_fd.to_string())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    drop(w);
+    let mut report = String::new();
+    std::io::Read::read_to_string(&mut std::fs::File::from(r), &mut report).unwrap();
+    let mut it = report
+        .strip_prefix("pid ")
+        .unwrap_or_else(|| panic!("{report}"))
+        .split_whitespace()
+        .map(|p| p.parse::<i32>().unwrap());
+    let (pid, monitor_pid) = (it.next().unwrap(), it.next().unwrap());
+    rec.pid = pid;
+    rec.monitor_pid = monitor_pid;
+    db.put_container(&rec).unwrap();
+    drop(db);
+    assert_eq!(runtime_list("runc", &rt_root), vec![id.clone()]);
+
+    env.daemon.start().await.unwrap();
+    c = env.client().await;
+    assert_eq!(
+        status(&mut c, &id).await.state,
+        ContainerState::ContainerCreated as i32
+    );
+    assert!(
+        runtime_list("runc", &rt_root).is_empty(),
+        "runtime container left"
+    );
+    assert!(
+        crius_test_support::procs::wait_gone(monitor_pid, Duration::from_secs(10)),
+        "the older create's monitor is still there"
+    );
+    start(&mut c, &id).await;
+    let out = exec(&mut c, &id, &["echo", "alive"]).await;
+    assert_eq!(out.stdout, b"alive\n");
+    remove_pod(&mut c, &pod).await;
+    assert!(runtime_list("runc", &rt_root).is_empty());
+    assert!(mounts_under(env.daemon.dir()).is_empty());
 }

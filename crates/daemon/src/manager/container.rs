@@ -376,12 +376,8 @@ pub(crate) fn exited_record(
         .max(r.started_at);
     if r.started_at == 0 {
         // Started while no record of it was kept (a daemon killed inside
-        // StartContainer): the runtime wrote the pid file as it ran it.
-        r.started_at = std::fs::metadata(files_of(rec).pid_file)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_nanos() as i64)
+        // StartContainer).
+        r.started_at = pid_file_time(rec)
             .unwrap_or(r.finished_at)
             .min(r.finished_at);
     }
@@ -394,6 +390,16 @@ pub(crate) fn exited_record(
     };
     r.message = termination_message(config);
     Some(r)
+}
+
+/// When the runtime wrote the container's pid file (as it ran it), in
+/// Unix nanoseconds.
+pub(crate) fn pid_file_time(rec: &ContainerRecord) -> Option<i64> {
+    std::fs::metadata(files_of(rec).pid_file)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos() as i64)
 }
 
 /// Parses the monitor's RFC 3339 UTC timestamp (`2024-01-02T03:04:05.123456789Z`).
@@ -544,7 +550,7 @@ impl Manager {
         let pod_rec = pod.record();
         if !pod.accepts_containers() {
             return Err(ManagerError::FailedPrecondition(format!(
-                "pod sandbox {} is not ready",
+                "pod sandbox {} is not ready (stopped, or being stopped)",
                 pod.id
             )));
         }
@@ -738,10 +744,21 @@ impl Manager {
         match result {
             Ok(rec) => {
                 tracing::info!("container created");
+                let ctr = Arc::new(Ctr::new(rec, config));
                 self.containers
                     .write()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert(id.clone(), Arc::new(Ctr::new(rec, config)));
+                    .insert(id.clone(), ctr.clone());
+                // A StopPodSandbox that began meanwhile may have listed the
+                // pod's containers before this one was there: it must not
+                // stay behind in a pod on its way down.
+                if !pod.accepts_containers() {
+                    self.remove_container_inner(&ctr).await?;
+                    return Err(ManagerError::FailedPrecondition(format!(
+                        "pod sandbox {} is being stopped",
+                        pod.id
+                    )));
+                }
                 Ok(id)
             }
             Err(e) => {
@@ -830,7 +847,7 @@ impl Manager {
             .unwrap_or(false);
         if !pod_ready {
             return Err(ManagerError::FailedPrecondition(format!(
-                "container {}: its pod sandbox {} is not ready",
+                "container {}: its pod sandbox {} is not ready (stopped, or being stopped)",
                 c.id, c.pod_id
             )));
         }
@@ -846,16 +863,10 @@ impl Manager {
             // runtime returns, and must not finish before it started.
             let started = now_ns();
             let t = Instant::now();
-            let launched = if r.monitor_pid > 0 {
-                // Created by an older crius, which ran the runtime's
-                // create at CreateContainer: only its start is left.
-                runtime.start(id).map(|()| (r.pid, r.monitor_pid))
-            } else {
-                runtime
-                    .prepare_run(pool.as_deref(), id, &files, MAX_LOG_LINE, tty)
-                    .and_then(|p| p.launch())
-                    .map(|l| (l.pid, l.monitor_pid))
-            };
+            let launched = runtime
+                .prepare_run(pool.as_deref(), id, &files, MAX_LOG_LINE, tty)
+                .and_then(|p| p.launch())
+                .map(|l| (l.pid, l.monitor_pid));
             match launched {
                 Ok((pid, monitor_pid)) => {
                     tracing::debug!(

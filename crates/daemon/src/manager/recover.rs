@@ -218,8 +218,25 @@ impl Manager {
         let status = state
             .as_ref()
             .and_then(|v| v["status"].as_str().map(str::to_string));
-        if rec.phase == ContainerPhase::Created && rec.monitor_pid == 0 {
-            return self.recover_unstarted(rec, runtime.as_ref(), state.as_ref());
+        if rec.phase == ContainerPhase::Created && rec.monitor_pid > 0 {
+            // Created by an older crius, which ran the runtime's create at
+            // CreateContainer (its process never ran): undone, so the
+            // container is created as this crius makes them and its start
+            // is one `run` like any other.
+            tracing::info!(container = %rec.id, "container created by an older crius: re-made for a run at start");
+            kill_monitors_of(&rec.id);
+            if let Some(rt) = &runtime {
+                let _ = rt.delete(&rec.id, true);
+            }
+            let _ = std::fs::remove_file(super::container::files_of(&rec).pid_file);
+            let _ = std::fs::remove_file(&rec.exit_file);
+            rec.pid = 0;
+            rec.monitor_pid = 0;
+            self.db.put_container(&rec)?;
+            return Ok(Some(rec));
+        }
+        if rec.phase == ContainerPhase::Created {
+            return self.recover_unstarted(rec, config, runtime.as_ref(), state.as_ref());
         }
         let before = rec.clone();
         match status.as_deref() {
@@ -267,6 +284,7 @@ impl Manager {
     fn recover_unstarted(
         &self,
         mut rec: ContainerRecord,
+        config: &ContainerConfig,
         runtime: Option<&crius_oci_runtime::runtime::OciRuntime>,
         state: Option<&serde_json::Value>,
     ) -> Result<Option<ContainerRecord>> {
@@ -287,16 +305,24 @@ impl Manager {
             (Some("running" | "stopped"), [monitor]) => {
                 tracing::info!(container = %rec.id, pid, state = ?status, "container started while crius stopped");
                 rec.phase = ContainerPhase::Running;
-                rec.started_at = now_ns();
+                rec.started_at = super::container::pid_file_time(&rec).unwrap_or_else(now_ns);
                 rec.pid = pid;
                 rec.monitor_pid = *monitor;
                 self.db.put_container(&rec)?;
             }
             (Some("stopped"), []) => {
+                // The monitor may have written the exit file since it was
+                // first looked for.
+                if let Some(r) = exited_record(&rec, config) {
+                    self.db.put_container(&r)?;
+                    return Ok(Some(r));
+                }
                 tracing::warn!(container = %rec.id, "container started and exited while crius stopped, its monitor gone");
                 rec.phase = ContainerPhase::Exited;
                 rec.finished_at = now_ns();
-                rec.started_at = rec.finished_at;
+                rec.started_at = super::container::pid_file_time(&rec)
+                    .unwrap_or(rec.finished_at)
+                    .min(rec.finished_at);
                 rec.exit_code = 255;
                 rec.reason = "Error".into();
                 rec.message =

@@ -10,12 +10,11 @@
 //! needs sweeping after a crash.
 
 use crate::runtime::RuntimeError;
+use crius_pool::Pool;
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
 
 /// Bytes a standby keeps in its command line for the job's leading
 /// arguments (`--runtime R --id ID ...`, see the monitor's `title`).
@@ -170,41 +169,31 @@ impl Drop for StandbyMonitor {
 #[derive(Debug)]
 pub struct MonitorPool {
     monitor: PathBuf,
-    size: usize,
-    ready: Mutex<Vec<StandbyMonitor>>,
-    filling: AtomicBool,
-    /// Drained: no more standbys are started.
-    closed: AtomicBool,
+    pool: Pool<StandbyMonitor>,
 }
 
 impl MonitorPool {
     pub fn new(monitor: impl Into<PathBuf>, size: usize) -> MonitorPool {
         MonitorPool {
             monitor: monitor.into(),
-            size,
-            ready: Mutex::new(Vec::new()),
-            filling: AtomicBool::new(false),
-            closed: AtomicBool::new(false),
+            pool: Pool::new(size),
         }
-    }
-
-    fn ready(&self) -> std::sync::MutexGuard<'_, Vec<StandbyMonitor>> {
-        self.ready.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Standbys ready to be taken.
     pub fn available(&self) -> usize {
-        self.ready().len()
+        self.pool.available()
     }
 
     /// Whether the pool holds fewer standbys than it should.
     pub fn needs_fill(&self) -> bool {
-        !self.closed.load(Ordering::Acquire) && self.available() < self.size
+        self.pool.needs_fill()
     }
 
     /// The pids of the ready standbys (tests, diagnostics).
     pub fn pids(&self) -> Vec<i32> {
-        self.ready().iter().filter_map(|s| s.pid).collect()
+        self.pool
+            .inspect(|ready| ready.iter().filter_map(|s| s.pid).collect())
     }
 
     /// Starts standbys until the pool is full (blocking: each is waited
@@ -218,45 +207,19 @@ impl MonitorPool {
     /// standby (the daemon waits there for a moment without container
     /// start-up).
     pub fn fill_with(&self, before_each: impl Fn()) -> Result<(), RuntimeError> {
-        loop {
-            if self.filling.swap(true, Ordering::AcqRel) {
-                return Ok(());
-            }
-            let result = (|| {
-                while self.needs_fill() {
-                    before_each();
-                    let mut s = StandbyMonitor::spawn(&self.monitor)?;
-                    s.wait_ready()?;
-                    let mut ready = self.ready();
-                    if self.closed.load(Ordering::Acquire) {
-                        // Drained meanwhile: this one leaves at once.
-                        break;
-                    }
-                    ready.push(s);
-                }
-                Ok(())
-            })();
-            self.filling.store(false, Ordering::Release);
-            // A take between the last check and the store found a filler
-            // still running and left: look once more.
-            if result.is_err() || !self.needs_fill() {
-                return result;
-            }
-        }
+        self.pool.fill_with(before_each, || {
+            let mut s = StandbyMonitor::spawn(&self.monitor)?;
+            s.wait_ready()?;
+            Ok(s)
+        })
     }
 
     /// A ready standby, given normal scheduling; None when the pool is
-    /// empty. Standbys found dead on the way are dropped.
+    /// empty (or busy: see [`Pool::try_take`]). Standbys found dead on the
+    /// way are dropped.
     pub fn take(&self) -> Option<StandbyMonitor> {
         loop {
-            // Never wait for the lock on the RPC path: the idle-priority
-            // filler may hold it and be preempted there (std's mutex has no
-            // priority inheritance); a busy pool counts as empty.
-            let s = match self.ready.try_lock() {
-                Ok(mut ready) => ready.pop()?,
-                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().pop()?,
-                Err(std::sync::TryLockError::WouldBlock) => return None,
-            };
+            let s = self.pool.try_take()?;
             if s.alive() && s.boost() {
                 return Some(s);
             }
@@ -266,8 +229,6 @@ impl MonitorPool {
     /// Sends every ready standby away (daemon shutdown); a fill in
     /// progress stops and keeps nothing.
     pub fn drain(&self) {
-        self.closed.store(true, Ordering::Release);
-        let all = std::mem::take(&mut *self.ready());
-        drop(all);
+        self.pool.drain();
     }
 }

@@ -291,11 +291,7 @@ pub fn unpin(dir: &Path) -> Result<(), SandboxError> {
 /// three files into its own `ns` directory (from `/proc/self/fd`) while its
 /// hostname is set inside.
 pub struct NsPool {
-    size: usize,
-    ready: std::sync::Mutex<Vec<NsSet>>,
-    filling: std::sync::atomic::AtomicBool,
-    /// Drained: no more sets are made.
-    closed: std::sync::atomic::AtomicBool,
+    pool: crius_pool::Pool<NsSet>,
 }
 
 /// One set of fresh namespaces, held open.
@@ -323,25 +319,18 @@ impl NsPool {
             Err(e) => return Err(io(format!("reading {}", legacy_dir.display()))(e)),
         }
         Ok(NsPool {
-            size,
-            ready: std::sync::Mutex::new(Vec::new()),
-            filling: std::sync::atomic::AtomicBool::new(false),
-            closed: std::sync::atomic::AtomicBool::new(false),
+            pool: crius_pool::Pool::new(size),
         })
-    }
-
-    fn ready(&self) -> std::sync::MutexGuard<'_, Vec<NsSet>> {
-        self.ready.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Namespace sets ready to be claimed.
     pub fn available(&self) -> usize {
-        self.ready().len()
+        self.pool.available()
     }
 
     /// Whether the pool holds fewer sets than it should.
     pub fn needs_fill(&self) -> bool {
-        !self.closed.load(std::sync::atomic::Ordering::Acquire) && self.available() < self.size
+        self.pool.needs_fill()
     }
 
     /// Makes namespace sets until the pool is full (blocking). One filler
@@ -353,54 +342,22 @@ impl NsPool {
     /// [`NsPool::fill`], calling `before_each` before making each set (the
     /// daemon waits there for a moment without pod or container start-up).
     pub fn fill_with(&self, before_each: impl Fn()) -> Result<(), SandboxError> {
-        use std::sync::atomic::Ordering;
-        loop {
-            if self.filling.swap(true, Ordering::AcqRel) {
-                return Ok(());
-            }
-            let result = (|| {
-                while self.needs_fill() {
-                    before_each();
-                    let set = make_set()?;
-                    let mut ready = self.ready();
-                    if self.closed.load(Ordering::Acquire) {
-                        // Drained meanwhile: this set is released at once.
-                        break;
-                    }
-                    ready.push(set);
-                }
-                Ok(())
-            })();
-            self.filling.store(false, Ordering::Release);
-            // A claim between the last check and the store found a filler
-            // still running and left: look once more.
-            if result.is_err() || !self.needs_fill() {
-                return result;
-            }
-        }
+        self.pool.fill_with(before_each, make_set)
     }
 
     /// Pins a ready set under `target` (created if missing) and sets
-    /// `hostname` in its UTS namespace. None when the pool is empty; on
-    /// error nothing stays pinned at `target`.
+    /// `hostname` in its UTS namespace. None when the pool is empty (or
+    /// busy: see [`crius_pool::Pool::try_take`]); on error nothing stays
+    /// pinned at `target`.
     pub fn claim(&self, target: &Path, hostname: &str) -> Option<Result<Pinned, SandboxError>> {
-        // Never wait for the lock on the RPC path: the idle-priority filler
-        // may hold it and be preempted there (std's mutex has no priority
-        // inheritance); a busy pool counts as empty.
-        let set = match self.ready.try_lock() {
-            Ok(mut ready) => ready.pop()?,
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().pop()?,
-            Err(std::sync::TryLockError::WouldBlock) => return None,
-        };
+        let set = self.pool.try_take()?;
         Some(claim_set(set, target, hostname))
     }
 
     /// Releases every ready set (daemon shutdown); a fill in progress stops
     /// and keeps nothing.
     pub fn drain(&self) {
-        self.closed
-            .store(true, std::sync::atomic::Ordering::Release);
-        drop(std::mem::take(&mut *self.ready()));
+        self.pool.drain();
     }
 }
 

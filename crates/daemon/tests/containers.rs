@@ -36,14 +36,7 @@ async fn exit_codes_and_termination_messages() {
     assert_eq!(s.message, "bye\n");
     assert!(s.finished_at >= s.started_at);
 
-    let ok = create(
-        &mut c,
-        &pod,
-        &pc,
-        container_config("ok", &env.image, &["true"]),
-    )
-    .await
-    .unwrap();
+    let ok = created(&mut c, &pod, &pc, ("ok", &env.image), &["true"]).await;
     start(&mut c, &ok).await;
     let s = wait_exited(&mut c, &ok, Duration::from_secs(10)).await;
     assert_eq!((s.exit_code, s.reason.as_str()), (0, "Completed"));
@@ -154,13 +147,7 @@ async fn users_readonly_rootfs_exec_timeout_and_bad_input() {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound);
     assert!(e.message().contains("nope"), "{}", e.message());
-    let e = c
-        .runtime
-        .start_container(StartContainerRequest {
-            container_id: id.clone(),
-        })
-        .await
-        .unwrap_err();
+    let e = try_start(&mut c, &id).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition);
     let list = list_all(&mut c).await;
     assert_eq!(list.len(), 1, "{list:?}");
@@ -494,14 +481,7 @@ async fn monitor_pool_hands_out_started_monitors() {
     let mut c = env.client().await;
     let pc = pod_config("mon-pool", &env.logs);
     let pod = run_pod(&mut c, pc.clone(), "runc").await;
-    let id = create(
-        &mut c,
-        &pod,
-        &pc,
-        container_config("app", &env.image, &["sleep", "300"]),
-    )
-    .await
-    .unwrap();
+    let id = created(&mut c, &pod, &pc, ("app", &env.image), &["sleep", "300"]).await;
     start(&mut c, &id).await;
     let info = verbose_info(&mut c, &id).await;
     let pid = info["pid"].as_i64().unwrap() as i32;
@@ -609,24 +589,12 @@ async fn containers_run_at_start_with_updates_stops_and_start_errors() {
         (ContainerState::ContainerExited as i32, 137, 0)
     );
     assert!(s.finished_at >= s.created_at, "{s:?}");
-    let e = c
-        .runtime
-        .start_container(StartContainerRequest {
-            container_id: never.clone(),
-        })
-        .await
-        .unwrap_err();
+    let e = try_start(&mut c, &never).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
 
     // The runtime refuses: no such executable.
     let bad = created(&mut c, &pod, &pc, ("bad", &env.image), &["/no/such/binary"]).await;
-    let e = c
-        .runtime
-        .start_container(StartContainerRequest {
-            container_id: bad.clone(),
-        })
-        .await
-        .unwrap_err();
+    let e = try_start(&mut c, &bad).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
     assert!(e.message().contains("/no/such/binary"), "{}", e.message());
     let s = status(&mut c, &bad).await;
@@ -656,13 +624,7 @@ async fn containers_run_at_start_with_updates_stops_and_start_errors() {
         .await
         .unwrap();
     assert_eq!(status(&mut c, &id).await.exit_code, 137);
-    let e = c
-        .runtime
-        .start_container(StartContainerRequest {
-            container_id: late.clone(),
-        })
-        .await
-        .unwrap_err();
+    let e = try_start(&mut c, &late).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
     remove_pod(&mut c, &pod).await;
     assert!(runtime_list("runc", &rt_root).is_empty());

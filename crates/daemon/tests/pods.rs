@@ -322,22 +322,18 @@ async fn host_network_pod() {
         own.to_string_lossy()
     );
     // StopPodSandbox is graceful: a container that exits on SIGTERM does.
-    let graceful = create(
+    let graceful = created(
         &mut c,
         &pod,
         &pc,
-        container_config(
-            "graceful",
-            &env.image,
-            &[
-                "sh",
-                "-c",
-                "trap 'exit 0' TERM; while true; do sleep 0.1; done",
-            ],
-        ),
+        ("graceful", &env.image),
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; while true; do sleep 0.1; done",
+        ],
     )
-    .await
-    .unwrap();
+    .await;
     start(&mut c, &graceful).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     c.runtime

@@ -15,36 +15,18 @@ async fn kill_9_keeps_pods_and_containers_manageable() {
     let pc = pod_config("survivor", &env.logs);
     let pod = run_pod(&mut c, pc.clone(), "runc").await;
     // One keeps running, one exits while the daemon is down, one is only created.
-    let running = create(
-        &mut c,
-        &pod,
-        &pc,
-        container_config("run", &env.image, &["sleep", "300"]),
-    )
-    .await
-    .unwrap();
+    let running = created(&mut c, &pod, &pc, ("run", &env.image), &["sleep", "300"]).await;
     start(&mut c, &running).await;
-    let exiting = create(
+    let exiting = created(
         &mut c,
         &pod,
         &pc,
-        container_config(
-            "exit",
-            &env.image,
-            &["sh", "-c", "read x < /dev/null; sleep 2; exit 7"],
-        ),
+        ("exit", &env.image),
+        &["sh", "-c", "read x < /dev/null; sleep 2; exit 7"],
     )
-    .await
-    .unwrap();
+    .await;
     start(&mut c, &exiting).await;
-    let created = create(
-        &mut c,
-        &pod,
-        &pc,
-        container_config("later", &env.image, &["sleep", "300"]),
-    )
-    .await
-    .unwrap();
+    let created = created(&mut c, &pod, &pc, ("later", &env.image), &["sleep", "300"]).await;
 
     env.daemon.kill().unwrap();
     // The monitor records the exit while no daemon runs.
@@ -256,14 +238,7 @@ async fn kill_9_mid_start_and_stop_container() {
     let mut c = env.client().await;
     let pc = pod_config("midstart", &env.logs);
     let pod = run_pod(&mut c, pc.clone(), "slow-start").await;
-    let id = create(
-        &mut c,
-        &pod,
-        &pc,
-        container_config("app", &env.image, &["sleep", "300"]),
-    )
-    .await
-    .unwrap();
+    let id = created(&mut c, &pod, &pc, ("app", &env.image), &["sleep", "300"]).await;
     let mut c2 = c.clone();
     let id2 = id.clone();
     let pending = tokio::spawn(async move {
@@ -290,14 +265,7 @@ async fn kill_9_mid_start_and_stop_container() {
     // Now a pod whose handler hangs in kill.
     let pc = pod_config("midstop", &env.logs);
     let pod2 = run_pod(&mut c, pc.clone(), "slow-kill").await;
-    let id3 = create(
-        &mut c,
-        &pod2,
-        &pc,
-        container_config("app", &env.image, &["sleep", "300"]),
-    )
-    .await
-    .unwrap();
+    let id3 = created(&mut c, &pod2, &pc, ("app", &env.image), &["sleep", "300"]).await;
     start(&mut c, &id3).await;
     let mut c2 = c.clone();
     let id4 = id3.clone();

@@ -197,12 +197,17 @@ pub async fn remove_pod(c: &mut CriClient, pod: &str) {
 }
 
 pub async fn start(c: &mut CriClient, id: &str) {
+    try_start(c, id).await.unwrap();
+}
+
+/// StartContainer, its answer as is.
+pub async fn try_start(c: &mut CriClient, id: &str) -> Result<(), tonic::Status> {
     c.runtime
         .start_container(StartContainerRequest {
             container_id: id.into(),
         })
         .await
-        .unwrap();
+        .map(drop)
 }
 
 /// StopContainer with `timeout` seconds before SIGKILL; must succeed.

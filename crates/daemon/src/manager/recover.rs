@@ -22,46 +22,58 @@ pub(crate) fn monitor_alive(rec: &ContainerRecord) -> bool {
             .unwrap_or(false)
 }
 
-/// The pids of every crius-monitor watching container `id` (found by
-/// `--id <id>` in their command lines).
-fn monitors_of(id: &str) -> Vec<i32> {
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut found = Vec::new();
-    for e in procs.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-        let is_monitor = args.first().is_some_and(|a| a.ends_with(b"crius-monitor"));
-        let watches = args
-            .windows(2)
-            .any(|w| w[0] == b"--id" && w[1] == id.as_bytes());
-        if is_monitor && watches {
-            found.push(pid);
-        }
-    }
-    found
-}
+/// Every crius-monitor's pid by the container it names (`--id <id>` in
+/// its command line), read from /proc once at recovery rather than once
+/// per container.
+struct Monitors(std::collections::HashMap<String, Vec<i32>>);
 
-/// SIGKILLs the process group of every crius-monitor watching container
-/// `id` (a monitor leads its own session and group, with the runtime it
-/// runs).
-fn kill_monitors_of(id: &str) {
-    for pid in monitors_of(id) {
-        tracing::warn!(container = %id, pid, "killing the monitor of an orphaned container");
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+impl Monitors {
+    fn scan() -> Monitors {
+        let mut by_id: std::collections::HashMap<String, Vec<i32>> = Default::default();
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return Monitors(by_id);
+        };
+        for e in procs.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue;
+            };
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            if !args.first().is_some_and(|a| a.ends_with(b"crius-monitor")) {
+                continue;
+            }
+            if let Some(w) = args.windows(2).find(|w| w[0] == b"--id") {
+                by_id
+                    .entry(String::from_utf8_lossy(w[1]).into_owned())
+                    .or_default()
+                    .push(pid);
+            }
+        }
+        Monitors(by_id)
+    }
+
+    /// The monitors watching container `id`.
+    fn of(&self, id: &str) -> &[i32] {
+        self.0.get(id).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// SIGKILLs the process group of every monitor watching container `id`
+    /// (a monitor leads its own session and group, with the runtime it
+    /// runs).
+    fn kill(&self, id: &str) {
+        for &pid in self.of(id) {
+            tracing::warn!(container = %id, pid, "killing the monitor of an orphaned container");
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
 }
 
@@ -83,6 +95,7 @@ impl Manager {
             pods += 1;
         }
         let mut ctrs = 0;
+        let monitors = Monitors::scan();
         for rec in self.db.containers()? {
             let config: ContainerConfig = decode_config(&rec.id, &rec.config)?;
             let pod_known = self
@@ -90,7 +103,7 @@ impl Manager {
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
                 .contains_key(&rec.pod_id);
-            let Some(rec) = self.recover_container(rec, &config, pod_known)? else {
+            let Some(rec) = self.recover_container(rec, &config, pod_known, &monitors)? else {
                 continue;
             };
             if let Ok(key) = container_key(&rec.pod_id, &config) {
@@ -108,7 +121,7 @@ impl Manager {
                 .insert(rec.id.clone(), Arc::new(Ctr::new(rec, config)));
             ctrs += 1;
         }
-        self.sweep_orphans();
+        self.sweep_orphans(&monitors);
         tracing::info!(pods, containers = ctrs, "state recovered");
         Ok(())
     }
@@ -116,7 +129,7 @@ impl Manager {
     /// Removes what a daemon killed inside RunPodSandbox or CreateContainer
     /// left without a record: pod directories (namespaces, shm, pause),
     /// container directories (runtime state, rootfs mount), exit files.
-    fn sweep_orphans(&self) {
+    fn sweep_orphans(&self, monitors: &Monitors) {
         let known_pods: std::collections::HashSet<String> = self
             .pods
             .read()
@@ -154,9 +167,10 @@ impl Manager {
                 continue;
             }
             tracing::warn!(container = %id, "container left without a record (crius stopped while creating it); removing");
-            // A monitor still inside `<runtime> create` would create the
-            // container after this sweep: stop it (and its runtime) first.
-            kill_monitors_of(&id);
+            // An older crius ran the runtime's create inside
+            // CreateContainer: a monitor still inside it would create the
+            // container after this sweep, so it (and its runtime) goes first.
+            monitors.kill(&id);
             for h in info.handlers.handlers.values() {
                 if let Ok(rt) = crius_oci_runtime::runtime::OciRuntime::new(h, &self.monitor) {
                     let _ = rt.delete(&id, true);
@@ -190,6 +204,7 @@ impl Manager {
         mut rec: ContainerRecord,
         config: &ContainerConfig,
         pod_known: bool,
+        monitors: &Monitors,
     ) -> Result<Option<ContainerRecord>> {
         let runtime = self.runtime_any(&rec.runtime_handler).ok();
         if rec.phase == ContainerPhase::Creating || !pod_known {
@@ -224,7 +239,7 @@ impl Manager {
             // container is created as this crius makes them and its start
             // is one `run` like any other.
             tracing::info!(container = %rec.id, "container created by an older crius: re-made for a run at start");
-            kill_monitors_of(&rec.id);
+            monitors.kill(&rec.id);
             if let Some(rt) = &runtime {
                 let _ = rt.delete(&rec.id, true);
             }
@@ -236,7 +251,7 @@ impl Manager {
             return Ok(Some(rec));
         }
         if rec.phase == ContainerPhase::Created {
-            return self.recover_unstarted(rec, config, runtime.as_ref(), state.as_ref());
+            return self.recover_unstarted(rec, config, monitors, runtime.as_ref(), state.as_ref());
         }
         let before = rec.clone();
         match status.as_deref() {
@@ -285,10 +300,10 @@ impl Manager {
         &self,
         mut rec: ContainerRecord,
         config: &ContainerConfig,
+        monitors: &Monitors,
         runtime: Option<&crius_oci_runtime::runtime::OciRuntime>,
         state: Option<&serde_json::Value>,
     ) -> Result<Option<ContainerRecord>> {
-        let monitors = monitors_of(&rec.id);
         let status = state.and_then(|v| v["status"].as_str());
         let pid = state
             .and_then(|v| v["pid"].as_i64())
@@ -300,7 +315,7 @@ impl Manager {
                     .and_then(|p| p.trim().parse().ok())
             })
             .unwrap_or(0);
-        match (status, monitors.as_slice()) {
+        match (status, monitors.of(&rec.id)) {
             (None, []) => {}
             (Some("running" | "stopped"), [monitor]) => {
                 tracing::info!(container = %rec.id, pid, state = ?status, "container started while crius stopped");
@@ -330,8 +345,8 @@ impl Manager {
                 self.db.put_container(&rec)?;
             }
             _ => {
-                tracing::warn!(container = %rec.id, state = ?status, monitors = monitors.len(), "container was being started when crius stopped; undoing the start");
-                kill_monitors_of(&rec.id);
+                tracing::warn!(container = %rec.id, state = ?status, monitors = monitors.of(&rec.id).len(), "container was being started when crius stopped; undoing the start");
+                monitors.kill(&rec.id);
                 if let Some(rt) = runtime {
                     let _ = rt.delete(&rec.id, true);
                 }

@@ -76,6 +76,10 @@ pub struct Config {
     /// crius-monitor processes started ahead of StartContainer (0: start
     /// each container's when it is started).
     pub monitor_pool_size: usize,
+    /// Mount image volumes noexec too. KEP-4639 dropped noexec in 2025 (a
+    /// binary in an image volume must run); a cluster that wants the old
+    /// hardening turns it back on.
+    pub image_volume_noexec: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +120,7 @@ impl Default for Config {
             stop_pod_grace_seconds: 10,
             namespace_pool_size: 4,
             monitor_pool_size: 2,
+            image_volume_noexec: false,
         }
     }
 }
@@ -376,6 +381,7 @@ mod tests {
             stop_pod_grace_seconds: 3,
             namespace_pool_size: 0,
             monitor_pool_size: 7,
+            image_volume_noexec: true,
         };
         assert_eq!(Config::from_toml_str(&c.to_toml()).unwrap(), c);
     }

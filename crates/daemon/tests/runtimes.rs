@@ -29,7 +29,8 @@ fn handler<'a>(s: &'a StatusResponse, name: &str) -> &'a RuntimeHandlerFeatures 
 }
 
 fn probes(s: &StatusResponse) -> Vec<Value> {
-    serde_json::from_str::<Vec<Value>>(&s.info["runtimeHandlers"]).unwrap()
+    let v: Value = serde_json::from_str(&s.info["probes"]).unwrap();
+    serde_json::from_value(v["handlers"].clone()).unwrap()
 }
 
 #[tokio::test]
@@ -42,7 +43,7 @@ async fn default_handlers_report_probed_features() {
         ["", "crun", "runc"],
         "default first, then every handler"
     );
-    let host: Value = serde_json::from_str(&s.info["host"]).unwrap();
+    let host: Value = serde_json::from_str::<Value>(&s.info["probes"]).unwrap()["host"].clone();
     let kernel = host["kernel"]
         .as_array()
         .map(|k| (k[0].as_u64().unwrap(), k[1].as_u64().unwrap()))
@@ -115,7 +116,8 @@ async fn missing_runtime_binary_is_reported_not_fatal_and_sighup_reprobes() {
         if myrt["ready"] == true {
             assert_eq!(myrt["version"], "myrt version 9");
             assert_eq!(myrt["ociVersion"], "1.1.0");
-            let host: Value = serde_json::from_str(&s.info["host"]).unwrap();
+            let host: Value =
+                serde_json::from_str::<Value>(&s.info["probes"]).unwrap()["host"].clone();
             let new_kernel = host["kernel"][0].as_u64().unwrap() * 1000
                 + host["kernel"][1].as_u64().unwrap()
                 >= 5012;

@@ -1,24 +1,53 @@
 //! Materialising an OCI artifact's content as a directory, once, for image
-//! volumes: a layer titled with `org.opencontainers.image.title` becomes a
-//! file of that name, a tar layer is unpacked (safely, by `unpack`), an
-//! untitled non-tar layer becomes a file named after its digest.
+//! volumes, following the conventions artifact producers follow (ORAS,
+//! Helm, ModelPack):
+//!
+//! - a layer titled with `org.opencontainers.image.title` is a file of that
+//!   name holding the blob's bytes, whatever its media type (`oras push`
+//!   gives files `application/vnd.oci.image.layer.v1.tar` by default; a Helm
+//!   chart's `.tgz` stays a file) — unless it carries ORAS's
+//!   `io.deis.oras.content.unpack: "true"`: then it is a (gzipped) tar of
+//!   the directory its title names, as `oras push dir/` makes it;
+//! - an untitled raw layer with ModelPack's `org.cncf.model.filepath` is a
+//!   file at that path;
+//! - an untitled filesystem tar layer (an OCI or Docker image layer type,
+//!   ModelPack's `.tar` types, whose entries carry their paths) unpacks at
+//!   the root;
+//! - any other untitled layer (a Helm chart's `.tgz`) is a file named after
+//!   its digest.
+//!
+//! Every path is created relative to directory fds that never follow a
+//! symlink (openat2 `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, `mkdirat`,
+//! `renameat2`): a symlink planted by one layer is never written through by
+//! another, and nothing lands outside the content directory.
 
 use crate::db::LayerRecord;
 use crate::unpack::{self, Mode, UnpackError};
+use nix::errno::Errno;
+use nix::fcntl::AtFlags;
+use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::{fstatat, mkdirat, Mode as FileMode};
+use std::ffi::OsStr;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-/// ORAS marks a titled tar layer that holds a directory with this annotation;
-/// we only see the media type, so titled tars unpack into a directory of
-/// that title, untitled ones into the root.
-fn is_tar(media_type: &str) -> bool {
+/// ORAS's annotation for a titled layer holding a directory as a tar.
+pub const ORAS_UNPACK: &str = "io.deis.oras.content.unpack";
+/// ModelPack's annotation naming a layer's file path.
+pub const MODEL_FILEPATH: &str = "org.cncf.model.filepath";
+
+/// Whether an untitled layer of this media type is a filesystem tar to
+/// unpack: OCI and Docker image layers, and ModelPack's `.tar` layers.
+/// Other archives (a Helm chart's `.tgz`) stay files, as their tools
+/// expect to find them.
+fn unpacks_untitled(media_type: &str) -> bool {
     let m = media_type.to_ascii_lowercase();
-    m.ends_with(".tar")
-        || m.ends_with(".tar+gzip")
-        || m.ends_with(".tar+zstd")
-        || m.ends_with(".tar.gzip")
-        || m.ends_with(".tar.gz")
+    let tar = m.ends_with(".tar") || m.ends_with(".tar+gzip") || m.ends_with(".tar+zstd");
+    (tar && (m.starts_with("application/vnd.oci.image.layer.")
+        || (m.starts_with("application/vnd.cncf.model.") && m.contains(".v1.tar"))))
+        || m == "application/vnd.docker.image.rootfs.diff.tar"
         || m == "application/vnd.docker.image.rootfs.diff.tar.gzip"
         || m == "application/x-tar"
 }
@@ -45,8 +74,49 @@ pub fn safe_title(title: &str) -> Result<PathBuf, String> {
     Ok(out)
 }
 
+/// How one layer becomes content (pure: from the layer's record).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// The blob's bytes as a file at this relative path.
+    File(PathBuf),
+    /// A tar whose entries all lie under this relative directory (ORAS
+    /// `oras push dir/`: entries are named `dir/...`), unpacked at the root.
+    TarOfDir(PathBuf),
+    /// A tar unpacked at the root.
+    TarAtRoot,
+}
+
+/// Decides where a layer's content goes; an unsafe path is an error
+/// naming the layer and the annotation.
+pub fn placement(layer: &LayerRecord) -> Result<Placement, String> {
+    let checked = |what: &str, v: &str| {
+        safe_title(v).map_err(|e| format!("layer {}: {what} {v:?} {e}", layer.digest))
+    };
+    if let Some(t) = layer.title.as_deref() {
+        let t = checked("title", t)?;
+        return Ok(if layer.unpack {
+            Placement::TarOfDir(t)
+        } else {
+            Placement::File(t)
+        });
+    }
+    if unpacks_untitled(&layer.media_type) {
+        return Ok(Placement::TarAtRoot);
+    }
+    if let Some(f) = layer.filepath.as_deref() {
+        return Ok(Placement::File(checked(MODEL_FILEPATH, f)?));
+    }
+    Ok(Placement::File(PathBuf::from(
+        layer.digest.trim_start_matches("sha256:"),
+    )))
+}
+
 fn invalid(what: String) -> UnpackError {
     UnpackError::from(std::io::Error::new(std::io::ErrorKind::InvalidData, what))
+}
+
+fn sys(what: String) -> impl FnOnce(Errno) -> UnpackError {
+    move |e| invalid(format!("{what}: {e}"))
 }
 
 /// Builds the content directory in a sibling temp dir, then renames it to
@@ -76,79 +146,191 @@ pub fn materialize(layers: &[(PathBuf, LayerRecord)], target: &Path) -> Result<(
     result
 }
 
-fn fill(layers: &[(PathBuf, LayerRecord)], root: &Path) -> Result<(), UnpackError> {
-    for (i, (blob, layer)) in layers.iter().enumerate() {
-        let title = layer
-            .title
-            .as_deref()
-            .map(|t| {
-                safe_title(t)
-                    .map_err(|e| invalid(format!("layer {}: title {t:?} {e}", layer.digest)))
-            })
-            .transpose()?;
-        let f = std::fs::File::open(blob)?;
-        if is_tar(&layer.media_type) {
-            // Unpack into a fresh dir, then move its entries into place so
-            // layers never write through each other.
-            let staging = root.join(format!(".layer-{i}"));
-            unpack::unpack_tar_into(std::io::BufReader::new(f), None, &staging, Mode::Plain)?;
-            let dest = match &title {
-                Some(t) => root.join(t),
-                None => root.to_path_buf(),
-            };
-            std::fs::create_dir_all(&dest)?;
-            for e in std::fs::read_dir(&staging)? {
-                let e = e?;
-                let to = dest.join(e.file_name());
-                if std::fs::symlink_metadata(&to).is_ok() {
+/// Opens a directory beneath `dir` without following any symlink.
+fn open_dir_beneath(dir: BorrowedFd<'_>, rel: &Path) -> nix::Result<OwnedFd> {
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+    openat2(dir, rel, how)
+}
+
+/// The directory `rel` beneath `root`, each component made if missing and
+/// opened without following symlinks: a symlink (or file) where a
+/// directory is wanted is an error, never a way out.
+fn ensure_dir(root: BorrowedFd<'_>, rel: &Path) -> nix::Result<OwnedFd> {
+    let mut cur = open_dir_beneath(root, Path::new("."))?;
+    for c in rel.components() {
+        let Component::Normal(name) = c else {
+            return Err(Errno::EINVAL);
+        };
+        match mkdirat(&cur, name, FileMode::from_bits_truncate(0o755)) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(e),
+        }
+        cur = open_dir_beneath(cur.as_fd(), Path::new(name))?;
+    }
+    Ok(cur)
+}
+
+/// `renameat2(RENAME_NOREPLACE)` between two directory fds.
+fn rename_noreplace(
+    from_dir: BorrowedFd<'_>,
+    from: &OsStr,
+    to_dir: BorrowedFd<'_>,
+    to: &OsStr,
+) -> nix::Result<()> {
+    let from_c = std::ffi::CString::new(from.as_bytes()).map_err(|_| Errno::EINVAL)?;
+    let to_c = std::ffi::CString::new(to.as_bytes()).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: valid fds and NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            from_dir.as_raw_fd(),
+            from_c.as_ptr(),
+            to_dir.as_raw_fd(),
+            to_c.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    Errno::result(rc).map(drop)
+}
+
+fn is_real_dir(dir: BorrowedFd<'_>, name: &OsStr) -> nix::Result<bool> {
+    let st = fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+    Ok(st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+}
+
+/// Moves every entry of `from` into `to`, merging real directories (two
+/// ModelPack tars may both hold `weights/`); anything else already there
+/// is an error: one layer never replaces or writes through another's file.
+fn merge(
+    from: BorrowedFd<'_>,
+    to: BorrowedFd<'_>,
+    at: &Path,
+    digest: &str,
+) -> Result<(), UnpackError> {
+    let names: Vec<std::ffi::OsString> = {
+        let d = nix::dir::Dir::openat(
+            from,
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            FileMode::empty(),
+        )
+        .map_err(sys(format!("layer {digest}: reading staged content")))?;
+        let mut d = d;
+        d.iter()
+            .filter_map(|e| e.ok())
+            .map(|e| OsStr::from_bytes(e.file_name().to_bytes()).to_os_string())
+            .filter(|n| n != "." && n != "..")
+            .collect()
+    };
+    for name in names {
+        let here = at.join(&name);
+        match rename_noreplace(from, &name, to, &name) {
+            Ok(()) => {}
+            Err(Errno::EEXIST) | Err(Errno::ENOTEMPTY) => {
+                let both_dirs = is_real_dir(from, &name).unwrap_or(false)
+                    && is_real_dir(to, &name).unwrap_or(false);
+                if !both_dirs {
                     return Err(invalid(format!(
-                        "layer {}: {} already provided by an earlier layer",
-                        layer.digest,
-                        e.file_name().to_string_lossy()
+                        "layer {digest}: {} already provided by an earlier layer",
+                        here.display()
                     )));
                 }
-                std::fs::rename(e.path(), to)?;
+                let sub_from = open_dir_beneath(from, Path::new(&name))
+                    .map_err(sys(format!("layer {digest}: opening {}", here.display())))?;
+                let sub_to = open_dir_beneath(to, Path::new(&name))
+                    .map_err(sys(format!("layer {digest}: opening {}", here.display())))?;
+                merge(sub_from.as_fd(), sub_to.as_fd(), &here, digest)?;
             }
-            std::fs::remove_dir(&staging)?;
-        } else {
-            let rel =
-                title.unwrap_or_else(|| PathBuf::from(layer.digest.trim_start_matches("sha256:")));
-            let path = root.join(&rel);
-            if let Some(dir) = path.parent() {
-                // Only directories this function created exist under root, and
-                // tar layers are unpacked without following symlinks, but a tar
-                // may have left a symlink where a title wants a directory:
-                // refuse to write through it.
-                let mut cur = root.to_path_buf();
-                for c in dir.strip_prefix(root).unwrap_or(Path::new("")).components() {
-                    cur.push(c);
-                    match std::fs::symlink_metadata(&cur) {
-                        Ok(m) if m.file_type().is_symlink() => {
-                            return Err(invalid(format!(
-                                "layer {}: title passes through a symlink",
-                                layer.digest
-                            )))
+            Err(e) => {
+                return Err(invalid(format!(
+                    "layer {digest}: moving {} into place: {e}",
+                    here.display()
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn fill(layers: &[(PathBuf, LayerRecord)], root: &Path) -> Result<(), UnpackError> {
+    let root_fd = nix::fcntl::open(
+        root,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        FileMode::empty(),
+    )
+    .map_err(sys(format!("opening {}", root.display())))?;
+    for (i, (blob, layer)) in layers.iter().enumerate() {
+        let digest = layer.digest.as_str();
+        let place = placement(layer).map_err(invalid)?;
+        let f = std::fs::File::open(blob)?;
+        match place {
+            Placement::TarAtRoot | Placement::TarOfDir(_) => {
+                // Unpacked (confined, by `unpack`) into a fresh directory,
+                // then merged into place through fds.
+                let staging_name = format!(".layer-{i}");
+                let staging = root.join(&staging_name);
+                unpack::unpack_tar_into(std::io::BufReader::new(f), None, &staging, Mode::Plain)?;
+                let staging_fd = open_dir_beneath(root_fd.as_fd(), Path::new(&staging_name))
+                    .map_err(sys(format!("layer {digest}: opening staged content")))?;
+                if let Placement::TarOfDir(dir) = &place {
+                    // `oras push dir/` names every entry `dir/...`: nothing
+                    // else may come out of such a layer.
+                    let top = dir
+                        .components()
+                        .next()
+                        .map(|c| c.as_os_str().to_os_string());
+                    let mut d = nix::dir::Dir::openat(
+                        staging_fd.as_fd(),
+                        ".",
+                        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                        FileMode::empty(),
+                    )
+                    .map_err(sys(format!("layer {digest}: reading staged content")))?;
+                    for e in d.iter().filter_map(|e| e.ok()) {
+                        let n = OsStr::from_bytes(e.file_name().to_bytes());
+                        if n == "." || n == ".." {
+                            continue;
                         }
-                        Ok(_) => {}
-                        Err(_) => std::fs::create_dir(&cur)?,
+                        if Some(n.to_os_string()) != top {
+                            return Err(invalid(format!(
+                                "layer {digest}: entry {:?} lies outside the directory {:?} its title names",
+                                n, dir
+                            )));
+                        }
                     }
                 }
+                merge(staging_fd.as_fd(), root_fd.as_fd(), Path::new(""), digest)?;
+                drop(staging_fd);
+                std::fs::remove_dir_all(&staging)?;
             }
-            let mut out = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .mode(0o644)
-                .open(&path)
-                .map_err(|e| {
+            Placement::File(rel) => {
+                let name = rel.file_name().ok_or_else(|| {
+                    invalid(format!("layer {digest}: {} names no file", rel.display()))
+                })?;
+                let parent = rel.parent().unwrap_or(Path::new(""));
+                let dir = ensure_dir(root_fd.as_fd(), parent).map_err(|e| {
                     invalid(format!(
-                        "layer {}: writing {}: {e}",
-                        layer.digest,
+                        "layer {digest}: the directory of {} cannot be made (a file or symlink from an earlier layer is in the way?): {e}",
                         rel.display()
                     ))
                 })?;
-            std::io::copy(&mut std::io::BufReader::new(f), &mut out)?;
-            out.flush()?;
+                let fd = nix::fcntl::openat(
+                    &dir,
+                    name,
+                    OFlag::O_WRONLY
+                        | OFlag::O_CREAT
+                        | OFlag::O_EXCL
+                        | OFlag::O_NOFOLLOW
+                        | OFlag::O_CLOEXEC,
+                    FileMode::from_bits_truncate(0o644),
+                )
+                .map_err(|e| invalid(format!("layer {digest}: writing {}: {e}", rel.display())))?;
+                let mut out = std::fs::File::from(fd);
+                std::io::copy(&mut std::io::BufReader::new(f), &mut out)?;
+                out.flush()?;
+            }
         }
     }
     Ok(())
@@ -175,11 +357,132 @@ mod tests {
         }
     }
 
+    fn layer(
+        media_type: &str,
+        title: Option<&str>,
+        unpack: bool,
+        filepath: Option<&str>,
+    ) -> LayerRecord {
+        LayerRecord {
+            digest: format!("sha256:{}", "ab".repeat(32)),
+            media_type: media_type.into(),
+            size: 1,
+            diff_id: None,
+            title: title.map(str::to_string),
+            unpack,
+            filepath: filepath.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn placements() {
+        use Placement::*;
+        let f = |p: &str| File(PathBuf::from(p));
+        const TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+        let cases: Vec<(LayerRecord, Result<Placement, ()>)> = vec![
+            // `oras push file`: a titled "tar" layer is the file itself.
+            (layer(TAR, Some("dir/file"), false, None), Ok(f("dir/file"))),
+            (
+                layer(
+                    "application/vnd.oci.image.layer.v1.tar+gzip",
+                    Some("x.tgz"),
+                    false,
+                    None,
+                ),
+                Ok(f("x.tgz")),
+            ),
+            // Helm: the chart stays a .tgz file.
+            (
+                layer(
+                    "application/vnd.cncf.helm.chart.content.v1.tar+gzip",
+                    Some("chart-0.1.0.tgz"),
+                    false,
+                    None,
+                ),
+                Ok(f("chart-0.1.0.tgz")),
+            ),
+            // `oras push dir/`.
+            (
+                layer(
+                    "application/vnd.oci.image.layer.v1.tar+gzip",
+                    Some("dir"),
+                    true,
+                    None,
+                ),
+                Ok(TarOfDir(PathBuf::from("dir"))),
+            ),
+            // ModelPack.
+            (
+                layer(
+                    "application/vnd.cncf.model.weight.v1.raw",
+                    None,
+                    false,
+                    Some("w/model.safetensors"),
+                ),
+                Ok(f("w/model.safetensors")),
+            ),
+            (
+                layer(
+                    "application/vnd.cncf.model.weight.v1.tar",
+                    None,
+                    false,
+                    Some("w/model.safetensors"),
+                ),
+                Ok(TarAtRoot),
+            ),
+            (layer(TAR, None, false, None), Ok(TarAtRoot)),
+            (
+                layer(
+                    "application/vnd.cncf.helm.chart.content.v1.tar+gzip",
+                    None,
+                    false,
+                    None,
+                ),
+                Ok(f(&"ab".repeat(32))),
+            ),
+            (
+                layer("application/yaml", None, false, None),
+                Ok(f(&"ab".repeat(32))),
+            ),
+            // Hostile paths.
+            (layer(TAR, Some("../x"), false, None), Err(())),
+            (layer(TAR, Some("/etc/passwd"), true, None), Err(())),
+            (
+                layer(
+                    "application/vnd.cncf.model.weight.v1.raw",
+                    None,
+                    false,
+                    Some("../../x"),
+                ),
+                Err(()),
+            ),
+            (layer(TAR, Some("a\0b"), false, None), Err(())),
+        ];
+        for (l, want) in cases {
+            let got = placement(&l);
+            assert_eq!(got.clone().map_err(drop), want, "{l:?}: {got:?}");
+        }
+    }
+
     #[test]
     fn media_types() {
-        assert!(is_tar("application/vnd.oci.image.layer.v1.tar+gzip"));
-        assert!(is_tar("application/vnd.oci.image.layer.v1.tar"));
-        assert!(!is_tar("application/octet-stream"));
-        assert!(!is_tar("application/yaml"));
+        assert!(unpacks_untitled(
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        ));
+        assert!(unpacks_untitled("application/vnd.oci.image.layer.v1.tar"));
+        assert!(unpacks_untitled(
+            "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        ));
+        assert!(unpacks_untitled(
+            "application/vnd.cncf.model.weight.v1.tar+zstd"
+        ));
+        assert!(!unpacks_untitled(
+            "application/vnd.cncf.model.weight.v1.raw"
+        ));
+        assert!(!unpacks_untitled(
+            "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
+        ));
+        assert!(!unpacks_untitled("application/octet-stream"));
+        assert!(!unpacks_untitled("application/yaml"));
     }
 }

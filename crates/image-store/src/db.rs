@@ -22,13 +22,26 @@ pub struct LayerRecord {
     /// `org.opencontainers.image.title` (artifact files).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
+    /// ORAS's `io.deis.oras.content.unpack: "true"`: a titled layer that is
+    /// a (gzipped) tar of the directory its title names.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unpack: bool,
+    /// ModelPack's `org.cncf.model.filepath`: where a raw layer's file goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filepath: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageRecord {
     pub version: u32,
-    /// The config digest (`sha256:…`): the CRI image id.
+    /// The CRI image id: an image's config digest (`sha256:…`), as every
+    /// runtime reports it; an artifact's manifest digest, since artifacts
+    /// commonly share one config (ORAS's empty `{}`) and would otherwise
+    /// collide.
     pub id: String,
+    /// The config blob's digest where it differs from `id` (artifacts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_digest: Option<String>,
     pub repo_tags: Vec<String>,
     pub repo_digests: Vec<String>,
     pub manifest_digest: String,
@@ -53,19 +66,29 @@ pub struct ImageRecord {
     pub created_at: i64,
 }
 
+/// Whether a config media type is a runnable image's (else: an artifact).
+pub fn is_image_config(media_type: &str) -> bool {
+    matches!(
+        media_type,
+        "application/vnd.oci.image.config.v1+json"
+            | "application/vnd.docker.container.image.v1+json"
+    )
+}
+
 impl ImageRecord {
     /// Not a runnable image: its config is not an image config.
     pub fn is_artifact(&self) -> bool {
-        !matches!(
-            self.config_media_type.as_str(),
-            "application/vnd.oci.image.config.v1+json"
-                | "application/vnd.docker.container.image.v1+json"
-        )
+        !is_image_config(&self.config_media_type)
+    }
+
+    /// The config blob's digest.
+    pub fn config(&self) -> &str {
+        self.config_digest.as_deref().unwrap_or(&self.id)
     }
 
     /// Every blob this image keeps alive.
     pub fn blobs(&self) -> impl Iterator<Item = &str> {
-        [self.manifest_digest.as_str(), self.id.as_str()]
+        [self.manifest_digest.as_str(), self.config()]
             .into_iter()
             .chain(self.index_digest.as_deref())
             .chain(self.layers.iter().map(|l| l.digest.as_str()))
@@ -268,6 +291,7 @@ mod tests {
         ImageRecord {
             version: RECORD_VERSION,
             id: id.into(),
+            config_digest: None,
             repo_tags: tags.iter().map(|s| s.to_string()).collect(),
             repo_digests: vec![format!("r/x@{id}")],
             manifest_digest: format!("m-{id}"),

@@ -717,9 +717,15 @@ impl ImageStore {
                 }
             }
         }
+        let (id, config_digest) = if !crate::db::is_image_config(&config.media_type) {
+            (manifest.digest.clone(), Some(config.digest.clone()))
+        } else {
+            (config.digest.clone(), None)
+        };
         Ok(ImageRecord {
             version: RECORD_VERSION,
-            id: config.digest.clone(),
+            id,
+            config_digest,
             repo_tags: r
                 .tag
                 .as_ref()
@@ -742,6 +748,8 @@ impl ImageStore {
                     size: l.size,
                     diff_id: diff_ids.get(i).cloned(),
                     title: l.title.clone(),
+                    unpack: l.unpack,
+                    filepath: l.filepath.clone(),
                 })
                 .collect(),
             size: config.size + layers.iter().map(|l| l.size).sum::<u64>(),
@@ -993,6 +1001,8 @@ struct Desc {
     size: u64,
     media_type: String,
     title: Option<String>,
+    unpack: bool,
+    filepath: Option<String>,
 }
 
 fn descriptor(v: &serde_json::Value) -> Option<Desc> {
@@ -1006,6 +1016,10 @@ fn descriptor(v: &serde_json::Value) -> Option<Desc> {
             .unwrap_or("application/octet-stream")
             .to_string(),
         title: v["annotations"]["org.opencontainers.image.title"]
+            .as_str()
+            .map(str::to_string),
+        unpack: v["annotations"]["io.deis.oras.content.unpack"].as_str() == Some("true"),
+        filepath: v["annotations"]["org.cncf.model.filepath"]
             .as_str()
             .map(str::to_string),
     })

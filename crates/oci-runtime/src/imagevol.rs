@@ -39,16 +39,24 @@ fn sys<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(nix::Error) -> Volum
     }
 }
 
-/// The flags every image volume mount carries.
-pub const VIEW_FLAGS: MsFlags = MsFlags::MS_RDONLY
-    .union(MsFlags::MS_NOSUID)
-    .union(MsFlags::MS_NODEV)
-    .union(MsFlags::MS_NOEXEC);
+/// The flags every image volume mount carries. KEP-4639 dropped `noexec`
+/// in 2025 (a binary inside an image volume must run; critest checks it);
+/// an operator may add it back (`image_volume_noexec`).
+pub fn view_flags(noexec: bool) -> MsFlags {
+    let base = MsFlags::MS_RDONLY
+        .union(MsFlags::MS_NOSUID)
+        .union(MsFlags::MS_NODEV);
+    if noexec {
+        base.union(MsFlags::MS_NOEXEC)
+    } else {
+        base
+    }
+}
 
 /// Mounts `lower` (top-most first) read-only at `target` (created if
 /// missing): an overlay with no upper dir for several layers, a bind for
 /// one (an artifact's content dir, or a one-layer image).
-pub fn mount_view(lower: &[PathBuf], target: &Path) -> Result<(), VolumeError> {
+pub fn mount_view(lower: &[PathBuf], target: &Path, noexec: bool) -> Result<(), VolumeError> {
     std::fs::create_dir_all(target).map_err(|e| VolumeError::Sys {
         path: target.to_path_buf(),
         op: "creating mount point",
@@ -56,7 +64,7 @@ pub fn mount_view(lower: &[PathBuf], target: &Path) -> Result<(), VolumeError> {
     })?;
     match lower {
         [] => Err(VolumeError::NoLayers),
-        [one] => bind_read_only(one, target),
+        [one] => bind_read_only(one, target, noexec),
         many => {
             let mut dirs = Vec::with_capacity(many.len());
             for d in many {
@@ -74,7 +82,7 @@ pub fn mount_view(lower: &[PathBuf], target: &Path) -> Result<(), VolumeError> {
                 Some("overlay"),
                 target,
                 Some("overlay"),
-                VIEW_FLAGS,
+                view_flags(noexec),
                 Some(opts.as_str()),
             )
             .map_err(sys(target, "mounting overlay"))
@@ -82,9 +90,9 @@ pub fn mount_view(lower: &[PathBuf], target: &Path) -> Result<(), VolumeError> {
     }
 }
 
-/// Binds `source` at `target`, then makes the bind read-only, noexec,
-/// nosuid, nodev (a bind takes those flags only on a remount).
-fn bind_read_only(source: &Path, target: &Path) -> Result<(), VolumeError> {
+/// Binds `source` at `target`, then makes the bind read-only, nosuid,
+/// nodev (and noexec if asked; a bind takes those flags only on a remount).
+fn bind_read_only(source: &Path, target: &Path, noexec: bool) -> Result<(), VolumeError> {
     mount(
         Some(source),
         target,
@@ -97,7 +105,7 @@ fn bind_read_only(source: &Path, target: &Path) -> Result<(), VolumeError> {
         None::<&str>,
         target,
         None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | VIEW_FLAGS,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | view_flags(noexec),
         None::<&str>,
     ) {
         let _ = umount2(target, MntFlags::MNT_DETACH);
@@ -150,9 +158,14 @@ pub fn resolve_sub_path(root: &Path, sub: &str) -> Result<(OwnedFd, SubPathKind)
 }
 
 /// Binds what `fd` (from `resolve_sub_path`) names at `target` (created as
-/// an empty file or directory), read-only, noexec, nosuid, nodev. The
-/// runtime then binds `target`, a path crius owns, into the container.
-pub fn bind_sub_path(fd: &OwnedFd, kind: SubPathKind, target: &Path) -> Result<(), VolumeError> {
+/// an empty file or directory), read-only, nosuid, nodev (noexec if asked).
+/// The runtime then binds `target`, a path crius owns, into the container.
+pub fn bind_sub_path(
+    fd: &OwnedFd,
+    kind: SubPathKind,
+    target: &Path,
+    noexec: bool,
+) -> Result<(), VolumeError> {
     let io = |op: &'static str| {
         move |e: std::io::Error| VolumeError::Sys {
             path: target.to_path_buf(),
@@ -175,7 +188,7 @@ pub fn bind_sub_path(fd: &OwnedFd, kind: SubPathKind, target: &Path) -> Result<(
         }
     }
     let source = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
-    bind_read_only(&source, target)
+    bind_read_only(&source, target, noexec)
 }
 
 /// Whether `p` is a mount point. A bind mount from the same file system

@@ -20,7 +20,7 @@ fn write(p: &Path, data: &str, mode: u32) {
 }
 
 #[test]
-fn layered_view_is_read_only_noexec_and_sub_paths_stay_inside() {
+fn layered_view_is_read_only_executable_and_sub_paths_stay_inside() {
     crius_test_support::require_root();
     let tmp = tempfile::tempdir().unwrap();
     let (bottom, top) = (tmp.path().join("l1"), tmp.path().join("l2"));
@@ -41,7 +41,7 @@ fn layered_view_is_read_only_noexec_and_sub_paths_stay_inside() {
     std::os::unix::fs::symlink("../../../../../../dir", top.join("up")).unwrap();
 
     let view = tmp.path().join("view");
-    imagevol::mount_view(&[top.clone(), bottom.clone()], &view).unwrap();
+    imagevol::mount_view(&[top.clone(), bottom.clone()], &view, false).unwrap();
     let mut names: Vec<String> = std::fs::read_dir(&view)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -51,20 +51,17 @@ fn layered_view_is_read_only_noexec_and_sub_paths_stay_inside() {
     assert_eq!(std::fs::read_to_string(view.join("dir/file")).unwrap(), "1");
     let e = std::fs::write(view.join("dir/x"), "w").unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
-    let e = std::process::Command::new(view.join("bin/tool"))
+    // No noexec (KEP-4639 since 2025): a binary in the image runs.
+    let out = std::process::Command::new(view.join("bin/tool"))
         .output()
-        .unwrap_err();
-    assert_eq!(
-        e.kind(),
-        std::io::ErrorKind::PermissionDenied,
-        "noexec: {e}"
-    );
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ran\n");
 
     // A directory sub path.
     let (fd, kind) = imagevol::resolve_sub_path(&view, "dir").unwrap();
     assert_eq!(kind, SubPathKind::Dir);
     let sub = tmp.path().join("sub-dir");
-    imagevol::bind_sub_path(&fd, kind, &sub).unwrap();
+    imagevol::bind_sub_path(&fd, kind, &sub, false).unwrap();
     assert_eq!(std::fs::read_to_string(sub.join("new")).unwrap(), "3");
     assert_eq!(
         std::fs::write(sub.join("y"), "w")
@@ -76,7 +73,7 @@ fn layered_view_is_read_only_noexec_and_sub_paths_stay_inside() {
     let (fd, kind) = imagevol::resolve_sub_path(&view, "/file").unwrap();
     assert_eq!(kind, SubPathKind::File);
     let subf = tmp.path().join("sub-file");
-    imagevol::bind_sub_path(&fd, kind, &subf).unwrap();
+    imagevol::bind_sub_path(&fd, kind, &subf, true).unwrap();
     assert_eq!(std::fs::read_to_string(&subf).unwrap(), "2");
     // `..` and symlinks resolve inside the image, never on the host.
     let (_, kind) = imagevol::resolve_sub_path(&view, "../../../dir").unwrap();
@@ -113,7 +110,8 @@ fn single_dir_view_is_a_read_only_bind() {
     write(&content.join("file"), "2", 0o755);
     let view = tmp.path().join("view");
     assert!(!imagevol::is_mount_point(&view));
-    imagevol::mount_view(std::slice::from_ref(&content), &view).unwrap();
+    // With the operator's noexec.
+    imagevol::mount_view(std::slice::from_ref(&content), &view, true).unwrap();
     // A bind from the same file system keeps its parent's device number;
     // it is a mount point all the same (the shared-view bookkeeping
     // remounted it under running creates when it looked unmounted).
@@ -136,7 +134,7 @@ fn single_dir_view_is_a_read_only_bind() {
     assert!(!imagevol::is_mount_point(&view));
     assert_eq!(mounts_under(tmp.path()), 0);
     assert!(matches!(
-        imagevol::mount_view(&[], &view),
+        imagevol::mount_view(&[], &view, false),
         Err(imagevol::VolumeError::NoLayers)
     ));
 }

@@ -69,6 +69,12 @@ pub struct Blob {
 }
 
 impl Blob {
+    /// The blob with one more annotation.
+    pub fn annotated(mut self, key: &str, value: &str) -> Self {
+        self.annotations.insert(key.into(), value.into());
+        self
+    }
+
     pub fn new(media_type: &str, data: Vec<u8>) -> Self {
         Blob {
             media_type: media_type.into(),
@@ -490,7 +496,7 @@ impl ImageBuilder {
 /// An OCI artifact: not a runnable image, content only.
 #[derive(Debug, Clone)]
 pub struct ArtifactBuilder {
-    artifact_type: String,
+    artifact_type: Option<String>,
     config: Option<Blob>,
     layers: Vec<Blob>,
     annotations: BTreeMap<String, String>,
@@ -500,7 +506,7 @@ impl ArtifactBuilder {
     /// An artifact of `artifact_type` with the empty config (`{}`).
     pub fn new(artifact_type: &str) -> Self {
         ArtifactBuilder {
-            artifact_type: artifact_type.into(),
+            artifact_type: Some(artifact_type.into()),
             config: None,
             layers: Vec::new(),
             annotations: BTreeMap::new(),
@@ -527,6 +533,17 @@ impl ArtifactBuilder {
         self.annotations.insert(key.into(), value.into());
         self
     }
+    /// A layer exactly as given (media type, bytes, annotations).
+    pub fn layer(mut self, blob: Blob) -> Self {
+        self.layers.push(blob);
+        self
+    }
+    /// No `artifactType` in the manifest: an OCI 1.0-style artifact, whose
+    /// type is its config's media type (Helm charts are pushed so).
+    pub fn without_artifact_type(mut self) -> Self {
+        self.artifact_type = None;
+        self
+    }
 
     pub fn build(&self) -> Result<Manifest> {
         let config = self
@@ -536,7 +553,7 @@ impl ArtifactBuilder {
         Ok(Manifest::new(
             config,
             self.layers.clone(),
-            Some(&self.artifact_type),
+            self.artifact_type.as_deref(),
             &self.annotations,
         ))
     }

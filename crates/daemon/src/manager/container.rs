@@ -39,11 +39,7 @@ pub fn container_key(pod_id: &str, c: &ContainerConfig) -> Result<String> {
         .metadata
         .as_ref()
         .ok_or_else(|| ManagerError::InvalidArgument("config.metadata is required".into()))?;
-    if m.name.is_empty() {
-        return Err(ManagerError::InvalidArgument(
-            "config.metadata.name is required".into(),
-        ));
-    }
+    super::validate::name("config.metadata.name", &m.name)?;
     Ok(format!("{pod_id}/{}_{}", m.name, m.attempt))
 }
 
@@ -923,7 +919,13 @@ impl Manager {
     }
 
     pub async fn stop_container(self: &Arc<Self>, query: &str, timeout: i64) -> Result<()> {
-        let c = self.ctr(query)?;
+        // Stop* is idempotent in the CRI: kubelet retries a stop whose
+        // container is already gone.
+        let c = match self.ctr(query) {
+            Ok(c) => c,
+            Err(ManagerError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
         let _op = c.op.lock().await;
         self.stop_container_inner(&c, timeout).await
     }
@@ -959,7 +961,11 @@ impl Manager {
             if let Err(e) = sent {
                 tracing::debug!(container = %c.id, error = %e, "stop signal not delivered");
             }
-            wait_exit(&files, Duration::from_secs(timeout as u64)).await;
+            wait_exit(
+                &files,
+                Duration::from_secs(super::validate::timeout_secs(timeout)),
+            )
+            .await;
         }
         if exit_status(&files).ok().flatten().is_none() {
             let (rt, id) = (runtime.clone(), c.id.clone());
@@ -1097,7 +1103,7 @@ impl Manager {
         let rec = self.refresh_expecting(&c, ContainerPhase::Running).await?;
         let runtime = self.runtime_any(&rec.runtime_handler)?;
         let id = c.id.clone();
-        let t = Duration::from_secs(timeout.max(0) as u64);
+        let t = Duration::from_secs(super::validate::timeout_secs(timeout));
         let cmd2 = cmd.clone();
         let bundle = rec.dir.join("bundle/config.json");
         let out = blocking(move || {

@@ -14,7 +14,7 @@
 //! - `sandbox`: RunPodSandbox, StopPodSandbox, RemovePodSandbox, status, list.
 //! - `container`: the container RPCs.
 //! - `recover`: reconciling records with reality at start.
-//! - `ids`, `filters`, `hostmounts`: pure helpers.
+//! - `ids`, `filters`, `hostmounts`, `validate`: pure helpers.
 
 pub mod container;
 pub mod filters;
@@ -22,6 +22,7 @@ pub mod hostmounts;
 pub mod ids;
 mod recover;
 pub mod sandbox;
+pub mod validate;
 pub mod volumes;
 
 use crate::config::{Config, OomClamp};

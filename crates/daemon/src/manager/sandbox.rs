@@ -1,7 +1,7 @@
 //! Pod sandboxes: RunPodSandbox, StopPodSandbox, RemovePodSandbox,
 //! PodSandboxStatus, ListPodSandbox.
 
-use super::{blocking, filters, ids, now_ns, Manager, ManagerError, Pod, Result};
+use super::{blocking, filters, ids, now_ns, validate, Manager, ManagerError, Pod, Result};
 use crate::state::{encode_config, PodPhase, PodRecord, StateDb, RECORD_VERSION};
 use crius_cri_api::v1::{NamespaceMode, PodSandboxConfig, PodSandboxFilter};
 use crius_sandbox::{files, ns, shm};
@@ -14,17 +14,10 @@ pub fn pod_key(c: &PodSandboxConfig) -> Result<String> {
         .metadata
         .as_ref()
         .ok_or_else(|| ManagerError::InvalidArgument("config.metadata is required".into()))?;
-    for (field, v) in [
-        ("name", &m.name),
-        ("namespace", &m.namespace),
-        ("uid", &m.uid),
-    ] {
-        if v.is_empty() {
-            return Err(ManagerError::InvalidArgument(format!(
-                "config.metadata.{field} is required"
-            )));
-        }
-    }
+    validate::name("config.metadata.name", &m.name)?;
+    validate::name("config.metadata.namespace", &m.namespace)?;
+    validate::uid("config.metadata.uid", &m.uid)?;
+    validate::hostname("config.hostname", &c.hostname)?;
     Ok(format!(
         "{}_{}_{}_{}",
         m.name, m.namespace, m.uid, m.attempt
@@ -132,15 +125,12 @@ fn setup(
     if !host_ipc {
         kinds.push(ns::NsKind::Ipc);
     }
-    let hostname = if host_net {
+    // A pod that names no hostname gets the node's, as containerd and
+    // CRI-O give it (kubelet always names one; a pod name can be longer
+    // than sethostname(2) takes).
+    let hostname = if host_net || config.hostname.is_empty() {
         nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    } else if config.hostname.is_empty() {
-        config
-            .metadata
-            .as_ref()
-            .map(|m| m.name.clone())
             .unwrap_or_default()
     } else {
         config.hostname.clone()

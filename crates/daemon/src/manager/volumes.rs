@@ -1,5 +1,5 @@
 //! Image volumes (`Mount.image`, KEP-4639): an image's layers or an
-//! artifact's content mounted once per image as a read-only, noexec view
+//! artifact's content mounted once per image as a read-only view
 //! under `<runroot>/image-volumes/`, shared by every container that mounts
 //! it (reference counted from the container records, so a restarted daemon
 //! counts the same), unmounted when the last of them is removed.
@@ -23,10 +23,39 @@ pub fn sub_path_target(dir: &Path, i: usize) -> PathBuf {
     dir.join("volumes").join(i.to_string())
 }
 
+/// What an image mount asks for that crius refuses before anything is
+/// mounted: a writable image volume (the KEP makes them read-only; a
+/// silent downgrade would hide the pod author's mistake), and a sub path
+/// that climbs (`..`) or is absolute (Kubernetes refuses both in sub paths).
+pub fn check_image_mount(at: &str, readonly: bool, sub_path: &str) -> Result<()> {
+    if !readonly {
+        return Err(ManagerError::InvalidArgument(format!(
+            "{at}: image volumes are read-only; readonly must be true"
+        )));
+    }
+    if sub_path.contains('\0') {
+        return Err(ManagerError::InvalidArgument(format!(
+            "{at}: image_sub_path contains NUL"
+        )));
+    }
+    if sub_path.starts_with('/') {
+        return Err(ManagerError::InvalidArgument(format!(
+            "{at}: image_sub_path {sub_path:?} must be relative"
+        )));
+    }
+    if sub_path.split('/').any(|c| c == "..") {
+        return Err(ManagerError::InvalidArgument(format!(
+            "{at}: image_sub_path {sub_path:?} must not contain \"..\""
+        )));
+    }
+    Ok(())
+}
+
 impl Manager {
     /// Resolves every image mount of `config`, mounts (or shares) the views
     /// and sub paths, and rewrites the mounts to bind those paths read-only,
-    /// noexec, nosuid, nodev (recursively read-only where the handler can).
+    /// nosuid, nodev (recursively read-only where the handler can; noexec
+    /// only where the operator asks, `image_volume_noexec`).
     /// Returns the image ids acquired, which the caller records; on error
     /// nothing stays acquired. Blocking.
     pub(crate) fn acquire_image_volumes(
@@ -53,6 +82,7 @@ impl Manager {
                         "{at}: image.image is required"
                     )));
                 }
+                check_image_mount(&at, m.readonly, &m.image_sub_path)?;
                 let rec = self
                     .images
                     .resolve(&spec.image)
@@ -63,11 +93,9 @@ impl Manager {
                             spec.image
                         ))
                     })?;
-                spec.image_ref = rec
-                    .repo_digests
-                    .first()
-                    .cloned()
-                    .unwrap_or_else(|| rec.id.clone());
+                // The identifier PullImage returned for it, as every other
+                // API reports the image (critest compares them).
+                spec.image_ref = rec.id.clone();
                 let view = self.acquire_view(&rec)?;
                 acquired.push(rec.id.clone());
                 let source = if m.image_sub_path.is_empty() {
@@ -76,7 +104,7 @@ impl Manager {
                     let (fd, kind) = imagevol::resolve_sub_path(&view, &m.image_sub_path)
                         .map_err(|e| ManagerError::InvalidArgument(format!("{at}: {e}")))?;
                     let target = sub_path_target(dir, i);
-                    imagevol::bind_sub_path(&fd, kind, &target)
+                    imagevol::bind_sub_path(&fd, kind, &target, self.cfg.image_volume_noexec)
                         .map_err(|e| ManagerError::Internal(format!("{at}: {e}")))?;
                     subs.push(target.clone());
                     target
@@ -85,7 +113,8 @@ impl Manager {
                 m.readonly = true;
                 m.propagation = MountPropagation::PropagationPrivate as i32;
                 m.recursive_read_only = rro;
-                for o in ["noexec", "nosuid", "nodev"] {
+                let noexec = self.cfg.image_volume_noexec.then_some("noexec");
+                for o in ["nosuid", "nodev"].into_iter().chain(noexec) {
                     if !m.mount_options.iter().any(|x| x == o) {
                         m.mount_options.push(o.to_string());
                     }
@@ -122,7 +151,7 @@ impl Manager {
             };
             // A view left mounted by a crashed daemon is replaced.
             let _ = imagevol::unmount(&view);
-            imagevol::mount_view(&lower, &view)
+            imagevol::mount_view(&lower, &view, self.cfg.image_volume_noexec)
                 .map_err(|e| ManagerError::Internal(format!("image volume {}: {e}", rec.id)))?;
         }
         *n += 1;
@@ -155,6 +184,34 @@ impl Manager {
         }
         for id in image_ids {
             self.release_view(id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_mount_checks() {
+        // (readonly, sub path, ok)
+        for (ro, sub, ok) in [
+            (true, "", true),
+            (true, "etc", true),
+            (true, "dir/file", true),
+            (true, "a..b/c", true),
+            (false, "", false),
+            (true, "..", false),
+            (true, "../../..", false),
+            (true, "dir/../..", false),
+            (true, "/etc", false),
+            (true, "a\0b", false),
+        ] {
+            let r = check_image_mount("mounts[0]", ro, sub);
+            assert_eq!(r.is_ok(), ok, "{ro} {sub:?}: {r:?}");
+            if let Err(e) = r {
+                assert!(e.to_string().starts_with("mounts[0]: "), "{e}");
+            }
         }
     }
 }

@@ -149,7 +149,7 @@ cri_service! {
                     let config = if r.is_artifact() && r.config_size > 64 * 1024 {
                         serde_json::Value::Null
                     } else {
-                        read(&r.id).unwrap_or(serde_json::Value::Null)
+                        read(r.config()).unwrap_or(serde_json::Value::Null)
                     };
                     Ok((read(&r.manifest_digest)?, config))
                 })

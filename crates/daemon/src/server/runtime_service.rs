@@ -184,6 +184,22 @@ pub fn conditions(runtime: (bool, String, String)) -> Vec<RuntimeCondition> {
     ]
 }
 
+/// Status(verbose)'s info map: JSON objects under keys of crius's own.
+/// crictl merges these over its rendering of `status`, `runtimeHandlers`
+/// and `features` (and parses only values starting with `{` as JSON), so
+/// they must not reuse those names: the configuration under `config`, as
+/// CRI-O keeps it, and what the probes found under `probes`.
+pub fn verbose_info(
+    config: &crate::config::Config,
+    runtimes: &crate::server::runtimes::RuntimeInfo,
+) -> serde_json::Result<HashMap<String, String>> {
+    let probes = serde_json::json!({ "handlers": runtimes.probes, "host": runtimes.host });
+    Ok(HashMap::from([
+        ("config".to_string(), serde_json::to_string(config)?),
+        ("probes".to_string(), serde_json::to_string(&probes)?),
+    ]))
+}
+
 cri_service! {
     impl RuntimeService as "runtime.v1.RuntimeService" for RuntimeServiceImpl {
         async fn version(
@@ -200,10 +216,7 @@ cri_service! {
             let runtimes = self.runtimes.current();
             let mut info = HashMap::new();
             if request.get_ref().verbose {
-                let encode = |v: serde_json::Result<String>| v.map_err(|e| Status::internal(format!("encoding status: {e}")));
-                info.insert("config".to_string(), encode(serde_json::to_string(&*self.config))?);
-                info.insert("runtimeHandlers".to_string(), encode(serde_json::to_string(&runtimes.probes))?);
-                info.insert("host".to_string(), encode(serde_json::to_string(&runtimes.host))?);
+                info = verbose_info(&self.config, &runtimes).map_err(|e| Status::internal(format!("encoding status: {e}")))?;
             }
             Ok(Response::new(StatusResponse {
                 status: Some(RuntimeStatus { conditions: conditions(self.manager.runtime_ready()) }),

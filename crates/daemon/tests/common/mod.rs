@@ -407,6 +407,22 @@ pub async fn pull(c: &mut CriClient, image: &str) {
         .unwrap();
 }
 
+/// Pulls `image` and returns what PullImage answered (the image id).
+pub async fn pull_ref(c: &mut CriClient, image: &str) -> String {
+    c.image
+        .pull_image(PullImageRequest {
+            image: Some(ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .image_ref
+}
+
 /// Every container the daemon lists.
 pub async fn list_all(c: &mut CriClient) -> Vec<Container> {
     c.runtime

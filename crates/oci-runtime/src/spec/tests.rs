@@ -250,7 +250,7 @@ fn snapshot_minimal_busybox() {
         v["process"],
         json!({
             "terminal": false,
-            "user": {"uid": 0, "gid": 0, "additionalGids": [10]},
+            "user": {"uid": 0, "gid": 0, "additionalGids": [0, 10]},
             "args": ["sh"],
             "env": [
                 "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -386,7 +386,7 @@ fn snapshot_non_root_readonly_dropped_caps_memory_limit() {
     assert_eq!(v["root"]["readonly"], true);
     assert_eq!(
         v["process"]["user"],
-        json!({"uid": 1000, "gid": 1000, "additionalGids": [10, 3000]})
+        json!({"uid": 1000, "gid": 1000, "additionalGids": [1000, 10, 3000]})
     );
     assert_eq!(
         v["process"]["args"],

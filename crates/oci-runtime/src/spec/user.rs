@@ -92,6 +92,9 @@ fn parse_id(field: &str, s: &str) -> Result<u32, SpecError> {
         .map_err(|_| SpecError::invalid(field, format!("{s:?} is not a valid id")))
 }
 
+/// The kernel's limit on supplementary groups (setgroups fails past it).
+const NGROUPS_MAX: usize = 65536;
+
 fn id_from_i64(field: &str, v: i64) -> Result<u32, SpecError> {
     u32::try_from(v).map_err(|_| SpecError::invalid(field, format!("{v} is out of range")))
 }
@@ -172,22 +175,42 @@ pub fn resolve_user(
             }
         };
     if let Some(g) = sc.and_then(|s| s.run_as_group.as_ref()) {
+        // kubelet only sends a group with a user (runAsGroup needs runAsUser
+        // in the pod API); a group alone would silently pair with the
+        // image's user, which the pod author did not choose.
+        if sc.is_some_and(|s| s.run_as_user.is_none() && s.run_as_username.is_empty()) {
+            return Err(SpecError::invalid(
+                format!("{SC}.run_as_group"),
+                "is set without run_as_user or run_as_username".to_string(),
+            ));
+        }
         gid = Some(id_from_i64(&format!("{SC}.run_as_group"), g.value)?);
     }
     let gid = gid.or(entry.map(|e| e.gid)).unwrap_or(0);
 
     let strict =
         sc.is_some_and(|s| s.supplemental_groups_policy() == SupplementalGroupsPolicy::Strict);
-    let mut additional: Vec<u32> = Vec::new();
-    let mut push = |g: u32| {
-        if g != gid && !additional.contains(&g) {
+    // The primary group leads the list, as the process really has it
+    // (containerd and CRI-O put it there too; `id -G` shows it). A set keeps
+    // the merge linear however large a hostile /etc/group is.
+    let mut additional: Vec<u32> = vec![gid];
+    let mut seen: std::collections::HashSet<u32> = std::collections::HashSet::from([gid]);
+    let mut push = |g: u32| -> Result<(), SpecError> {
+        if seen.insert(g) {
+            if additional.len() >= NGROUPS_MAX {
+                return Err(SpecError::invalid(
+                    format!("{SC}.supplemental_groups"),
+                    format!("the user would be in more than {NGROUPS_MAX} groups"),
+                ));
+            }
             additional.push(g);
         }
+        Ok(())
     };
     if !strict {
         if let Some(e) = entry {
             for g in groups.iter().filter(|g| g.members.contains(&e.name)) {
-                push(g.gid);
+                push(g.gid)?;
             }
         }
     }
@@ -197,7 +220,7 @@ pub fn resolve_user(
         .iter()
         .enumerate()
     {
-        push(id_from_i64(&format!("{SC}.supplemental_groups[{i}]"), *g)?);
+        push(id_from_i64(&format!("{SC}.supplemental_groups[{i}]"), *g)?)?;
     }
     Ok(ResolvedUser {
         uid,
@@ -248,16 +271,16 @@ staff:x:50:
     fn image_user_forms() {
         // (image user, uid, gid, additional gids)
         let cases: &[(&str, u32, u32, &[u32])] = &[
-            ("", 0, 0, &[10]),
-            ("0", 0, 0, &[10]),
-            ("app", 1000, 1000, &[10, 44]),
-            ("1000", 1000, 1000, &[10, 44]),
-            ("1000:50", 1000, 50, &[10, 44, 1000]),
-            ("app:staff", 1000, 50, &[10, 44, 1000]),
-            ("1000:staff", 1000, 50, &[10, 44, 1000]),
-            ("app:44", 1000, 44, &[10, 1000]),
-            ("4242", 4242, 0, &[]),
-            ("4242:7", 4242, 7, &[]),
+            ("", 0, 0, &[0, 10]),
+            ("0", 0, 0, &[0, 10]),
+            ("app", 1000, 1000, &[1000, 10, 44]),
+            ("1000", 1000, 1000, &[1000, 10, 44]),
+            ("1000:50", 1000, 50, &[50, 10, 44, 1000]),
+            ("app:staff", 1000, 50, &[50, 10, 44, 1000]),
+            ("1000:staff", 1000, 50, &[50, 10, 44, 1000]),
+            ("app:44", 1000, 44, &[44, 10, 1000]),
+            ("4242", 4242, 0, &[0]),
+            ("4242:7", 4242, 7, &[7]),
         ];
         for (user, uid, gid, add) in cases {
             let got = resolve_user(None, user, PASSWD, GROUP).unwrap();
@@ -304,10 +327,10 @@ staff:x:50:
         unknown_uid.run_as_user = Some(Int64Value { value: 7777 });
         // (context, image user, uid, gid, additional)
         let cases: Vec<(&LinuxContainerSecurityContext, &str, u32, u32, &[u32])> = vec![
-            (&by_uid, "daemon", 1000, 1000, &[10, 44]),
-            (&by_name, "", 1000, 1000, &[10, 44]),
-            (&with_group, "app:staff", 1, 44, &[]),
-            (&unknown_uid, "app", 7777, 0, &[]),
+            (&by_uid, "daemon", 1000, 1000, &[1000, 10, 44]),
+            (&by_name, "", 1000, 1000, &[1000, 10, 44]),
+            (&with_group, "app:staff", 1, 44, &[44]),
+            (&unknown_uid, "app", 7777, 0, &[0]),
         ];
         for (i, (s, image_user, uid, gid, add)) in cases.into_iter().enumerate() {
             let got = resolve_user(Some(s), image_user, PASSWD, GROUP).unwrap();
@@ -343,20 +366,54 @@ staff:x:50:
     }
 
     #[test]
+    fn a_group_without_a_user_is_refused() {
+        let mut s = sc();
+        s.run_as_group = Some(Int64Value { value: 44 });
+        let err = resolve_user(Some(&s), "app", PASSWD, GROUP).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "linux.security_context.run_as_group: is set without run_as_user or run_as_username"
+        );
+        s.run_as_username = "app".into();
+        assert_eq!(resolve_user(Some(&s), "", PASSWD, GROUP).unwrap().gid, 44);
+    }
+
+    #[test]
+    fn a_hostile_group_file_is_merged_linearly_and_capped() {
+        // 70 000 groups all naming the user: past NGROUPS_MAX, refused (and
+        // quickly: a quadratic merge would take minutes here).
+        let mut group = String::new();
+        for g in 0..70_000u32 {
+            group.push_str(&format!("g{g}:x:{}:app\n", g + 2000));
+        }
+        let t = std::time::Instant::now();
+        let err = resolve_user(None, "app", PASSWD, &group).unwrap_err();
+        assert!(err.to_string().contains("more than 65536 groups"), "{err}");
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
+        // The same user in 60 000 groups fits.
+        group.clear();
+        for g in 0..60_000u32 {
+            group.push_str(&format!("g{g}:x:{}:app\n", g + 2000));
+        }
+        let got = resolve_user(None, "app", PASSWD, &group).unwrap();
+        assert_eq!(got.additional_gids.len(), 60_001);
+    }
+
+    #[test]
     fn supplemental_group_policies() {
         // (policy, CRI supplemental groups, additional)
         let cases: &[(SupplementalGroupsPolicy, &[i64], &[u32])] = &[
-            (SupplementalGroupsPolicy::Merge, &[], &[10, 44]),
+            (SupplementalGroupsPolicy::Merge, &[], &[1000, 10, 44]),
             (
                 SupplementalGroupsPolicy::Merge,
                 &[44, 2000, 2000, 1000],
-                &[10, 44, 2000],
+                &[1000, 10, 44, 2000],
             ),
-            (SupplementalGroupsPolicy::Strict, &[], &[]),
+            (SupplementalGroupsPolicy::Strict, &[], &[1000]),
             (
                 SupplementalGroupsPolicy::Strict,
                 &[2000, 1000, 2000, 3],
-                &[2000, 3],
+                &[1000, 2000, 3],
             ),
         ];
         for (policy, groups, want) in cases {

@@ -1,0 +1,179 @@
+//! Checks of request fields that reach paths, kernel calls or deadlines:
+//! names, hostnames, durations. Pure; each error names the field.
+
+use super::ManagerError;
+
+/// Longest pod or container name, namespace or uid: a DNS subdomain, the
+/// longest name the Kubernetes API allows for any of them.
+pub const MAX_NAME: usize = 253;
+/// `HOST_NAME_MAX`: sethostname(2) refuses longer names.
+pub const MAX_HOSTNAME: usize = 64;
+/// Longest timeout honoured from a request (a day): anything longer is a
+/// mistake or an attack, and clamping keeps deadline arithmetic finite.
+pub const MAX_TIMEOUT_SECS: i64 = 24 * 60 * 60;
+
+fn invalid(field: &str, v: &str, why: &str) -> ManagerError {
+    ManagerError::InvalidArgument(format!("{field} {:?} {why}", truncated(v)))
+}
+
+/// Long hostile values are quoted short in errors and logs.
+fn truncated(v: &str) -> String {
+    if v.len() <= 80 {
+        return v.to_string();
+    }
+    let mut end = 80;
+    while !v.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &v[..end])
+}
+
+/// A pod or container name, or a pod namespace: it names log files and
+/// reservation keys, so it is one path component that cannot climb out.
+pub fn name(field: &str, v: &str) -> Result<(), ManagerError> {
+    if v.is_empty() {
+        return Err(ManagerError::InvalidArgument(format!(
+            "{field} is required"
+        )));
+    }
+    if v.len() > MAX_NAME {
+        return Err(invalid(
+            field,
+            v,
+            &format!("is longer than {MAX_NAME} bytes"),
+        ));
+    }
+    if v.contains('\0') {
+        return Err(invalid(field, v, "contains NUL"));
+    }
+    if v.contains('/') {
+        return Err(invalid(field, v, "contains \"/\""));
+    }
+    if v.contains("..") || v == "." {
+        return Err(invalid(field, v, "contains \"..\" or is \".\""));
+    }
+    Ok(())
+}
+
+/// A pod uid: free-form in the CRI, but bounded and without NUL.
+pub fn uid(field: &str, v: &str) -> Result<(), ManagerError> {
+    if v.is_empty() {
+        return Err(ManagerError::InvalidArgument(format!(
+            "{field} is required"
+        )));
+    }
+    if v.len() > MAX_NAME {
+        return Err(invalid(
+            field,
+            v,
+            &format!("is longer than {MAX_NAME} bytes"),
+        ));
+    }
+    if v.contains('\0') {
+        return Err(invalid(field, v, "contains NUL"));
+    }
+    Ok(())
+}
+
+/// A hostname a pod asks for: what sethostname(2) accepts, without NUL or
+/// "/" (it is also written into the pod's hosts file).
+pub fn hostname(field: &str, v: &str) -> Result<(), ManagerError> {
+    if v.len() > MAX_HOSTNAME {
+        return Err(invalid(
+            field,
+            v,
+            &format!("is longer than {MAX_HOSTNAME} bytes"),
+        ));
+    }
+    if v.contains('\0') || v.contains('/') || v.chars().any(char::is_whitespace) {
+        return Err(invalid(field, v, "contains NUL, \"/\" or whitespace"));
+    }
+    Ok(())
+}
+
+/// A timeout in seconds from a request: negative means none (0), and
+/// anything past a day is clamped so deadlines never overflow.
+pub fn timeout_secs(v: i64) -> u64 {
+    v.clamp(0, MAX_TIMEOUT_SECS) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        let long = "a".repeat(MAX_NAME);
+        let too_long = "a".repeat(MAX_NAME + 1);
+        for (v, ok) in [
+            ("web", true),
+            (
+                "podsandbox-for-create-container-d5a1b3c0-8f2e-4f7b-9a6c-0123456789ab",
+                true,
+            ),
+            ("a.b", true),
+            (long.as_str(), true),
+            ("", false),
+            (too_long.as_str(), false),
+            ("..", false),
+            (".", false),
+            ("a..b", false),
+            ("../../../../x/y", false),
+            ("x/y", false),
+            ("/abs", false),
+            ("a\0b", false),
+        ] {
+            assert_eq!(name("config.metadata.name", v).is_ok(), ok, "{v:?}");
+        }
+        let e = name("config.metadata.name", "../x")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("config.metadata.name \"../x\""), "{e}");
+        // Errors quote a hostile value short.
+        let e = name("f", &format!("{}/", "x".repeat(5000)))
+            .unwrap_err()
+            .to_string();
+        assert!(e.len() < 200, "{e}");
+    }
+
+    #[test]
+    fn uids() {
+        assert!(uid("u", "0e2a4c5e-1d2b-4c3a-8f9e-0123456789ab").is_ok());
+        assert!(uid("u", "").is_err());
+        assert!(uid("u", "a\0").is_err());
+        assert!(uid("u", &"a".repeat(300)).is_err());
+    }
+
+    #[test]
+    fn hostnames() {
+        let max = "h".repeat(MAX_HOSTNAME);
+        let over = "h".repeat(MAX_HOSTNAME + 1);
+        for (v, ok) in [
+            ("", true),
+            ("web-0", true),
+            (max.as_str(), true),
+            (over.as_str(), false),
+            ("a/b", false),
+            ("a b", false),
+            ("a\nb", false),
+            ("a\0b", false),
+        ] {
+            assert_eq!(hostname("config.hostname", v).is_ok(), ok, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn timeouts_are_clamped() {
+        for (v, want) in [
+            (-5, 0),
+            (0, 0),
+            (30, 30),
+            (MAX_TIMEOUT_SECS, MAX_TIMEOUT_SECS as u64),
+            (MAX_TIMEOUT_SECS + 1, MAX_TIMEOUT_SECS as u64),
+            (i64::MAX, MAX_TIMEOUT_SECS as u64),
+            (i64::MIN, 0),
+        ] {
+            assert_eq!(timeout_secs(v), want, "{v}");
+        }
+    }
+}

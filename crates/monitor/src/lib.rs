@@ -1,5 +1,7 @@
 //! The pieces of the monitor that are pure logic, unit-tested: CRI log
-//! lines and timestamps, and the exit file format.
+//! lines and timestamps, the exit file format, and the walk of an exec'd
+//! process tree.
 
 pub mod crilog;
 pub mod exitfile;
+pub mod proctree;

@@ -21,6 +21,7 @@
 use crius_monitor::crilog::{now_rfc3339_nano, LineSplitter, Stream};
 use crius_monitor::exitfile;
 
+mod exec;
 mod pause;
 mod title;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -38,7 +39,8 @@ use std::time::{Duration, Instant};
 const USAGE: &str = "usage: crius-monitor --runtime PATH --runtime-root DIR --id ID --bundle DIR \
 --log FILE --exit-file FILE --pid-file FILE --sync-fd N [--max-line BYTES] [--tty] [--start] [--runtime-arg ARG]...
        crius-monitor standby [ROOM]   (job on fd 0, reports on fd 1)
-       crius-monitor pause --id POD --sync-fd N";
+       crius-monitor pause --id POD --sync-fd N
+       crius-monitor exec --pid-file FILE -- RUNTIME ARGS...   (stop: end of file on fd 0)";
 
 #[derive(Debug, Default)]
 struct Args {
@@ -111,6 +113,7 @@ fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {
         Some("pause") => return pause::pause(std::env::args().skip(2)),
         Some("standby") => return standby(),
+        Some("exec") => return exec::exec(std::env::args().skip(2)),
         _ => {}
     }
     let args = match parse_args(std::env::args().skip(1)) {

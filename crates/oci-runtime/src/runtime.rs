@@ -6,7 +6,6 @@
 use crate::handlers::ResolvedHandler;
 use crate::standby::{MonitorPool, StandbyMonitor, TITLE_ROOM};
 use std::io::Read;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -311,7 +310,8 @@ impl OciRuntime {
     }
 
     /// Runs `argv` in the container, collecting at most `cap` bytes of each
-    /// stream; kills it after `timeout` (zero: no timeout).
+    /// stream; kills it after `timeout` (zero: no timeout). Scratch files
+    /// go in the runtime root (tests; the daemon uses `exec_sync_as`).
     pub fn exec_sync(
         &self,
         id: &str,
@@ -319,32 +319,37 @@ impl OciRuntime {
         timeout: Duration,
         cap: usize,
     ) -> Result<ExecOutput, RuntimeError> {
-        self.exec_sync_as(id, argv, None, timeout, cap)
+        let exec = ExecSync {
+            argv,
+            process: None,
+            scratch: &self.root,
+            timeout,
+            cap,
+            cancel: None,
+        };
+        self.exec_sync_as(id, &exec)
     }
 
-    /// `exec_sync` with the container's own `process` (from its config.json)
-    /// as the template: the same user, groups, capabilities, environment,
-    /// working dir, AppArmor profile and no_new_privs, with `argv` and no
-    /// terminal. Runtimes default an exec to root otherwise (crun does).
-    pub fn exec_sync_as(
-        &self,
-        id: &str,
-        argv: &[String],
-        process: Option<&serde_json::Value>,
-        timeout: Duration,
-        cap: usize,
-    ) -> Result<ExecOutput, RuntimeError> {
+    /// Runs an exec under `crius-monitor exec`, a child subreaper that
+    /// owns the exec'd process tree: at the timeout, on `cancel`, or when
+    /// the daemon dies (end of file on its stdin), it stops and kills the
+    /// whole tree and reaps it before it exits, so nothing is left running
+    /// or as a zombie. With `process` (the container's own, from its
+    /// config.json) as the template, the exec runs as the container does:
+    /// the same user, groups, capabilities, environment, working dir,
+    /// AppArmor profile and no_new_privs, with `argv` and no terminal
+    /// (runtimes default an exec to root otherwise; crun does).
+    pub fn exec_sync_as(&self, id: &str, exec: &ExecSync<'_>) -> Result<ExecOutput, RuntimeError> {
         let io = |what: &str| {
             let what = what.to_string();
             move |source| RuntimeError::Io { what, source }
         };
-        // The exec'd process's host pid, to kill it on timeout (killing the
-        // runtime alone would leave it running in the container).
-        let pid_file = tempfile_path(&self.root, id);
-        let process_file = match process {
+        // The exec'd process's host pid: the monitor stops its tree from it.
+        let pid_file = exec_scratch_path(exec.scratch, id);
+        let process_file = match exec.process {
             Some(p) => {
                 let mut p = p.clone();
-                p["args"] = serde_json::json!(argv);
+                p["args"] = serde_json::json!(exec.argv);
                 p["terminal"] = serde_json::json!(false);
                 if let Some(o) = p.as_object_mut() {
                     o.remove("consoleSize");
@@ -356,83 +361,112 @@ impl OciRuntime {
             }
             None => None,
         };
-        let mut cmd = self.cmd();
-        cmd.arg("exec").arg("--pid-file").arg(&pid_file);
+        let _scratch = ScratchFiles(vec![Some(pid_file.clone()), process_file.clone()]);
+        let mut cmd = Command::new(&self.monitor);
+        cmd.arg("exec")
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .arg("--")
+            .arg(&self.binary)
+            .arg("--root")
+            .arg(&self.root)
+            .args(&self.extra_args)
+            .arg("exec")
+            .arg("--pid-file")
+            .arg(&pid_file);
         match &process_file {
             Some(f) => {
                 cmd.arg("--process").arg(f).arg(id);
             }
             None => {
-                cmd.arg(id).args(argv);
+                cmd.arg(id).args(exec.argv);
             }
         }
-        let spawned = cmd
-            .stdin(Stdio::null())
+        let mut child = cmd
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .process_group(0)
             .spawn()
-            .map_err(io("running exec"));
-        let _process_file = ProcessFile(process_file);
-        let mut child = spawned?;
-        let reader = |mut pipe: Box<dyn Read + Send>| {
-            std::thread::spawn(move || {
-                let mut kept = Vec::new();
-                let mut buf = [0u8; 8192];
-                let mut truncated = false;
-                while let Ok(n) = pipe.read(&mut buf) {
-                    if n == 0 {
-                        break;
+            .map_err(io("running exec under crius-monitor"))?;
+        // Dropping our end of the monitor's stdin tells it to stop the exec.
+        let mut stop = child.stdin.take();
+        let cap = exec.cap;
+        let reader = |pipe: Option<Box<dyn Read + Send>>| {
+            let kept = std::sync::Arc::new(std::sync::Mutex::new((Vec::new(), false)));
+            let k = kept.clone();
+            let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+            if let Some(mut pipe) = pipe {
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 8192];
+                    while let Ok(n) = pipe.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        let mut g = k.lock().unwrap_or_else(|p| p.into_inner());
+                        let room = cap.saturating_sub(g.0.len());
+                        g.0.extend_from_slice(&buf[..n.min(room)]);
+                        g.1 |= n > room;
                     }
-                    let room = cap.saturating_sub(kept.len());
-                    kept.extend_from_slice(&buf[..n.min(room)]);
-                    truncated |= n > room;
-                }
-                (kept, truncated)
-            })
+                    let _ = done_tx.send(());
+                });
+            }
+            (kept, done_rx)
         };
-        let out =
-            reader(Box::new(child.stdout.take().ok_or_else(|| {
-                io("exec stdout")(std::io::ErrorKind::Other.into())
-            })?));
-        let err =
-            reader(Box::new(child.stderr.take().ok_or_else(|| {
-                io("exec stderr")(std::io::ErrorKind::Other.into())
-            })?));
+        let out = reader(
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        );
+        let err = reader(
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        );
         let start = Instant::now();
         let mut timed_out = false;
+        let mut cancelled = false;
         let status = loop {
             if let Some(s) = child.try_wait().map_err(io("waiting for exec"))? {
                 break s;
             }
-            if !timeout.is_zero() && start.elapsed() >= timeout {
-                timed_out = true;
-                if let Some(pid) = std::fs::read_to_string(&pid_file)
-                    .ok()
-                    .and_then(|p| p.trim().parse::<i32>().ok())
-                {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(child.id() as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-                break child.wait().map_err(io("waiting for exec"))?;
+            let expired = !exec.timeout.is_zero() && start.elapsed() >= exec.timeout;
+            let cancel = exec
+                .cancel
+                .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed));
+            if (expired || cancel) && stop.is_some() {
+                timed_out = expired;
+                cancelled = cancel;
+                // The monitor stops and reaps the whole tree, then exits.
+                drop(stop.take());
             }
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(2));
         };
-        let _ = std::fs::remove_file(&pid_file);
-        let (stdout, t1) = out.join().unwrap_or_default();
-        let (stderr, t2) = err.join().unwrap_or_default();
+        // A process the exec left in the container's background may keep
+        // the pipes open: what arrives in a short grace period is kept,
+        // then the answer goes without waiting for it.
+        let grace = Instant::now() + Duration::from_millis(500);
+        for (_, done) in [&out, &err] {
+            let left = grace.saturating_duration_since(Instant::now());
+            let _ = done.recv_timeout(left);
+        }
+        let take = |(kept, _): &(Captured, _)| {
+            let mut g = kept.lock().unwrap_or_else(|p| p.into_inner());
+            (std::mem::take(&mut g.0), g.1)
+        };
+        let (stdout, t1) = take(&out);
+        let (stderr, t2) = take(&err);
         use std::os::unix::process::ExitStatusExt;
         let exit_code = status
             .code()
             .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
         Ok(ExecOutput {
-            exit_code: if timed_out { -1 } else { exit_code },
+            exit_code: if timed_out || cancelled {
+                -1
+            } else {
+                exit_code
+            },
             stdout,
             stderr,
             timed_out,
@@ -441,22 +475,44 @@ impl OciRuntime {
     }
 }
 
-/// Removes the exec's process.json when the exec is over.
-struct ProcessFile(Option<PathBuf>);
+/// One stream's output as it is read: the bytes kept, and whether any
+/// were dropped past the cap.
+type Captured = std::sync::Arc<std::sync::Mutex<(Vec<u8>, bool)>>;
 
-impl Drop for ProcessFile {
+/// One ExecSync: what to run and how long it may take.
+pub struct ExecSync<'a> {
+    pub argv: &'a [String],
+    /// The container's `process` from its config.json, as the template.
+    pub process: Option<&'a serde_json::Value>,
+    /// A directory for the exec's pid and process files: the container's
+    /// own, so removing the container removes whatever a crash left.
+    pub scratch: &'a Path,
+    /// Zero: no timeout.
+    pub timeout: Duration,
+    /// Output kept per stream.
+    pub cap: usize,
+    /// Set when the caller gives up (its client cancelled): the exec is
+    /// stopped as at a timeout.
+    pub cancel: Option<&'a std::sync::atomic::AtomicBool>,
+}
+
+/// Removes an exec's scratch files when the exec is over.
+struct ScratchFiles(Vec<Option<PathBuf>>);
+
+impl Drop for ScratchFiles {
     fn drop(&mut self) {
-        if let Some(p) = &self.0 {
+        for p in self.0.iter().flatten() {
             let _ = std::fs::remove_file(p);
         }
     }
 }
 
-/// A unique scratch path in the runtime root for one exec's pid file.
-fn tempfile_path(root: &Path, id: &str) -> PathBuf {
+/// A unique scratch path in `dir` for one exec's pid file (the process
+/// file is its sibling, `.process.json`).
+fn exec_scratch_path(dir: &Path, id: &str) -> PathBuf {
     static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    root.join(format!(".exec-{id}-{}-{n}.pid", std::process::id()))
+    dir.join(format!(".exec-{id}-{}-{n}.pid", std::process::id()))
 }
 
 /// A monitor taken or started ahead of its container's create or run (see

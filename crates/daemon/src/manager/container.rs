@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 pub const MAX_LOG_LINE: usize = 16 * 1024;
 /// ExecSync output kept per stream.
 pub const EXEC_OUTPUT_CAP: usize = 16 * 1024 * 1024;
+/// Where a container's exec scratch files (pid, process spec) live, in its
+/// directory.
+pub const EXEC_SCRATCH_DIR: &str = "exec";
 /// Termination messages are capped like kubelet's.
 pub const MAX_TERMINATION_MESSAGE: u64 = 4096;
 /// A container the runtime refused to run: containerd's and CRI-O's
@@ -1106,13 +1109,31 @@ impl Manager {
         let t = Duration::from_secs(super::validate::timeout_secs(timeout));
         let cmd2 = cmd.clone();
         let bundle = rec.dir.join("bundle/config.json");
+        // Exec scratch files live in the container's directory: removing
+        // the container removes whatever a daemon killed mid-exec left.
+        let scratch = rec.dir.join(EXEC_SCRATCH_DIR);
+        // A client that gives up drops this future: the guard tells the
+        // blocking exec to stop (and reap) the process tree at once.
+        let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let _guard = CancelOnDrop(cancel.clone());
         let out = blocking(move || {
             let spec: serde_json::Value = std::fs::read(&bundle)
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok())
                 .ok_or_else(|| ManagerError::Internal(format!("reading {}", bundle.display())))?;
+            std::fs::create_dir_all(&scratch).map_err(|e| {
+                ManagerError::Internal(format!("creating {}: {e}", scratch.display()))
+            })?;
+            let exec = crius_oci_runtime::runtime::ExecSync {
+                argv: &cmd2,
+                process: Some(&spec["process"]),
+                scratch: &scratch,
+                timeout: t,
+                cap: EXEC_OUTPUT_CAP,
+                cancel: Some(&cancel),
+            };
             runtime
-                .exec_sync_as(&id, &cmd2, Some(&spec["process"]), t, EXEC_OUTPUT_CAP)
+                .exec_sync_as(&id, &exec)
                 .map_err(|e| ManagerError::Internal(e.to_string()))
         })
         .await?;
@@ -1271,6 +1292,16 @@ async fn wait_exit(files: &ContainerFiles, timeout: Duration) -> bool {
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// Sets its flag when dropped (an RPC future dropped by a cancelling
+/// client).
+struct CancelOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -5,6 +5,8 @@
 //! - `pull`: one registry endpoint at a time, with retries and verification.
 //! - `layout`: blobs in an OCI image layout, written durably.
 //! - `db`: image records in sled.
+//! - `unpack`, `artifact`: confined layer extraction, artifact content.
+//! - `usage`: ImageFsInfo's walk, with directory fds.
 //! - `store`: `ImageStore`, what the daemon's ImageService calls.
 
 pub mod artifact;
@@ -16,6 +18,7 @@ pub mod reference;
 pub mod registries;
 pub mod store;
 pub mod unpack;
+pub mod usage;
 
 pub use db::{ImageRecord, LayerRecord};
 pub use store::{FsUsage, ImageStore, StoreConfig, StoreError};

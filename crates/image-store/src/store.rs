@@ -73,6 +73,10 @@ pub enum StoreError {
         #[source]
         source: crate::unpack::UnpackError,
     },
+    #[error(
+        "image {image}: invalid diff ID {diff_id:?} (want sha256: and 64 lowercase hex digits)"
+    )]
+    InvalidDiffId { image: String, diff_id: String },
     #[error("image {image} is in use by container {container}")]
     InUse { image: String, container: String },
     #[error("image store: {0}")]
@@ -93,11 +97,7 @@ impl StoreError {
 }
 
 /// Disk usage of the store, for ImageFsInfo.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FsUsage {
-    pub bytes: u64,
-    pub inodes: u64,
-}
+pub use crate::usage::FsUsage;
 
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
@@ -495,12 +495,28 @@ impl ImageStore {
         Ok(self.db.get(&record.id)?.unwrap_or(record))
     }
 
-    /// Where the unpacked layer with this diff ID lives (an overlayfs lower dir).
-    pub fn layer_dir(&self, diff_id: &str) -> PathBuf {
-        self.cfg
-            .root
-            .join("layers")
-            .join(diff_id.trim_start_matches("sha256:"))
+    /// Where the unpacked layer with this diff ID lives (an overlayfs lower
+    /// dir); None for anything but a well-formed diff ID, which is checked
+    /// here again because the path is built from it.
+    pub fn layer_dir(&self, diff_id: &str) -> Option<PathBuf> {
+        if !crate::unpack::valid_diff_id(diff_id) {
+            return None;
+        }
+        Some(
+            self.cfg
+                .root
+                .join("layers")
+                .join(diff_id.trim_start_matches("sha256:")),
+        )
+    }
+
+    /// Where crius notes that blob `digest` was verified to produce a diff
+    /// ID (the file holds it): a layer directory is reused for a blob only
+    /// when that blob is known to produce it, so a manifest cannot claim
+    /// another image's private layer by naming its diff ID.
+    fn layer_source(&self, digest: &str) -> Result<PathBuf, StoreError> {
+        let hex = crate::layout::sha256_hex(digest)?;
+        Ok(self.cfg.root.join("layer-sources").join(hex))
     }
 
     /// Where an artifact's content is materialised.
@@ -512,12 +528,18 @@ impl ImageStore {
     }
 
     /// The overlayfs lower dirs of an image, top-most first.
-    pub fn lower_dirs(&self, record: &ImageRecord) -> Vec<PathBuf> {
+    pub fn lower_dirs(&self, record: &ImageRecord) -> Result<Vec<PathBuf>, StoreError> {
         record
             .layers
             .iter()
             .rev()
-            .filter_map(|l| l.diff_id.as_deref().map(|d| self.layer_dir(d)))
+            .filter_map(|l| l.diff_id.as_deref())
+            .map(|d| {
+                self.layer_dir(d).ok_or_else(|| StoreError::InvalidDiffId {
+                    image: record.id.clone(),
+                    diff_id: d.to_string(),
+                })
+            })
             .collect()
     }
 
@@ -569,19 +591,52 @@ impl ImageStore {
         digest: &str,
         diff_id: &str,
     ) -> Result<(), StoreError> {
-        let target = self.layer_dir(diff_id);
-        if target.exists() {
+        let target = self
+            .layer_dir(diff_id)
+            .ok_or_else(|| StoreError::InvalidDiffId {
+                image: r.to_string(),
+                diff_id: diff_id.to_string(),
+            })?;
+        let source = self.layer_source(digest)?;
+        let known =
+            |source: &Path| std::fs::read_to_string(source).is_ok_and(|d| d.trim() == diff_id);
+        if target.exists() && known(&source) {
             return Ok(());
         }
         let _lock = self.key_lock(format!("unpack:{diff_id}")).await;
+        let unpack_err = |source| StoreError::Unpack {
+            reference: r.to_string(),
+            layer: digest.to_string(),
+            source,
+        };
+        let blob = self.layout.blob_path(digest)?;
         if target.exists() {
-            return Ok(());
+            if known(&source) {
+                return Ok(());
+            }
+            // Unpacked from another blob (or before crius noted sources):
+            // reuse it only if this blob really produces the diff ID.
+            let (b, want) = (blob.clone(), diff_id.to_string());
+            let got = tokio::task::spawn_blocking(move || {
+                let f = std::fs::File::open(&b)?;
+                crate::unpack::diff_id_of(std::io::BufReader::with_capacity(1 << 20, f))
+            })
+            .await
+            .map_err(task_failed("diff ID task"))?
+            .map_err(|e| unpack_err(e.into()))?;
+            if got != want {
+                return Err(unpack_err(crate::unpack::UnpackError::DiffIdMismatch {
+                    target: target.clone(),
+                    expected: want,
+                    actual: got,
+                }));
+            }
+            return self.note_layer_source(&source, diff_id);
         }
         std::fs::create_dir_all(self.cfg.root.join("layers")).map_err(|e| LayoutError::Io {
             what: "creating layers dir".into(),
             source: e,
         })?;
-        let blob = self.layout.blob_path(digest)?;
         let started = Instant::now();
         let id = diff_id.to_string();
         let stats = tokio::task::spawn_blocking(move || {
@@ -590,11 +645,8 @@ impl ImageStore {
         })
         .await
         .map_err(task_failed("unpack task"))?
-        .map_err(|source| StoreError::Unpack {
-            reference: r.to_string(),
-            layer: digest.to_string(),
-            source,
-        })?;
+        .map_err(unpack_err)?;
+        self.note_layer_source(&source, diff_id)?;
         tracing::info!(
             diff_id,
             entries = stats.entries,
@@ -603,6 +655,25 @@ impl ImageStore {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "unpacked layer"
         );
+        Ok(())
+    }
+
+    /// Notes that the blob behind `source` produces `diff_id` (write,
+    /// fsync, rename: a torn note would only cost a re-verification).
+    fn note_layer_source(&self, source: &Path, diff_id: &str) -> Result<(), StoreError> {
+        let io = |e| {
+            StoreError::Layout(LayoutError::Io {
+                what: format!("noting the source of layer {diff_id}"),
+                source: e,
+            })
+        };
+        let dir = source.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let tmp = source.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        std::io::Write::write_all(&mut f, diff_id.as_bytes()).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, source).map_err(io)?;
         Ok(())
     }
 
@@ -680,6 +751,17 @@ impl ImageStore {
                     .collect()
             })
             .unwrap_or_default();
+        // Checked before any path is built from them.
+        if let Some((i, bad)) = diff_ids
+            .iter()
+            .enumerate()
+            .find(|(_, d)| !crate::unpack::valid_diff_id(d))
+        {
+            return Err(bad_manifest(
+                r,
+                &format!("image config rootfs.diff_ids[{i}] {bad:?} is not sha256: and 64 lowercase hex digits"),
+            ));
+        }
         if diff_ids.len() != layers.len() {
             return Err(bad_manifest(
                 r,
@@ -857,6 +939,9 @@ impl ImageStore {
         for d in self.layout.blob_digests()? {
             if !live.contains(&d) && !busy.contains(&d) {
                 self.layout.remove_blob(&d)?;
+                if let Ok(source) = self.layer_source(&d) {
+                    let _ = std::fs::remove_file(source);
+                }
                 removed += 1;
             }
         }
@@ -866,7 +951,7 @@ impl ImageStore {
         let live_dirs: HashSet<PathBuf> = records
             .iter()
             .flat_map(|r| {
-                let mut v = self.lower_dirs(r);
+                let mut v = self.lower_dirs(r).unwrap_or_default();
                 if r.is_artifact() {
                     v.push(self.artifact_dir(r));
                 }
@@ -906,29 +991,13 @@ impl ImageStore {
 
     /// Bytes and inodes used under the store's root.
     pub fn usage(&self) -> Result<FsUsage, StoreError> {
-        fn walk(p: &Path, u: &mut FsUsage) -> std::io::Result<()> {
-            for e in std::fs::read_dir(p)? {
-                let e = e?;
-                let m = e.metadata()?;
-                u.inodes += 1;
-                if m.is_dir() {
-                    walk(&e.path(), u)?;
-                } else {
-                    use std::os::unix::fs::MetadataExt;
-                    u.bytes += m.blocks() * 512;
-                }
+        crate::usage::usage(&self.cfg.root).map_err(|e| {
+            LayoutError::Io {
+                what: format!("measuring {}", self.cfg.root.display()),
+                source: e,
             }
-            Ok(())
-        }
-        let mut u = FsUsage {
-            bytes: 0,
-            inodes: 0,
-        };
-        walk(&self.cfg.root, &mut u).map_err(|e| LayoutError::Io {
-            what: format!("measuring {}", self.cfg.root.display()),
-            source: e,
-        })?;
-        Ok(u)
+            .into()
+        })
     }
 }
 

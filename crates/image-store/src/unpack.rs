@@ -456,11 +456,40 @@ fn remove_tree_at(parent: BorrowedFd<'_>, name: &[u8]) -> nix::Result<()> {
 }
 
 /// Parses `"sha256:<64 hex>"`.
+/// Whether `id` is a diff ID crius accepts: `sha256:` and 64 lowercase hex
+/// digits, nothing else. A diff ID names a directory, so anything looser
+/// (an absolute path, `sha256:../..`) could name a host directory.
+pub fn valid_diff_id(id: &str) -> bool {
+    id.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// The diff ID (sha256 of the uncompressed tar) a layer blob produces,
+/// without extracting it: for reusing a layer unpacked from another blob.
+pub fn diff_id_of(reader: impl Read) -> io::Result<String> {
+    use sha2::Digest;
+    let mut r = decompress(reader)?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => h.update(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(format!("sha256:{}", hex::encode(h.finalize())))
+}
+
 fn parse_diff_id(id: &str) -> Option<[u8; 32]> {
-    let hex_part = id.strip_prefix("sha256:")?;
-    if hex_part.len() != 64 {
+    if !valid_diff_id(id) {
         return None;
     }
+    let hex_part = id.strip_prefix("sha256:")?;
     let mut out = [0u8; 32];
     hex::decode_to_slice(hex_part, &mut out).ok()?;
     Some(out)

@@ -382,6 +382,9 @@ pub fn busybox_rootfs() -> Result<LayerBuilder> {
 #[derive(Debug, Clone)]
 pub struct ImageBuilder {
     layers: Vec<LayerBuilder>,
+    /// Diff IDs written into the config instead of the real ones (hostile
+    /// images).
+    diff_id_overrides: BTreeMap<usize, String>,
     config: Map<String, Value>,
     labels: BTreeMap<String, String>,
     annotations: BTreeMap<String, String>,
@@ -393,6 +396,7 @@ impl ImageBuilder {
     pub fn scratch() -> Self {
         ImageBuilder {
             layers: Vec::new(),
+            diff_id_overrides: BTreeMap::new(),
             config: Map::new(),
             labels: BTreeMap::new(),
             annotations: BTreeMap::new(),
@@ -467,6 +471,11 @@ impl ImageBuilder {
         self.architecture = arch.into();
         self
     }
+    /// Claims `diff_id` for layer `i` in the config, whatever the layer is.
+    pub fn diff_id(mut self, i: usize, diff_id: &str) -> Self {
+        self.diff_id_overrides.insert(i, diff_id.into());
+        self
+    }
 
     pub fn build(&self) -> Result<Manifest> {
         let mut layers = Vec::new();
@@ -475,6 +484,11 @@ impl ImageBuilder {
             let (blob, diff_id) = l.build()?;
             layers.push(blob);
             diff_ids.push(diff_id);
+        }
+        for (i, d) in &self.diff_id_overrides {
+            if let Some(slot) = diff_ids.get_mut(*i) {
+                *slot = d.clone();
+            }
         }
         let mut config = self.config.clone();
         if !self.labels.is_empty() {

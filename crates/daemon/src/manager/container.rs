@@ -697,7 +697,10 @@ impl Manager {
             },
             config: config.clone(),
             image_config,
-            lower: self.images.lower_dirs(&image),
+            lower: self
+                .images
+                .lower_dirs(&image)
+                .map_err(|e| ManagerError::FailedPrecondition(e.to_string()))?,
             host: self.host_limits(&pod_rec.cgroup_parent),
             oci_version: self.oci_version(&pod_rec.runtime_handler),
             runroot: self.cfg.runroot.clone(),

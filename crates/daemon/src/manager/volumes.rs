@@ -147,7 +147,9 @@ impl Manager {
             let lower = if rec.is_artifact() {
                 vec![self.images.artifact_dir(rec)]
             } else {
-                self.images.lower_dirs(rec)
+                self.images
+                    .lower_dirs(rec)
+                    .map_err(|e| ManagerError::FailedPrecondition(e.to_string()))?
             };
             // A view left mounted by a crashed daemon is replaced.
             let _ = imagevol::unmount(&view);

@@ -29,7 +29,9 @@ pub fn image_error(e: StoreError) -> Status {
         StoreError::Unsupported { .. } => Status::failed_precondition(msg),
         // Content the registry served that crius refuses to unpack (escaping
         // paths, diff ID mismatch, oversized headers): the image is unusable.
-        StoreError::Unpack { .. } => Status::failed_precondition(msg),
+        StoreError::Unpack { .. } | StoreError::InvalidDiffId { .. } => {
+            Status::failed_precondition(msg)
+        }
         StoreError::BackingOff { .. } => Status::unavailable(msg),
         StoreError::InUse { .. } => Status::failed_precondition(msg),
         StoreError::Layout(_) | StoreError::Db(_) | StoreError::Auth(_) => Status::internal(msg),

@@ -1,0 +1,258 @@
+//! The standing adversarial suite for image and artifact content: configs
+//! whose diff IDs name host directories or another image's layer, artifacts
+//! that plant symlinks and climb with titles, layers that reach outside.
+//! After each case: the pull is refused with an error naming what was
+//! wrong, nothing of the image is listed, a canary directory outside the
+//! store is untouched, and the daemon still serves.
+
+mod common;
+use common::*;
+use crius_test_support::cri::*;
+use crius_test_support::{ArtifactBuilder, Blob, CriClient, ImageBuilder, LayerBuilder};
+use std::path::Path;
+
+const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+const TITLE: &str = "org.opencontainers.image.title";
+
+async fn try_pull(c: &mut CriClient, image: &str) -> Result<String, tonic::Status> {
+    c.image
+        .pull_image(PullImageRequest {
+            image: Some(ImageSpec {
+                image: image.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .map(|r| r.into_inner().image_ref)
+}
+
+async fn listed(c: &mut CriClient) -> Vec<String> {
+    c.image
+        .list_images(ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images
+        .into_iter()
+        .flat_map(|i| i.repo_tags)
+        .collect()
+}
+
+/// A directory outside the store with one file, which no case may change
+/// or expose.
+fn canary() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("host-secret"), "host").unwrap();
+    d
+}
+
+fn assert_untouched(canary: &Path) {
+    let names: Vec<String> = std::fs::read_dir(canary)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["host-secret"], "the canary changed");
+    assert_eq!(
+        std::fs::read_to_string(canary.join("host-secret")).unwrap(),
+        "host"
+    );
+}
+
+async fn refused(env: &Env, c: &mut CriClient, name: &str, needle: &str) {
+    let r = env.registry.reference(name);
+    let e = try_pull(c, &r).await.unwrap_err();
+    assert!(
+        e.message().contains(needle),
+        "{name}: {:?} {}",
+        e.code(),
+        e.message()
+    );
+    assert!(!listed(c).await.contains(&r), "{name} is listed");
+    // Still serving.
+    c.runtime.version(VersionRequest::default()).await.unwrap();
+}
+
+/// Diff IDs that are paths: refused when the config is read, before any
+/// path is built from them.
+#[tokio::test]
+async fn diff_ids_naming_host_directories_are_refused() {
+    let env = env("").await;
+    let mut c = env.client().await;
+    let canary = canary();
+    let cases = [
+        canary.path().display().to_string(),
+        format!("sha256:../../../../../../../..{}", canary.path().display()),
+        format!("sha256:{}", "A".repeat(64)),
+        format!("sha256:{}", "a".repeat(63)),
+        format!("sha512:{}", "a".repeat(128)),
+        String::new(),
+    ];
+    for (i, bad) in cases.iter().enumerate() {
+        let img = ImageBuilder::busybox()
+            .unwrap()
+            .layer(LayerBuilder::new().file("x", "x", 0o644))
+            .diff_id(1, bad)
+            .build()
+            .unwrap();
+        let name = format!("bad-diff-id-{i}:v1");
+        img.push(&env.registry, &name).await.unwrap();
+        refused(&env, &mut c, &name, "diff_ids[1]").await;
+        assert_untouched(canary.path());
+    }
+}
+
+/// A manifest that claims another image's layer by its diff ID, with a blob
+/// of its own, does not get that layer: the blob must produce the diff ID.
+#[tokio::test]
+async fn a_claimed_diff_id_does_not_borrow_another_images_layer() {
+    let env = env("").await;
+    let mut c = env.client().await;
+    let secret_layer = LayerBuilder::new().file("secret", "s3cret", 0o600);
+    let (_, secret_diff_id) = secret_layer.build().unwrap();
+    let private = ImageBuilder::busybox()
+        .unwrap()
+        .layer(secret_layer)
+        .build()
+        .unwrap();
+    private.push(&env.registry, "private:v1").await.unwrap();
+    try_pull(&mut c, &env.registry.reference("private:v1"))
+        .await
+        .unwrap();
+    let thief = ImageBuilder::busybox()
+        .unwrap()
+        .layer(LayerBuilder::new().file("other", "mine", 0o644))
+        .diff_id(1, &secret_diff_id)
+        .build()
+        .unwrap();
+    thief.push(&env.registry, "thief:v1").await.unwrap();
+    refused(&env, &mut c, "thief:v1", "diff").await;
+
+    // The same layer content under another blob (recompressed) is reused
+    // honestly: its blob really produces the diff ID.
+    let same = ImageBuilder::busybox()
+        .unwrap()
+        .layer(
+            LayerBuilder::new()
+                .compression(crius_test_support::image::Compression::Gzip)
+                .file("secret", "s3cret", 0o600),
+        )
+        .build()
+        .unwrap();
+    same.push(&env.registry, "same:v1").await.unwrap();
+    try_pull(&mut c, &env.registry.reference("same:v1"))
+        .await
+        .unwrap();
+}
+
+/// Artifacts: a symlink planted by one layer is never written through by a
+/// later one; titles that climb, are absolute, repeat or nest under a
+/// file are refused; nothing lands outside the store.
+#[tokio::test]
+async fn hostile_artifacts_are_refused() {
+    let env = env("").await;
+    let mut c = env.client().await;
+    let canary = canary();
+    let host = canary.path().display().to_string();
+    let plant = || LayerBuilder::new().symlink("d", &host).build().unwrap().0;
+    let (dir_tar, _) = LayerBuilder::new()
+        .dir("d", 0o755)
+        .file("d/pwned", "x", 0o644)
+        .build()
+        .unwrap();
+    let cases: Vec<(&str, ArtifactBuilder, &str)> = vec![
+        (
+            "plant-then-file",
+            ArtifactBuilder::new("application/vnd.test")
+                .layer(plant())
+                .file("d/pwned", OCI_LAYER_TAR, "x"),
+            "d/pwned",
+        ),
+        (
+            "plant-then-dir",
+            ArtifactBuilder::new("application/vnd.test")
+                .layer(plant())
+                .layer(
+                    dir_tar
+                        .clone()
+                        .annotated(TITLE, "d")
+                        .annotated("io.deis.oras.content.unpack", "true"),
+                ),
+            "already provided",
+        ),
+        (
+            "plant-then-untitled-tar",
+            ArtifactBuilder::new("application/vnd.test")
+                .layer(plant())
+                .layer(dir_tar.clone()),
+            "already provided",
+        ),
+        (
+            "climbing-title",
+            ArtifactBuilder::new("application/vnd.test").file(
+                "../../../../../../../../tmp/x",
+                "text/plain",
+                "x",
+            ),
+            "\"..\"",
+        ),
+        (
+            "absolute-title",
+            ArtifactBuilder::new("application/vnd.test").file(
+                &format!("{host}/pwned"),
+                "text/plain",
+                "x",
+            ),
+            "absolute",
+        ),
+        (
+            "nul-title",
+            ArtifactBuilder::new("application/vnd.test").file("a\0b", "text/plain", "x"),
+            "NUL",
+        ),
+        (
+            "duplicate-title",
+            ArtifactBuilder::new("application/vnd.test")
+                .file("a", "text/plain", "1")
+                .file("a", "text/plain", "2"),
+            "writing a",
+        ),
+        (
+            "title-under-a-file",
+            ArtifactBuilder::new("application/vnd.test")
+                .file("a", "text/plain", "1")
+                .file("a/b", "text/plain", "2"),
+            "a/b",
+        ),
+        (
+            "unpack-dir-outside-its-title",
+            ArtifactBuilder::new("application/vnd.test").layer(
+                dir_tar
+                    .clone()
+                    .annotated(TITLE, "other")
+                    .annotated("io.deis.oras.content.unpack", "true"),
+            ),
+            "outside the directory",
+        ),
+        (
+            "model-filepath-climbs",
+            ArtifactBuilder::new("application/vnd.cncf.model.manifest.v1+json").layer(
+                Blob::new("application/vnd.cncf.model.weight.v1.raw", b"w".to_vec())
+                    .annotated("org.cncf.model.filepath", "../../w"),
+            ),
+            "org.cncf.model.filepath",
+        ),
+    ];
+    for (name, a, needle) in cases {
+        let m = a.build().unwrap();
+        let tag = format!("{name}:v1");
+        m.push(&env.registry, &tag).await.unwrap();
+        refused(&env, &mut c, &tag, needle).await;
+        assert_untouched(canary.path());
+    }
+    // Nothing half-made is left in the store.
+    let leftovers: Vec<_> = std::fs::read_dir(env.daemon.root.join("images/artifacts"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

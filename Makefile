@@ -5,6 +5,7 @@
 #   make test     install missing system packages, then run every test (root)
 #   make lint     rustfmt check + clippy -D warnings
 #   make bench    benchmarks, printing their figures
+#   make conformance  critest (cri-tools) against a debug build, offline (root)
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -22,7 +23,11 @@ APT_PACKAGES := $(BUILD_PACKAGES) runc crun containernetworking-plugins docker-r
 PYENV := target/pyenv
 PY_PACKAGES := grpcio grpcio-tools
 
-.PHONY: all build build-deps run test deps pyenv cgroup-prep lint bench install clean
+# What `make conformance` needs beyond the test packages: a static libc for
+# the stand-ins that must be binaries (pause, and nonewprivs's setuid nnp).
+CONFORMANCE_PACKAGES := gcc libc6-dev python3 util-linux
+
+.PHONY: all build build-deps run test deps pyenv cgroup-prep lint bench conformance install clean
 
 all: build
 
@@ -75,6 +80,32 @@ lint:
 bench: deps cgroup-prep
 	$(CARGO) build --release --locked --workspace --bins
 	$(CARGO) bench --workspace --locked
+
+# The busybox the conformance stand-ins are built from. Debian's busybox-static
+# runs its applets inside its sh (FEATURE_SH_STANDALONE), so a masked /bin/ls
+# still runs and critest's MaskedPaths spec cannot pass; Debian's dynamically
+# linked busybox, like the upstream busybox images, runs them from /bin. It
+# conflicts with busybox-static, so it is unpacked under target/, not installed.
+CONFORMANCE_BUSYBOX := target/conformance/busybox/bin/busybox
+
+$(CONFORMANCE_BUSYBOX):
+	@rm -rf target/conformance/busybox && mkdir -p target/conformance/busybox
+	cd target/conformance/busybox && { apt-get download busybox 2>/dev/null || \
+		{ apt-get update -qq && apt-get download busybox; }; } && dpkg-deb -x busybox_*.deb .
+
+# The real critest against crius (debug build, crius-monitor beside it), every
+# image it pulls served by a loopback registry of busybox stand-ins; see
+# test/conformance/README.md. critest is not packaged: put it in PATH or set
+# CRITEST=/path/to/critest (run.sh says how to build it, and exits 0 without it).
+# Pass critest flags with CRITEST_FLAGS, e.g. CRITEST_FLAGS="-ginkgo.focus='Image Manager'".
+# Logs and the summary go to target/conformance/.
+conformance:
+	@$(MAKE) --no-print-directory deps APT_PACKAGES="$(APT_PACKAGES) $(CONFORMANCE_PACKAGES)"
+	@$(MAKE) --no-print-directory $(CONFORMANCE_BUSYBOX) || \
+		echo "conformance: could not unpack Debian's busybox; stand-ins use busybox-static (MaskedPaths will fail)"
+	$(CARGO) build --locked --workspace --bins
+	BUSYBOX=$$(test -x $(CONFORMANCE_BUSYBOX) && realpath $(CONFORMANCE_BUSYBOX) || echo /bin/busybox) \
+		test/conformance/run.sh $(CRITEST_FLAGS)
 
 install: build
 	install -D -m 0755 target/release/crius $(DESTDIR)$(PREFIX)/bin/crius

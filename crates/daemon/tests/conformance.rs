@@ -259,3 +259,40 @@ async fn huge_durations_are_clamped() {
     assert_eq!(s.exit_code, 3, "stopped by its stop signal: {s:?}");
     remove_pod(&mut c, &pod).await;
 }
+
+/// A container that asks for the pod's namespaces (as critest's host
+/// network containers do, sending no namespace options) in a pod on the
+/// host's network and IPC gets the host's, not fresh ones.
+#[tokio::test]
+async fn pod_mode_in_a_host_network_pod_is_the_hosts() {
+    let env = env("").await;
+    let mut c = env.client().await;
+    let mut pc = pod_config("hostnet", &env.logs);
+    let ns = pc
+        .linux
+        .as_mut()
+        .unwrap()
+        .security_context
+        .as_mut()
+        .unwrap()
+        .namespace_options
+        .as_mut()
+        .unwrap();
+    ns.network = NamespaceMode::Node as i32;
+    ns.ipc = NamespaceMode::Node as i32;
+    let pod = run_pod(&mut c, pc.clone(), "runc").await;
+    let mut cc = container_config("web", &env.image, &["sleep", "300"]);
+    cc.linux.as_mut().unwrap().security_context = None;
+    let id = create(&mut c, &pod, &pc, cc).await.unwrap();
+    start(&mut c, &id).await;
+    for kind in ["net", "ipc"] {
+        let out = exec(&mut c, &id, &["readlink", &format!("/proc/self/ns/{kind}")]).await;
+        let host = std::fs::read_link(format!("/proc/self/ns/{kind}")).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            host.display().to_string(),
+            "{kind}"
+        );
+    }
+    remove_pod(&mut c, &pod).await;
+}

@@ -485,6 +485,16 @@ pub fn diff_id_of(reader: impl Read) -> io::Result<String> {
     Ok(format!("sha256:{}", hex::encode(h.finalize())))
 }
 
+/// The extended attributes a layer may set: file capabilities, user
+/// attributes (but not overlayfs's own `user.overlay.*`) and POSIX ACLs.
+/// Everything else (`trusted.*`, other `security.*` labels) is dropped.
+pub fn xattr_allowed(name: &[u8]) -> bool {
+    name == b"security.capability"
+        || name == b"system.posix_acl_access"
+        || name == b"system.posix_acl_default"
+        || (name.starts_with(b"user.") && !name.starts_with(b"user.overlay."))
+}
+
 fn parse_diff_id(id: &str) -> Option<[u8; 32]> {
     if !valid_diff_id(id) {
         return None;
@@ -1156,9 +1166,11 @@ impl Extractor {
                 }
                 k if k.starts_with(b"SCHILY.xattr.") => {
                     let name = &k[b"SCHILY.xattr.".len()..];
-                    if name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.") {
-                        // Only this module decides what overlayfs sees.
-                        warn!(path = %path, xattr = %String::from_utf8_lossy(name), "ignoring overlayfs-private xattr in layer");
+                    if !xattr_allowed(name) {
+                        // Only this module decides what overlayfs sees, and
+                        // an image never sets trusted.* or security.* labels
+                        // (SELinux, IMA, SMACK) on the host.
+                        warn!(path = %path, xattr = %String::from_utf8_lossy(name), "ignoring an xattr outside the allowlist in layer");
                         continue;
                     }
                     let name = std::ffi::CString::new(name)
@@ -2380,6 +2392,25 @@ mod tests {
             "{err}"
         );
         f.assert_clean();
+    }
+
+    #[test]
+    fn xattr_allowlist() {
+        for (name, ok) in [
+            (&b"security.capability"[..], true),
+            (b"user.mime_type", true),
+            (b"system.posix_acl_access", true),
+            (b"system.posix_acl_default", true),
+            (b"user.overlay.opaque", false),
+            (b"trusted.overlay.opaque", false),
+            (b"trusted.anything", false),
+            (b"security.selinux", false),
+            (b"security.ima", false),
+            (b"system.nfs4_acl", false),
+            (b"", false),
+        ] {
+            assert_eq!(xattr_allowed(name), ok, "{}", String::from_utf8_lossy(name));
+        }
     }
 
     #[test]

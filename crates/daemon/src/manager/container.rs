@@ -6,7 +6,7 @@ use super::{blocking, filters, hostmounts, ids, now_ns, Ctr, Manager, ManagerErr
 use crate::state::{encode_config, ContainerPhase, ContainerRecord, RECORD_VERSION};
 use crius_cri_api::v1::{
     ContainerConfig, ContainerFilter, ContainerState, LinuxContainerResources, MountPropagation,
-    PodSandboxConfig, Signal,
+    NamespaceMode, PodSandboxConfig, Signal,
 };
 use crius_image_store::db::ImageRecord;
 use crius_oci_runtime::runtime::{exit_status, ContainerFiles, ExecOutput, OciRuntime};
@@ -547,6 +547,7 @@ impl Manager {
             config.ok_or_else(|| ManagerError::InvalidArgument("config is required".into()))?;
         let key = container_key(&pod.id, &config)?;
         let pod_rec = pod.record();
+        let (pod_net, pod_ipc, pod_pid) = super::sandbox::pod_modes(&pod.config)?;
         if !pod.accepts_containers() {
             return Err(ManagerError::FailedPrecondition(format!(
                 "pod sandbox {} is not ready (stopped, or being stopped)",
@@ -694,6 +695,9 @@ impl Manager {
                 ipc: pod_rec.ipcns.clone(),
                 uts: pod_rec.utsns.clone(),
                 pid: pod_rec.pidns.clone(),
+                host_network: pod_net == NamespaceMode::Node,
+                host_ipc: pod_ipc == NamespaceMode::Node,
+                host_pid: pod_pid == NamespaceMode::Node,
             },
             config: config.clone(),
             image_config,

@@ -79,6 +79,12 @@ pub struct PodNamespaces {
     pub ipc: Option<PathBuf>,
     pub uts: Option<PathBuf>,
     pub pid: Option<PathBuf>,
+    /// The pod uses the host's network (and UTS), IPC or PID namespace: a
+    /// container asking for the pod's gets the host's (critest's host
+    /// network containers send no namespace options at all).
+    pub host_network: bool,
+    pub host_ipc: bool,
+    pub host_pid: bool,
 }
 
 /// Files the pod provides to all its containers.
@@ -205,16 +211,25 @@ fn ns(typ: LinuxNamespaceType, path: Option<&PathBuf>) -> Result<LinuxNamespace,
 ///
 /// network/ipc/uts: NODE → host (omitted); otherwise the pod's pinned file
 /// when given, else a new one. UTS follows the network mode. pid: POD → the
-/// pod's namespace, CONTAINER → new, NODE → host. TARGET → error.
+/// pod's namespace, CONTAINER → new, NODE → host. POD in a pod that uses
+/// the host's namespace → the host's. TARGET → error.
 pub fn namespaces(
     opts: Option<&NamespaceOption>,
     pod: &PodNamespaces,
 ) -> Result<(Vec<LinuxNamespace>, bool), SpecError> {
     let default = NamespaceOption::default();
     let opts = opts.unwrap_or(&default);
-    let network = mode("network", opts.network)?;
-    let ipc = mode("ipc", opts.ipc)?;
-    let pid = mode("pid", opts.pid)?;
+    // POD means whatever the pod has, the host's included.
+    let follow = |m: NamespaceMode, host: bool| {
+        if m == NamespaceMode::Pod && host {
+            NamespaceMode::Node
+        } else {
+            m
+        }
+    };
+    let network = follow(mode("network", opts.network)?, pod.host_network);
+    let ipc = follow(mode("ipc", opts.ipc)?, pod.host_ipc);
+    let pid = follow(mode("pid", opts.pid)?, pod.host_pid);
     if let Some(userns) = &opts.userns_options {
         let m = mode("userns_options.mode", userns.mode)?;
         if m != NamespaceMode::Node {

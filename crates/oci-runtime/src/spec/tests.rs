@@ -123,6 +123,7 @@ fn pod_namespaces() -> PodNamespaces {
         ipc: Some("/run/ipcns/pod".into()),
         uts: Some("/run/utsns/pod".into()),
         pid: None,
+        ..Default::default()
     }
 }
 
@@ -601,6 +602,31 @@ fn namespace_modes() {
             PodNamespaces::default(),
             json!([{"type": "mount"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "pid"}]),
             true,
+        ),
+        // POD in a pod on the host's namespaces: the host's.
+        (
+            Pod,
+            Pod,
+            Pod,
+            PodNamespaces {
+                host_network: true,
+                host_ipc: true,
+                host_pid: true,
+                ..PodNamespaces::default()
+            },
+            json!([{"type": "mount"}]),
+            false,
+        ),
+        (
+            Pod,
+            Container,
+            Pod,
+            PodNamespaces {
+                host_network: true,
+                ..pinned.clone()
+            },
+            json!([{"type": "mount"}, {"type": "ipc", "path": "/run/ipcns/pod"}, {"type": "pid"}]),
+            false,
         ),
     ];
     for (i, (net, pid, ipc, pod_ns, want, want_uts)) in cases.into_iter().enumerate() {

@@ -6,6 +6,7 @@
 #   make lint     rustfmt check + clippy -D warnings
 #   make bench    benchmarks, printing their figures
 #   make conformance  critest (cri-tools) against a debug build, offline (root)
+#   make soak     the kill -9 storm at length (CRIUS_SOAK_ROUNDS seeds, default 5)
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -27,7 +28,7 @@ PY_PACKAGES := grpcio grpcio-tools
 # the stand-ins that must be binaries (pause, and nonewprivs's setuid nnp).
 CONFORMANCE_PACKAGES := gcc libc6-dev python3 util-linux
 
-.PHONY: all build build-deps run test deps pyenv cgroup-prep lint bench conformance install clean
+.PHONY: all build build-deps run test deps pyenv cgroup-prep lint bench conformance soak install clean
 
 all: build
 
@@ -71,6 +72,11 @@ test: deps pyenv cgroup-prep
 	@mkdir -p target
 	set -o pipefail; $(CARGO) test --workspace --locked --no-fail-fast --lib --bins --tests 2>&1 | tee target/test.log
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "%d passed, %d failed\n", p, f }' target/test.log
+
+# Many more pod lifecycles and daemon kills than `make test`'s three short
+# storms, over several seeds (tests/crash_storm.rs).
+soak: deps pyenv cgroup-prep
+	$(CARGO) test --locked -p crius --test crash_storm -- --ignored --nocapture
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -80,6 +80,17 @@ pub struct Config {
     /// binary in an image volume must run); a cluster that wants the old
     /// hardening turns it back on.
     pub image_volume_noexec: bool,
+    /// Caps on what a pull unpacks (a gzip or zstd bomb, a layer of
+    /// millions of files): uncompressed bytes and tar entries, per layer and
+    /// per image. Past one, the pull fails and nothing of it is visible.
+    pub max_layer_bytes: u64,
+    pub max_layer_entries: u64,
+    pub max_image_bytes: u64,
+    pub max_image_entries: u64,
+    /// Send kubelet's pull secret for a registry to its mirrors too. Off: a
+    /// mirror gets only its own auth-file entry (or anonymous access), so a
+    /// secret never reaches a host it was not issued for.
+    pub mirror_pull_secrets: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,6 +132,11 @@ impl Default for Config {
             namespace_pool_size: 4,
             monitor_pool_size: 2,
             image_volume_noexec: false,
+            max_layer_bytes: crius_image_store::unpack::DEFAULT_MAX_LAYER_BYTES,
+            max_layer_entries: crius_image_store::unpack::DEFAULT_MAX_LAYER_ENTRIES,
+            max_image_bytes: crius_image_store::unpack::DEFAULT_MAX_IMAGE_BYTES,
+            max_image_entries: crius_image_store::unpack::DEFAULT_MAX_IMAGE_ENTRIES,
+            mirror_pull_secrets: false,
         }
     }
 }
@@ -382,6 +398,11 @@ mod tests {
             namespace_pool_size: 0,
             monitor_pool_size: 7,
             image_volume_noexec: true,
+            max_layer_bytes: 1,
+            max_layer_entries: 2,
+            max_image_bytes: 3,
+            max_image_entries: 4,
+            mirror_pull_secrets: true,
         };
         assert_eq!(Config::from_toml_str(&c.to_toml()).unwrap(), c);
     }

@@ -256,3 +256,76 @@ async fn hostile_artifacts_are_refused() {
         .unwrap_or_default();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// Decompression bombs and floods of entries fail the pull under the
+/// configured caps, per layer and per image; nothing of them is visible.
+#[tokio::test]
+async fn bombs_and_floods_are_capped() {
+    use crius_test_support::image::Compression;
+    let env = env(
+        "max_layer_bytes = 4194304\nmax_layer_entries = 1000\nmax_image_bytes = 6291456\nmax_image_entries = 1500\n",
+    )
+    .await;
+    let mut c = env.client().await;
+    let zeros = |mib: usize| vec![0u8; mib << 20];
+    // 16 MiB of zeros: a few KiB gzipped.
+    let bomb = ImageBuilder::scratch()
+        .layer(
+            LayerBuilder::new()
+                .compression(Compression::Gzip)
+                .file("zeros", zeros(16), 0o644),
+        )
+        .build()
+        .unwrap();
+    assert!(bomb.layers[0].data.len() < 100_000);
+    bomb.push(&env.registry, "bomb:v1").await.unwrap();
+    refused(&env, &mut c, "bomb:v1", "max_layer_bytes").await;
+    // Two layers of 3 MiB: each under the layer cap, together over the image's.
+    let two = ImageBuilder::scratch()
+        .layer(
+            LayerBuilder::new()
+                .compression(Compression::Gzip)
+                .file("a", zeros(3), 0o644),
+        )
+        .layer(
+            LayerBuilder::new()
+                .compression(Compression::Gzip)
+                .file("b", zeros(3), 0o644),
+        )
+        .build()
+        .unwrap();
+    two.push(&env.registry, "two:v1").await.unwrap();
+    refused(&env, &mut c, "two:v1", "max_image_bytes").await;
+    // 1200 empty files in one layer; then 2 x 800 over the image's 1500.
+    // (The caps sit above the busybox image the harness pulls first.)
+    let mut flood = LayerBuilder::new();
+    for i in 0..1200 {
+        flood = flood.file(&format!("f{i}"), "", 0o644);
+    }
+    let flood = ImageBuilder::scratch().layer(flood).build().unwrap();
+    flood.push(&env.registry, "flood:v1").await.unwrap();
+    refused(&env, &mut c, "flood:v1", "max_layer_entries").await;
+    let eighty = |p: &str| {
+        let mut l = LayerBuilder::new();
+        for i in 0..800 {
+            l = l.file(&format!("{p}{i}"), "", 0o644);
+        }
+        l
+    };
+    let wide = ImageBuilder::scratch()
+        .layer(eighty("a"))
+        .layer(eighty("b"))
+        .build()
+        .unwrap();
+    wide.push(&env.registry, "wide:v1").await.unwrap();
+    refused(&env, &mut c, "wide:v1", "max_image_entries").await;
+    // Under every cap, an image pulls.
+    let fine = ImageBuilder::scratch()
+        .layer(LayerBuilder::new().file("ok", zeros(1), 0o644))
+        .build()
+        .unwrap();
+    fine.push(&env.registry, "fine:v1").await.unwrap();
+    try_pull(&mut c, &env.registry.reference("fine:v1"))
+        .await
+        .unwrap();
+}

@@ -955,3 +955,58 @@ async fn image_index_resolves_to_this_platform() {
         e.message()
     );
 }
+
+/// A pull secret for a registry is not sent to its mirror (which gets
+/// anonymous access, fails with 401, and the origin serves the pull), unless
+/// the operator sets `mirror_pull_secrets`.
+#[tokio::test]
+async fn pull_secrets_stay_with_their_registry_unless_mirrors_are_trusted() {
+    let origin = Registry::start_with_auth("kube", "s3cret").await.unwrap();
+    let mirror = Registry::start_with_auth("kube", "s3cret").await.unwrap();
+    let image = busybox();
+    image
+        .push_as(&origin, "secret/app:1", origin.credentials())
+        .await
+        .unwrap();
+    image
+        .push_as(&mirror, "secret/app:1", mirror.credentials())
+        .await
+        .unwrap();
+    let conf_dir = tempfile::tempdir().unwrap();
+    let conf = conf_dir.path().join("registries.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[[registry]]\nprefix = \"{o}\"\nlocation = \"{o}\"\n\n[[registry.mirror]]\nlocation = \"{m}\"\n",
+            o = origin.host(),
+            m = mirror.host()
+        ),
+    )
+    .unwrap();
+    for (trusted, via_mirror) in [(false, false), (true, true)] {
+        let d = Daemon::builder(BIN)
+            .config_toml(format!(
+                "registries_conf = \"{}\"\nauth_file = \"{}/none.json\"\nmirror_pull_secrets = {trusted}\npull_retry_budget_seconds = 1\n",
+                conf.display(),
+                conf_dir.path().display()
+            ))
+            .start()
+            .await
+            .unwrap();
+        let mut c = d.client().await.unwrap();
+        c.image
+            .pull_image(pull_req(
+                &origin.reference("secret/app:1"),
+                basic("kube", "s3cret"),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(
+            !d.log().contains("mirror failed"),
+            via_mirror,
+            "mirror_pull_secrets = {trusted}: {}",
+            d.log()
+        );
+        assert!(!d.log().contains("s3cret"), "a secret in the log");
+    }
+}

@@ -121,7 +121,11 @@ fn sys(what: String) -> impl FnOnce(Errno) -> UnpackError {
 
 /// Builds the content directory in a sibling temp dir, then renames it to
 /// `target`; on error nothing is left behind.
-pub fn materialize(layers: &[(PathBuf, LayerRecord)], target: &Path) -> Result<(), UnpackError> {
+pub fn materialize(
+    layers: &[(PathBuf, LayerRecord)],
+    target: &Path,
+    limits: &unpack::Limits,
+) -> Result<(), UnpackError> {
     let parent = target
         .parent()
         .ok_or_else(|| invalid(format!("{} has no parent", target.display())))?;
@@ -135,7 +139,7 @@ pub fn materialize(layers: &[(PathBuf, LayerRecord)], target: &Path) -> Result<(
         std::fs::remove_dir_all(&tmp)?;
     }
     std::fs::create_dir(&tmp)?;
-    let result = fill(layers, &tmp).and_then(|()| {
+    let result = fill(layers, &tmp, limits).and_then(|()| {
         nix::unistd::syncfs(std::fs::File::open(&tmp)?).map_err(std::io::Error::from)?;
         std::fs::rename(&tmp, target)?;
         Ok(())
@@ -254,7 +258,11 @@ fn merge(
     Ok(())
 }
 
-fn fill(layers: &[(PathBuf, LayerRecord)], root: &Path) -> Result<(), UnpackError> {
+fn fill(
+    layers: &[(PathBuf, LayerRecord)],
+    root: &Path,
+    limits: &unpack::Limits,
+) -> Result<(), UnpackError> {
     let root_fd = nix::fcntl::open(
         root,
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
@@ -271,7 +279,13 @@ fn fill(layers: &[(PathBuf, LayerRecord)], root: &Path) -> Result<(), UnpackErro
                 // then merged into place through fds.
                 let staging_name = format!(".layer-{i}");
                 let staging = root.join(&staging_name);
-                unpack::unpack_tar_into(std::io::BufReader::new(f), None, &staging, Mode::Plain)?;
+                unpack::unpack_tar_into(
+                    std::io::BufReader::new(f),
+                    None,
+                    &staging,
+                    Mode::Plain,
+                    limits,
+                )?;
                 let staging_fd = open_dir_beneath(root_fd.as_fd(), Path::new(&staging_name))
                     .map_err(sys(format!("layer {digest}: opening staged content")))?;
                 if let Placement::TarOfDir(dir) = &place {

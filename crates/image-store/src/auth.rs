@@ -192,6 +192,24 @@ impl fmt::Debug for AuthFile {
 
 const INLINE_ORIGIN: &str = "auth.json";
 
+/// Why an auth file's ownership or mode lets others read (or replace) its
+/// credentials: group/other permission bits, or an owner other than root.
+/// None when it is fine or cannot be read.
+pub fn loose_permissions(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    if m.mode() & 0o077 != 0 {
+        return Some(format!(
+            "is mode {:04o} (group/other may read it)",
+            m.mode() & 0o7777
+        ));
+    }
+    if m.uid() != 0 {
+        return Some(format!("is owned by uid {}, not root", m.uid()));
+    }
+    None
+}
+
 impl AuthFile {
     /// Parses auth-file JSON. Keys other than "auths" (credHelpers, credsStore, ...) are ignored.
     pub fn parse(json: &str) -> Result<Self, AuthError> {

@@ -27,6 +27,15 @@ pub struct StoreConfig {
     /// After a failed pull of a reference, further pulls of it fail fast for
     /// this long.
     pub failure_backoff: Duration,
+    /// Caps on unpacked content: (uncompressed bytes, entries) per layer and
+    /// per image.
+    pub max_layer_bytes: u64,
+    pub max_layer_entries: u64,
+    pub max_image_bytes: u64,
+    pub max_image_entries: u64,
+    /// Send a CRI pull secret to mirrors of its registry too (by default a
+    /// mirror gets only its own auth-file entry, or anonymous access).
+    pub mirror_pull_secrets: bool,
 }
 
 impl StoreConfig {
@@ -38,6 +47,11 @@ impl StoreConfig {
             retry: RetryPolicy::default(),
             max_concurrent_downloads: 6,
             failure_backoff: Duration::from_secs(10),
+            max_layer_bytes: crate::unpack::DEFAULT_MAX_LAYER_BYTES,
+            max_layer_entries: crate::unpack::DEFAULT_MAX_LAYER_ENTRIES,
+            max_image_bytes: crate::unpack::DEFAULT_MAX_IMAGE_BYTES,
+            max_image_entries: crate::unpack::DEFAULT_MAX_IMAGE_ENTRIES,
+            mirror_pull_secrets: false,
         }
     }
 }
@@ -288,6 +302,9 @@ impl ImageStore {
         repository: &str,
     ) -> Result<Option<Auth>, StoreError> {
         for f in &self.cfg.auth_files {
+            if let Some(why) = crate::auth::loose_permissions(f) {
+                warn_once(f, &why);
+            }
             if let Some(file) = AuthFile::load(f)? {
                 if let Some(a) = file.lookup(registry, repository) {
                     return Ok(Some(a.clone()));
@@ -332,11 +349,17 @@ impl ImageStore {
         let mut errors = Vec::new();
         for (i, ep) in endpoints.iter().enumerate() {
             let last = i + 1 == endpoints.len();
+            // A pull secret belongs to the registry it was issued for: a
+            // mirror gets its own auth-file entry, or anonymous access, unless
+            // the operator trusts mirrors with pull secrets.
             let creds = match (ep.mirror, &auth) {
                 (false, Some(a)) => a.clone(),
-                _ => self
+                (false, None) => self
                     .credentials_for(&ep.registry, &ep.repository)?
-                    .or_else(|| auth.clone())
+                    .unwrap_or(Auth::Anonymous),
+                (true, _) => self
+                    .credentials_for(&ep.registry, &ep.repository)?
+                    .or_else(|| auth.clone().filter(|_| self.cfg.mirror_pull_secrets))
                     .unwrap_or(Auth::Anonymous),
             };
             tracing::info!(reference = %r, registry = %ep.registry, mirror = ep.mirror, auth = creds.kind(), "pulling");
@@ -427,6 +450,7 @@ impl ImageStore {
             .map_err(err)?;
         let (user, diff_ids) = self.image_config(r, &config, &layers)?;
         let _unpack_pins = self.pin(diff_ids.iter().cloned());
+        let limits = self.limits();
         let total: u64 = layers.iter().map(|l| l.size).sum();
         // Each layer is unpacked as soon as it is stored, overlapping with the
         // other downloads, so a pull costs little more than its download.
@@ -434,10 +458,11 @@ impl ImageStore {
             futures_util::stream::iter(layers.iter().cloned().enumerate().map(|(i, l)| {
                 let progress = &progress;
                 let diff_id = diff_ids.get(i).cloned();
+                let limits = &limits;
                 async move {
                     let fetched = self.fetch_blob(remote, &l, progress).await.map_err(err)?;
                     if let Some(diff_id) = diff_id {
-                        self.ensure_layer(r, &l.digest, &diff_id).await?;
+                        self.ensure_layer(r, &l.digest, &diff_id, limits).await?;
                     }
                     Ok::<u64, StoreError>(fetched)
                 }
@@ -571,8 +596,9 @@ impl ImageStore {
                 .map(|l| Ok((self.layout.blob_path(&l.digest)?, l.clone())))
                 .collect::<Result<_, LayoutError>>()?;
             let digest = record.manifest_digest.clone();
+            let limits = self.limits();
             return tokio::task::spawn_blocking(move || {
-                crate::artifact::materialize(&layers, &target)
+                crate::artifact::materialize(&layers, &target, &limits)
             })
             .await
             .map_err(task_failed("artifact task"))?
@@ -590,6 +616,7 @@ impl ImageStore {
         r: &ImageRef,
         digest: &str,
         diff_id: &str,
+        limits: &crate::unpack::Limits,
     ) -> Result<(), StoreError> {
         let target = self
             .layer_dir(diff_id)
@@ -639,9 +666,15 @@ impl ImageStore {
         })?;
         let started = Instant::now();
         let id = diff_id.to_string();
+        let limits = limits.clone();
         let stats = tokio::task::spawn_blocking(move || {
             let f = std::fs::File::open(&blob).map_err(crate::unpack::UnpackError::from)?;
-            crate::unpack::unpack_layer(std::io::BufReader::with_capacity(1 << 20, f), &id, &target)
+            crate::unpack::unpack_layer_with(
+                std::io::BufReader::with_capacity(1 << 20, f),
+                &id,
+                &target,
+                &limits,
+            )
         })
         .await
         .map_err(task_failed("unpack task"))?
@@ -656,6 +689,18 @@ impl ImageStore {
             "unpacked layer"
         );
         Ok(())
+    }
+
+    /// The unpack caps of one pull: per layer, and a budget its layers share.
+    fn limits(&self) -> crate::unpack::Limits {
+        crate::unpack::Limits {
+            layer_bytes: self.cfg.max_layer_bytes,
+            layer_entries: self.cfg.max_layer_entries,
+            image: Some(Arc::new(crate::unpack::ImageBudget::new(
+                self.cfg.max_image_bytes,
+                self.cfg.max_image_entries,
+            ))),
+        }
     }
 
     /// Notes that the blob behind `source` produces `diff_id` (write,
@@ -1037,6 +1082,15 @@ impl Drop for Pins<'_> {
                 }
             }
         }
+    }
+}
+
+/// Logs a warning about an auth file once per file and reason.
+fn warn_once(path: &Path, why: &str) {
+    static SEEN: std::sync::OnceLock<Mutex<HashSet<String>>> = std::sync::OnceLock::new();
+    let key = format!("{}\0{why}", path.display());
+    if lock(SEEN.get_or_init(Default::default)).insert(key) {
+        tracing::warn!(path = %path.display(), "auth file {why}: credentials may be readable by others");
     }
 }
 

@@ -70,6 +70,53 @@ pub struct UnpackStats {
     pub skipped_devices: u64,
 }
 
+/// Caps on what one layer, and one image's layers together, may unpack to:
+/// a gzip or zstd bomb (a few KiB that decompress to terabytes) or a layer
+/// of millions of empty files fails the pull instead of filling the disk.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Bytes of the uncompressed tar stream of one layer.
+    pub layer_bytes: u64,
+    /// Tar entries of one layer.
+    pub layer_entries: u64,
+    /// Shared by the layers of one pull (they unpack in parallel).
+    pub image: Option<std::sync::Arc<ImageBudget>>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            layer_bytes: DEFAULT_MAX_LAYER_BYTES,
+            layer_entries: DEFAULT_MAX_LAYER_ENTRIES,
+            image: None,
+        }
+    }
+}
+
+pub const DEFAULT_MAX_LAYER_BYTES: u64 = 100 << 30;
+pub const DEFAULT_MAX_LAYER_ENTRIES: u64 = 5_000_000;
+pub const DEFAULT_MAX_IMAGE_BYTES: u64 = 200 << 30;
+pub const DEFAULT_MAX_IMAGE_ENTRIES: u64 = 10_000_000;
+
+/// What the layers of one pull have unpacked so far, against its caps.
+#[derive(Debug, Default)]
+pub struct ImageBudget {
+    pub max_bytes: u64,
+    pub max_entries: u64,
+    bytes: AtomicU64,
+    entries: AtomicU64,
+}
+
+impl ImageBudget {
+    pub fn new(max_bytes: u64, max_entries: u64) -> Self {
+        ImageBudget {
+            max_bytes,
+            max_entries,
+            ..Default::default()
+        }
+    }
+}
+
 /// How entries are interpreted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -83,6 +130,12 @@ pub enum Mode {
 /// offending tar entry path (lossy UTF-8).
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {
+    #[error("layer {what} exceeds the limit of {limit} ({key})")]
+    TooLarge {
+        what: &'static str,
+        limit: u64,
+        key: &'static str,
+    },
     #[error("layer target {}: invalid expected diff_id {diff_id:?}: must be \"sha256:\" followed by 64 hex digits", target.display())]
     InvalidDiffId { target: PathBuf, diff_id: String },
     #[error("layer target {}: {reason}", target.display())]
@@ -182,7 +235,23 @@ pub fn unpack_layer(
     expected_diff_id: &str,
     target: &Path,
 ) -> Result<UnpackStats, UnpackError> {
-    unpack_tar_into(reader, Some(expected_diff_id), target, Mode::OverlayLayer)
+    unpack_layer_with(reader, expected_diff_id, target, &Limits::default())
+}
+
+/// [`unpack_layer`] under explicit [`Limits`].
+pub fn unpack_layer_with(
+    reader: impl Read + Send,
+    expected_diff_id: &str,
+    target: &Path,
+    limits: &Limits,
+) -> Result<UnpackStats, UnpackError> {
+    unpack_tar_into(
+        reader,
+        Some(expected_diff_id),
+        target,
+        Mode::OverlayLayer,
+        limits,
+    )
 }
 
 /// Like [`unpack_layer`], with an optional diff_id check and a choice of
@@ -193,6 +262,7 @@ pub fn unpack_tar_into(
     expected_diff_id: Option<&str>,
     target: &Path,
     mode: Mode,
+    limits: &Limits,
 ) -> Result<UnpackStats, UnpackError> {
     let expected = match expected_diff_id {
         Some(id) => Some(parse_diff_id(id).ok_or_else(|| UnpackError::InvalidDiffId {
@@ -247,7 +317,7 @@ pub fn unpack_tar_into(
     )
     .map_err(target_err("opening temp dir"))?;
 
-    let mut ex = Extractor::new(root, mode);
+    let mut ex = Extractor::new(root, mode, limits.clone());
     let digest = ex.extract(reader)?;
     if let Some(expected) = expected {
         if digest != expected {
@@ -589,8 +659,13 @@ impl Read for ChannelReader {
 
 /// Decompresses `reader`, hashes the uncompressed bytes and sends them on in
 /// chunks; returns the sha256 of everything sent.
-fn produce<R: Read>(reader: R, tx: std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>) -> [u8; 32] {
+fn produce<R: Read>(
+    reader: R,
+    tx: std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
+    limits: &Limits,
+) -> [u8; 32] {
     let mut hasher = Sha256::new();
+    let mut total: u64 = 0;
     let mut stream = match decompress(reader) {
         Ok(s) => s,
         Err(e) => {
@@ -615,6 +690,31 @@ fn produce<R: Read>(reader: R, tx: std::sync::mpsc::SyncSender<io::Result<Vec<u8
             }
         };
         chunk.truncate(filled);
+        // Counted as it is decompressed, before anything is written: a bomb
+        // stops within one chunk of its cap.
+        total += filled as u64;
+        let image_total = limits.image.as_ref().map(|b| {
+            (
+                b.bytes.fetch_add(filled as u64, Ordering::Relaxed) + filled as u64,
+                b.max_bytes,
+            )
+        });
+        let over = if total > limits.layer_bytes {
+            Some(("uncompressed size", limits.layer_bytes, "max_layer_bytes"))
+        } else if let Some((t, max)) = image_total.filter(|(t, max)| t > max) {
+            let _ = t;
+            Some(("image's uncompressed size", max, "max_image_bytes"))
+        } else {
+            None
+        };
+        if let Some((what, limit, key)) = over {
+            let _ = tx.send(Err(io::Error::other(UnpackError::TooLarge {
+                what,
+                limit,
+                key,
+            })));
+            break;
+        }
         hasher.update(&chunk);
         let last = filled == 0;
         if filled > 0 && tx.send(Ok(chunk)).is_err() {
@@ -933,6 +1033,7 @@ enum Kind {
 struct Extractor {
     root: OwnedFd,
     mode: Mode,
+    limits: Limits,
     stats: UnpackStats,
     /// Directory mtimes, applied after all entries (children change them).
     dir_times: BTreeMap<Vec<u8>, TimeSpec>,
@@ -943,10 +1044,11 @@ struct Extractor {
 }
 
 impl Extractor {
-    fn new(root: OwnedFd, mode: Mode) -> Self {
+    fn new(root: OwnedFd, mode: Mode, limits: Limits) -> Self {
         Extractor {
             root,
             mode,
+            limits,
             stats: UnpackStats::default(),
             dir_times: BTreeMap::new(),
             root_meta_set: false,
@@ -972,7 +1074,8 @@ impl Extractor {
     fn extract<R: Read + Send>(&mut self, reader: R) -> Result<[u8; 32], UnpackError> {
         std::thread::scope(|scope| {
             let (tx, rx) = std::sync::mpsc::sync_channel(4);
-            let producer = scope.spawn(move || produce(reader, tx));
+            let limits = self.limits.clone();
+            let producer = scope.spawn(move || produce(reader, tx, &limits));
             let result = self.extract_from(ChannelReader {
                 rx,
                 cur: Vec::new(),
@@ -1119,6 +1222,22 @@ impl Extractor {
         let path = String::from_utf8_lossy(&path_bytes).into_owned();
         self.last_path = Some(path.clone());
         self.stats.entries += 1;
+        if self.stats.entries > self.limits.layer_entries {
+            return Err(UnpackError::TooLarge {
+                what: "entry count",
+                limit: self.limits.layer_entries,
+                key: "max_layer_entries",
+            });
+        }
+        if let Some(b) = &self.limits.image {
+            if b.entries.fetch_add(1, Ordering::Relaxed) + 1 > b.max_entries {
+                return Err(UnpackError::TooLarge {
+                    what: "image's entry count",
+                    limit: b.max_entries,
+                    key: "max_image_entries",
+                });
+            }
+        }
         let bad = |reason: String| UnpackError::InvalidHeader {
             path: path.clone(),
             reason,
@@ -2003,7 +2122,14 @@ mod tests {
         let f = fx();
         let mut l = Layer::new();
         l.file("ok", b"x").file("a/.wh.b", b"");
-        let err = unpack_tar_into(&l.bytes()[..], None, &f.target(), Mode::Plain).unwrap_err();
+        let err = unpack_tar_into(
+            &l.bytes()[..],
+            None,
+            &f.target(),
+            Mode::Plain,
+            &Limits::default(),
+        )
+        .unwrap_err();
         assert!(
             matches!(err, UnpackError::WhiteoutNotAllowed { .. }),
             "{err}"
@@ -2013,7 +2139,14 @@ mod tests {
         // Without whiteouts, Plain works with no diff_id.
         let mut l = Layer::new();
         l.file("ok", b"x");
-        unpack_tar_into(&l.bytes()[..], None, &f.target(), Mode::Plain).unwrap();
+        unpack_tar_into(
+            &l.bytes()[..],
+            None,
+            &f.target(),
+            Mode::Plain,
+            &Limits::default(),
+        )
+        .unwrap();
         assert_eq!(fs::read(f.target().join("ok")).unwrap(), b"x");
     }
 

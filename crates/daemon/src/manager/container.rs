@@ -546,6 +546,7 @@ impl Manager {
         let mut config =
             config.ok_or_else(|| ManagerError::InvalidArgument("config is required".into()))?;
         let key = container_key(&pod.id, &config)?;
+        super::validate::container_config(&config)?;
         let pod_rec = pod.record();
         let (pod_net, pod_ipc, pod_pid) = super::sandbox::pod_modes(&pod.config)?;
         if !pod.accepts_containers() {
@@ -1107,9 +1108,7 @@ impl Manager {
         timeout: i64,
     ) -> Result<ExecOutput> {
         let c = self.ctr(query)?;
-        if cmd.is_empty() {
-            return Err(ManagerError::InvalidArgument("cmd is required".into()));
-        }
+        super::validate::exec_cmd(&cmd)?;
         let rec = self.refresh_expecting(&c, ContainerPhase::Running).await?;
         let runtime = self.runtime_any(&rec.runtime_handler)?;
         let id = c.id.clone();

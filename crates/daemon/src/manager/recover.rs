@@ -197,6 +197,40 @@ impl Manager {
                 let _ = std::fs::remove_file(path);
             }
         }
+        // No exec outlives the daemon that started it (its monitor stops it
+        // at end of file on its stdin): what execs in flight at a crash
+        // left in their containers' exec/ directories is garbage.
+        for id in &known_ctrs {
+            let dir = self
+                .cfg
+                .root
+                .join("containers")
+                .join(id)
+                .join(super::container::EXEC_SCRATCH_DIR);
+            for (_, path) in entries(dir) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        // An older crius wrote exec pid and process files into the
+        // runtimes' own roots, where nothing removed them after a crash.
+        for h in info.handlers.handlers.values() {
+            let root = if h.config.root.as_os_str().is_empty() {
+                self.cfg.runroot.join("runtimes").join(&h.name)
+            } else {
+                h.config.root.clone()
+            };
+            for (name, path) in entries(root) {
+                if name.starts_with(".exec-") {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
+        // Logs of pods without a log_directory, whose pods are gone.
+        for (id, path) in entries(self.cfg.root.join("pod-logs")) {
+            if !known_pods.contains(&id) {
+                let _ = std::fs::remove_dir_all(path);
+            }
+        }
     }
 
     fn recover_container(

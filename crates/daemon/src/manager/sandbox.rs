@@ -398,9 +398,13 @@ impl Manager {
         }
         let rec = pod.record();
         let db = self.db.clone();
+        // crius's own log directory for pods that named none goes with the
+        // pod (a kubelet's log_directory is kubelet's to clean).
+        let own_logs = self.cfg.root.join("pod-logs").join(&rec.id);
         blocking(move || {
             teardown(&rec)?;
             remove_dir(&rec.dir)?;
+            remove_dir(&own_logs)?;
             db.delete_pod(&rec.id)?;
             Ok(())
         })

@@ -2,6 +2,8 @@
 //! names, hostnames, durations. Pure; each error names the field.
 
 use super::ManagerError;
+use crius_cri_api::v1::ContainerConfig;
+use std::collections::HashMap;
 
 /// Longest pod or container name, namespace or uid: a DNS subdomain, the
 /// longest name the Kubernetes API allows for any of them.
@@ -91,6 +93,94 @@ pub fn hostname(field: &str, v: &str) -> Result<(), ManagerError> {
     Ok(())
 }
 
+fn no_nul(field: &str, v: &str) -> Result<(), ManagerError> {
+    if v.contains('\0') {
+        return Err(invalid(field, v, "contains NUL"));
+    }
+    Ok(())
+}
+
+fn absolute(field: &str, v: &str) -> Result<(), ManagerError> {
+    no_nul(field, v)?;
+    if !v.starts_with('/') {
+        return Err(invalid(field, v, "must be an absolute path"));
+    }
+    Ok(())
+}
+
+fn map_no_nul(field: &str, m: &HashMap<String, String>) -> Result<(), ManagerError> {
+    for (k, v) in m {
+        if k.contains('\0') || v.contains('\0') {
+            return Err(invalid(&format!("{field}[{k:?}]"), v, "contains NUL"));
+        }
+    }
+    Ok(())
+}
+
+/// What CreateContainer must refuse before anything is made: strings that
+/// reach execve, environment blocks, paths and the spec's JSON with a NUL,
+/// environment keys with `=`, relative working dirs and container paths.
+/// (Names, log paths, mounts' host side and devices are checked where they
+/// are resolved.)
+pub fn container_config(c: &ContainerConfig) -> Result<(), ManagerError> {
+    for (field, list) in [("config.command", &c.command), ("config.args", &c.args)] {
+        for (i, a) in list.iter().enumerate() {
+            no_nul(&format!("{field}[{i}]"), a)?;
+        }
+    }
+    for (i, kv) in c.envs.iter().enumerate() {
+        let field = format!("config.envs[{i}]");
+        if kv.key.is_empty() || kv.key.contains('=') || kv.key.contains('\0') {
+            return Err(invalid(
+                &format!("{field}.key"),
+                &kv.key,
+                "must be non-empty, without \"=\" or NUL",
+            ));
+        }
+        if kv.value.contains(&0) {
+            return Err(ManagerError::InvalidArgument(format!(
+                "{field}.value contains NUL"
+            )));
+        }
+    }
+    if !c.working_dir.is_empty() {
+        absolute("config.working_dir", &c.working_dir)?;
+    }
+    no_nul("config.log_path", &c.log_path)?;
+    for (i, m) in c.mounts.iter().enumerate() {
+        absolute(
+            &format!("config.mounts[{i}].container_path"),
+            &m.container_path,
+        )?;
+        no_nul(&format!("config.mounts[{i}].host_path"), &m.host_path)?;
+        no_nul(
+            &format!("config.mounts[{i}].image_sub_path"),
+            &m.image_sub_path,
+        )?;
+    }
+    for (i, d) in c.devices.iter().enumerate() {
+        absolute(
+            &format!("config.devices[{i}].container_path"),
+            &d.container_path,
+        )?;
+        no_nul(&format!("config.devices[{i}].host_path"), &d.host_path)?;
+    }
+    map_no_nul("config.labels", &c.labels)?;
+    map_no_nul("config.annotations", &c.annotations)?;
+    Ok(())
+}
+
+/// An ExecSync command: not empty, no NUL (execve cannot pass one).
+pub fn exec_cmd(cmd: &[String]) -> Result<(), ManagerError> {
+    if cmd.is_empty() {
+        return Err(ManagerError::InvalidArgument("cmd is required".into()));
+    }
+    for (i, a) in cmd.iter().enumerate() {
+        no_nul(&format!("cmd[{i}]"), a)?;
+    }
+    Ok(())
+}
+
 /// A timeout in seconds from a request: negative means none (0), and
 /// anything past a day is clamped so deadlines never overflow.
 pub fn timeout_secs(v: i64) -> u64 {
@@ -160,6 +250,80 @@ mod tests {
         ] {
             assert_eq!(hostname("config.hostname", v).is_ok(), ok, "{v:?}");
         }
+    }
+
+    #[test]
+    fn container_configs() {
+        use crius_cri_api::v1::{Device, KeyValue, Mount};
+        let ok = ContainerConfig {
+            command: vec!["sh".into()],
+            envs: vec![KeyValue {
+                key: "A".into(),
+                value: b"b=c".to_vec(),
+            }],
+            working_dir: "/w".into(),
+            mounts: vec![Mount {
+                container_path: "/m".into(),
+                host_path: "/tmp".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert!(container_config(&ok).is_ok());
+        type F = fn(&mut ContainerConfig);
+        let cases: &[(F, &str)] = &[
+            (|c| c.command.push("a\0".into()), "config.command[1]"),
+            (|c| c.args = vec!["x".into(), "\0".into()], "config.args[1]"),
+            (|c| c.envs[0].key = "A=B".into(), "config.envs[0].key"),
+            (|c| c.envs[0].key = String::new(), "config.envs[0].key"),
+            (|c| c.envs[0].value = b"\0".to_vec(), "config.envs[0].value"),
+            (|c| c.working_dir = "rel".into(), "config.working_dir"),
+            (|c| c.log_path = "a\0".into(), "config.log_path"),
+            (
+                |c| c.mounts[0].container_path = "rel".into(),
+                "config.mounts[0].container_path",
+            ),
+            (
+                |c| c.mounts[0].container_path = String::new(),
+                "config.mounts[0].container_path",
+            ),
+            (
+                |c| c.mounts[0].host_path = "/a\0".into(),
+                "config.mounts[0].host_path",
+            ),
+            (
+                |c| {
+                    c.devices = vec![Device {
+                        container_path: "dev/x".into(),
+                        ..Default::default()
+                    }]
+                },
+                "config.devices[0].container_path",
+            ),
+            (
+                |c| {
+                    c.labels.insert("k".into(), "\0".into());
+                },
+                "config.labels",
+            ),
+            (
+                |c| {
+                    c.annotations.insert("\0".into(), "v".into());
+                },
+                "config.annotations",
+            ),
+        ];
+        for (f, field) in cases {
+            let mut c = ok.clone();
+            f(&mut c);
+            let e = container_config(&c).unwrap_err().to_string();
+            assert!(e.starts_with(field), "{field}: {e}");
+        }
+        assert!(exec_cmd(&[]).is_err());
+        assert!(exec_cmd(&["a".into(), "b\0".into()])
+            .unwrap_err()
+            .to_string()
+            .starts_with("cmd[1]"));
     }
 
     #[test]

@@ -236,6 +236,11 @@ fn open_image_store(config: &Config) -> Result<ImageStore, ServerError> {
         ..RetryPolicy::default()
     };
     cfg.failure_backoff = Duration::from_secs(config.pull_failure_backoff_seconds);
+    cfg.max_layer_bytes = config.max_layer_bytes;
+    cfg.max_layer_entries = config.max_layer_entries;
+    cfg.max_image_bytes = config.max_image_bytes;
+    cfg.max_image_entries = config.max_image_entries;
+    cfg.mirror_pull_secrets = config.mirror_pull_secrets;
     cfg.max_concurrent_downloads = config.max_concurrent_downloads;
     ImageStore::open(cfg).map_err(|e| err(&e))
 }

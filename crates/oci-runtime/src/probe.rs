@@ -49,6 +49,12 @@ pub fn parse_kernel(release: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
+/// The running kernel's (major, minor), from uname(2).
+pub fn kernel_version() -> Option<(u32, u32)> {
+    let u = nix::sys::utsname::uname().ok()?;
+    parse_kernel(&u.release().to_string_lossy())
+}
+
 /// The cgroup layout from `/proc/self/mountinfo` and, when a v2 hierarchy
 /// is mounted beside v1 ones, its `cgroup.controllers`.
 pub fn cgroup_layout(mountinfo: &str, unified_controllers: Option<&str>) -> CgroupLayout {

@@ -211,6 +211,7 @@ struct SelfLimits {
     min_oom_score_adj: i32,
     max_nofile: u64,
     lsm: LsmHost,
+    kernel: Option<(u32, u32)>,
 }
 
 pub struct Manager {
@@ -386,6 +387,7 @@ impl Manager {
             min_oom_score_adj,
             max_nofile: crius_oci_runtime::probe::own_nofile_limit(),
             lsm: LsmHost::read(&cfg.apparmor_default_profile),
+            kernel: crius_oci_runtime::probe::kernel_version(),
         };
         let ns_pool = if cfg.namespace_pool_size > 0 {
             let dir = cfg.runroot.join("ns-pool");
@@ -462,6 +464,7 @@ impl Manager {
             max_nofile: self.limits.max_nofile,
             pids_limit: self.cfg.pids_limit,
             lsm: self.limits.lsm.clone(),
+            kernel: self.limits.kernel,
         }
     }
 

@@ -9,7 +9,8 @@
 //! - `user`: uid/gid/supplementary groups from the CRI and the image.
 //! - `caps`: capability sets.
 //! - `mounts`: default and CRI mounts, masked and read-only paths.
-//! - `seccomp`: the RuntimeDefault profile and profile selection.
+//! - `seccomp`: profile selection; RuntimeDefault and Localhost profiles
+//!   (OCI or docker/containers form) converted for the container.
 //! - `lsm`: the AppArmor profile; SELinux options checked against the host.
 //! - `devices`, `sysctl`: CRI devices and pod sysctls.
 //!
@@ -114,11 +115,15 @@ pub struct HostLimits {
     pub pids_limit: i64,
     /// AppArmor and SELinux on this host.
     pub lsm: lsm::LsmHost,
+    /// The running kernel (major, minor), for seccomp rules that need a
+    /// minimum kernel; `None`: unknown (treated as older than any).
+    pub kernel: Option<(u32, u32)>,
 }
 
 impl HostLimits {
     /// The limits of the calling process (the daemon): its capability
-    /// bounding set, oom_score_adj and hard RLIMIT_NOFILE. No pids limit.
+    /// bounding set, oom_score_adj, hard RLIMIT_NOFILE and the kernel
+    /// version. No pids limit.
     pub fn of_this_process(cgroup_parent: impl Into<String>) -> Self {
         HostLimits {
             bounding_caps: crate::probe::bounding_set(),
@@ -127,6 +132,7 @@ impl HostLimits {
             max_nofile: crate::probe::own_nofile_limit(),
             pids_limit: 0,
             lsm: lsm::LsmHost::read(lsm::DEFAULT_APPARMOR_PROFILE),
+            kernel: crate::probe::kernel_version(),
         }
     }
 }
@@ -477,7 +483,18 @@ pub fn generate(input: &SpecInput) -> Result<Spec, SpecError> {
     let mount_plan = mounts::mounts(&c.mounts, privileged, input.files)?;
     let (masked, readonly) =
         mounts::masked_and_readonly_paths(&sc.masked_paths, &sc.readonly_paths, privileged);
-    let seccomp = seccomp::seccomp(sc.seccomp.as_ref(), privileged, input.seccomp_localhost)?;
+    // Conditional seccomp rules look at the capabilities the container
+    // really gets (after the daemon's bounding set), as the kernel will.
+    let seccomp = seccomp::seccomp(
+        sc.seccomp.as_ref(),
+        privileged,
+        input.seccomp_localhost,
+        &seccomp::Target {
+            arch: seccomp::native_arch(),
+            kernel: input.host.kernel,
+            caps: &caps.set,
+        },
+    )?;
     // The deprecated string form is still sent by older kubelets.
     #[allow(deprecated)]
     let deprecated_apparmor = sc.apparmor_profile.as_str();

@@ -32,6 +32,7 @@ fn host() -> HostLimits {
         max_nofile: 0,
         pids_limit: 0,
         lsm: Default::default(),
+        kernel: Some((6, 1)),
     }
 }
 
@@ -855,4 +856,54 @@ fn resource_updates_merge_into_a_created_containers_spec() {
     assert_eq!(spec["linux"]["resources"]["memory"]["limit"], 64 << 20);
     assert_eq!(spec["linux"]["resources"]["cpu"]["shares"], 512);
     assert_eq!(spec["linux"]["resources"]["devices"][0]["allow"], false);
+}
+
+/// The names of the seccomp rules without argument filters.
+fn unfiltered_syscalls(v: &Value) -> Vec<String> {
+    v["linux"]["seccomp"]["syscalls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s.get("args").is_none())
+        .flat_map(|s| s["names"].as_array().unwrap().clone())
+        .map(|n| n.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn runtime_default_seccomp_follows_the_containers_capabilities_and_kernel() {
+    let sc = |add: &[&str]| LinuxContainerSecurityContext {
+        seccomp: Some(SecurityProfile::default()), // RuntimeDefault
+        capabilities: Some(Capability {
+            add_capabilities: s(add),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let has = |v: &Value, name: &str| unfiltered_syscalls(v).iter().any(|n| n == name);
+    // (added capabilities, daemon has CAP_SYS_ADMIN, kernel, unshare and
+    // ptrace allowed outright)
+    let cases = [
+        (vec![], true, Some((6, 1)), false, true),
+        (vec!["SYS_ADMIN"], true, Some((6, 1)), true, true),
+        // A capability the daemon cannot give is not the container's, and
+        // does not open its rules either.
+        (vec!["SYS_ADMIN"], false, Some((6, 1)), false, true),
+        // ptrace waits for 4.8 (seccomp bypass before it); unknown = old.
+        (vec![], true, Some((4, 4)), false, false),
+        (vec![], true, None, false, false),
+    ];
+    for (add, daemon_admin, kernel, unshare, ptrace) in cases {
+        let mut f = Fixture::new(container("app", sc(&add)));
+        if !daemon_admin {
+            f.host.bounding_caps.retain(|c| c != "CAP_SYS_ADMIN");
+        }
+        f.host.kernel = kernel;
+        let v = f.json();
+        let case = format!("{add:?} daemon_admin={daemon_admin} {kernel:?}");
+        assert_eq!(has(&v, "unshare"), unshare, "{case}");
+        assert_eq!(has(&v, "clone"), unshare, "{case}");
+        assert_eq!(has(&v, "ptrace"), ptrace, "{case}");
+        assert!(has(&v, "read"), "{case}");
+    }
 }

@@ -2,7 +2,8 @@
 //! the probe says it can run here) accept and run them, and what the spec
 //! asks for holds inside the container — a non-root user by name, a
 //! read-only rootfs, dropped capabilities, RuntimeDefault seccomp (a denied
-//! syscall fails), a memory limit visible in the cgroup, masked paths.
+//! syscall fails; a static binary's raw clone(CLONE_NEWUSER) gets EPERM),
+//! a memory limit visible in the cgroup, masked paths.
 
 use crius_cri_api::v1::*;
 use crius_oci_runtime::probe::{probe_handler, HostFacts};
@@ -51,10 +52,17 @@ fn container(
 
 /// Generates the spec, runs it with each ready runtime, returns (runtime, stdout).
 fn run(e: &Env, name: &str, c: &ContainerConfig) -> Vec<(String, String)> {
-    run_with(e, name, c, 0)
+    run_with(e, name, c, 0, None)
 }
 
-fn run_with(e: &Env, name: &str, c: &ContainerConfig, pids_limit: i64) -> Vec<(String, String)> {
+/// [`run`] with a pids limit and the content of a Localhost seccomp profile.
+fn run_with(
+    e: &Env,
+    name: &str,
+    c: &ContainerConfig,
+    pids_limit: i64,
+    seccomp_localhost: Option<&str>,
+) -> Vec<(String, String)> {
     let devices = crius_oci_runtime::spec::devices::resolve(&c.devices).unwrap();
     let host = HostFacts::read();
     let path = std::env::var("PATH").unwrap_or_default() + ":/usr/sbin:/sbin";
@@ -107,7 +115,7 @@ fn run_with(e: &Env, name: &str, c: &ContainerConfig, pids_limit: i64) -> Vec<(S
             files: &PodFiles::default(),
             oci_version: &probe.status.oci_version,
             host: &limits,
-            seccomp_localhost: None,
+            seccomp_localhost,
             devices: &devices,
         };
         let spec = generate(&input).unwrap_or_else(|err| panic!("{name}: {err}"));
@@ -328,7 +336,126 @@ fn pids_limit_is_in_the_cgroup() {
         "pids",
         &container(script, LinuxContainerSecurityContext::default(), None),
         321,
+        None,
     ) {
         assert_eq!(out.trim(), "321", "{rt}");
+    }
+}
+
+/// A program that asks for a user namespace the way a hostile binary would:
+/// the raw clone syscall with CLONE_NEWUSER (not glibc's unshare(), and not
+/// through a shell's unshare applet), after a plain clone as a control.
+const CLONE_NEWUSER_C: &str = r#"
+#define _GNU_SOURCE
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* A NULL stack makes clone fork-like: the child returns here too. */
+static void try_clone(const char *what, unsigned long flags) {
+    long pid = syscall(SYS_clone, flags | SIGCHLD, 0, 0, 0, 0);
+    if (pid == 0)
+        _exit(0);
+    if (pid < 0) {
+        printf("%s errno=%d\n", what, errno);
+        return;
+    }
+    int status = 0;
+    waitpid((pid_t)pid, &status, 0);
+    printf("%s ok\n", what);
+}
+
+int main(void) {
+    try_clone("clone", 0);
+    try_clone("clone(CLONE_NEWUSER)", CLONE_NEWUSER);
+    return 0;
+}
+"#;
+
+/// Builds [`CLONE_NEWUSER_C`] statically into the busybox layer (the rootfs
+/// has no libc) as `/clone-newuser`.
+fn install_clone_newuser(e: &Env) {
+    let src = e.dir.path().join("clone-newuser.c");
+    std::fs::write(&src, CLONE_NEWUSER_C).unwrap();
+    let out = Command::new("gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(e.layer.join("clone-newuser"))
+        .arg(&src)
+        .output()
+        .expect("gcc (make test installs it)");
+    assert!(
+        out.status.success(),
+        "gcc -static: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn runtime_default_seccomp_denies_clone_newuser() {
+    let e = env();
+    install_clone_newuser(&e);
+    let sc = |t: security_profile::ProfileType, localhost_ref: &str, add: &[&str]| {
+        LinuxContainerSecurityContext {
+            seccomp: Some(SecurityProfile {
+                profile_type: t as i32,
+                localhost_ref: localhost_ref.into(),
+            }),
+            capabilities: Some(Capability {
+                add_capabilities: add.iter().map(|c| c.to_string()).collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    };
+    use security_profile::ProfileType::*;
+    let docker_default = crius_oci_runtime::spec::seccomp::DEFAULT_PROFILE;
+    // (name, security context, Localhost content, clone(CLONE_NEWUSER)'s
+    // result). Plain clone must work in every case: the denial is about
+    // the flag, not the syscall.
+    let cases = [
+        ("default", sc(RuntimeDefault, "", &[]), None, "errno=1"),
+        // The docker-format default given as a Localhost profile.
+        (
+            "localhost",
+            sc(Localhost, "/profiles/docker-default.json", &[]),
+            Some(docker_default),
+            "errno=1",
+        ),
+        // Without seccomp root in the container may create a user
+        // namespace, so the EPERM above is the profile's doing.
+        ("unconfined", sc(Unconfined, "", &[]), None, "ok"),
+        // The profile's CAP_SYS_ADMIN rule lets such a container do it.
+        (
+            "sysadmin",
+            sc(RuntimeDefault, "", &["SYS_ADMIN"]),
+            None,
+            "ok",
+        ),
+    ];
+    for (name, sc, localhost, want) in cases {
+        let results = run_with(
+            &e,
+            &format!("userns-{name}"),
+            &container("/clone-newuser", sc, None),
+            0,
+            localhost,
+        );
+        for (rt, out) in &results {
+            let lines: Vec<_> = out.lines().collect();
+            assert_eq!(
+                lines,
+                [
+                    "clone ok".to_string(),
+                    format!("clone(CLONE_NEWUSER) {want}")
+                ],
+                "{name} under {rt}"
+            );
+        }
+        let ran: Vec<_> = results.iter().map(|(rt, _)| rt.as_str()).collect();
+        eprintln!("{name}: checked under {ran:?}");
     }
 }

@@ -7,6 +7,7 @@
 #   make bench    benchmarks, printing their figures
 #   make conformance  critest (cri-tools) against a debug build, offline (root)
 #   make soak     the kill -9 storm at length (CRIUS_SOAK_ROUNDS seeds, default 5)
+#   make fuzz     the property tests at length (PROPTEST_CASES, default 20000)
 
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -17,7 +18,7 @@ BUILD_PACKAGES := pkg-config libssl-dev
 # System packages the tests use: OCI runtimes, CNI plugins, a registry,
 # busybox for test images, and the tools compared against in benchmarks.
 APT_PACKAGES := $(BUILD_PACKAGES) runc crun containernetworking-plugins docker-registry busybox-static \
-	iproute2 iptables skopeo umoci conmon
+	iproute2 iptables skopeo umoci conmon gcc libc6-dev
 
 # A Python client generated from the reference CRI proto (grpcio-tools from
 # PyPI) stands in for crictl in the interop test. Rebuilt from PyPI when absent.
@@ -28,7 +29,7 @@ PY_PACKAGES := grpcio grpcio-tools
 # the stand-ins that must be binaries (pause, and nonewprivs's setuid nnp).
 CONFORMANCE_PACKAGES := gcc libc6-dev python3 util-linux
 
-.PHONY: all build build-deps run test deps pyenv cgroup-prep lint bench conformance soak install clean
+.PHONY: all build build-deps run test deps pyenv cgroup-prep lint bench conformance soak fuzz install clean
 
 all: build
 
@@ -77,6 +78,13 @@ test: deps pyenv cgroup-prep
 # storms, over several seeds (tests/crash_storm.rs).
 soak: deps pyenv cgroup-prep
 	$(CARGO) test --locked -p crius --test crash_storm -- --ignored --nocapture
+
+# The property tests (tar reader, references, registries.conf, auth files,
+# request validation) with many more cases than `make test`'s sample.
+PROPTEST_CASES ?= 20000
+fuzz:
+	PROPTEST_CASES=$(PROPTEST_CASES) $(CARGO) test --locked -p crius-image-store --test properties
+	PROPTEST_CASES=$(PROPTEST_CASES) $(CARGO) test --locked -p crius --lib properties
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -214,7 +214,11 @@ async fn storm(seed: u64, lifecycles: usize, parallel: usize, kills: usize) {
                     if n >= lifecycles {
                         return;
                     }
-                    let handler = if (n + w).is_multiple_of(3) { "crun" } else { "runc" };
+                    let handler = if (n + w).is_multiple_of(3) {
+                        "crun"
+                    } else {
+                        "runc"
+                    };
                     lifecycle(socket.clone(), image.clone(), logs.clone(), n, handler).await;
                 }
             })

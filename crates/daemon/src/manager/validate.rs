@@ -341,3 +341,57 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        /// Whatever a name holds, one that passes is a single path
+        /// component that cannot climb: joined under a directory, it stays
+        /// directly under it.
+        #[test]
+        fn accepted_names_stay_one_component(s in "\\PC{0,300}") {
+            if name("f", &s).is_ok() {
+                let joined = std::path::Path::new("/logs").join(format!("{s}_0.log"));
+                prop_assert_eq!(joined.parent(), Some(std::path::Path::new("/logs")));
+                prop_assert!(!s.contains(".."));
+            }
+        }
+
+        #[test]
+        fn hostnames_and_timeouts_never_panic(s in "\\PC{0,100}", t in any::<i64>()) {
+            let _ = hostname("h", &s);
+            let _ = uid("u", &s);
+            prop_assert!(timeout_secs(t) <= MAX_TIMEOUT_SECS as u64);
+        }
+
+        /// A container config that passes holds no NUL anywhere execve,
+        /// the environment or a path would see it.
+        #[test]
+        fn accepted_configs_hold_no_nul(
+            args in prop::collection::vec("\\PC{0,8}|\\x00", 0..4),
+            key in "\\PC{0,6}|=|\\x00",
+            wd in "\\PC{0,10}",
+        ) {
+            let c = ContainerConfig {
+                command: args.clone(),
+                envs: vec![crius_cri_api::v1::KeyValue { key: key.clone(), value: b"v".to_vec() }],
+                working_dir: wd.clone(),
+                ..Default::default()
+            };
+            if container_config(&c).is_ok() {
+                prop_assert!(args.iter().all(|a| !a.contains('\0')));
+                prop_assert!(!key.is_empty() && !key.contains('=') && !key.contains('\0'));
+                prop_assert!(wd.is_empty() || (wd.starts_with('/') && !wd.contains('\0')));
+            }
+        }
+    }
+}

@@ -4,7 +4,12 @@
 //! --detach` under it (`--start`, what StartContainer does), and `runc
 //! create` under it then `runc start` — next to a bare `runc run --detach`
 //! of the same bundle (the floor).
-//! Targets: monitor RSS below conmon's; create+start overhead < 10 ms p50.
+//! And ExecSync's path: `runc exec` under `crius-monitor exec` (the
+//! subreaper that owns the exec'd tree) next to a bare `runc exec` of the
+//! same running container.
+//! Targets: monitor RSS below conmon's; create+start overhead < 10 ms p50;
+//! exec under the monitor within noise of a bare exec (ratio of medians
+//! below 1.05).
 //! Run as root: `cargo bench -p crius-monitor --bench monitor`.
 
 use crius_oci_runtime::rootfs::{mount_rootfs, remove_rootfs};
@@ -134,6 +139,60 @@ fn main() {
         cleanup(&state, &id);
     }
 
+    // ExecSync's path, alternating: runc exec under crius-monitor exec (as
+    // OciRuntime::exec_sync_as runs it) and a bare runc exec.
+    let id = "bench-exec";
+    bare_run(&b, &state, id);
+    let pid_file = work.path().join("exec.pid");
+    let exec_args = |pid_file: &Path| {
+        vec![
+            "--root".to_string(),
+            state.display().to_string(),
+            "exec".into(),
+            "--pid-file".into(),
+            pid_file.display().to_string(),
+            id.into(),
+            "true".into(),
+        ]
+    };
+    let (mut exec_ours, mut exec_bare) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS * 2 {
+        let t = Instant::now();
+        let out = Command::new(MONITOR)
+            .arg("exec")
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .arg("--")
+            .arg("runc")
+            .args(exec_args(&pid_file))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        exec_ours.push(t.elapsed());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let t = Instant::now();
+        let out = Command::new("runc")
+            .args(exec_args(&pid_file))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        exec_bare.push(t.elapsed());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    cleanup(&state, id);
+
     // Memory: one container under each monitor, steady state.
     let id = "bench-rss-crius";
     monitor_launch(work.path(), &b, &state, id, true);
@@ -231,6 +290,22 @@ fn main() {
         "overhead: {:.2} ms p50 (target < 10 ms)",
         (o.as_secs_f64() - f.as_secs_f64()) * 1e3
     );
+    let (eo, eb) = (median(exec_ours), median(exec_bare));
+    println!(
+        "{:<44} {:>10.2}",
+        "runc exec under crius-monitor exec",
+        eo.as_secs_f64() * 1e3
+    );
+    println!(
+        "{:<44} {:>10.2}",
+        "bare runc exec (floor)",
+        eb.as_secs_f64() * 1e3
+    );
+    println!(
+        "exec: {:.3}x a bare runc exec, {:+.2} ms p50 (target < 1.05x)",
+        eo.as_secs_f64() / eb.as_secs_f64(),
+        (eo.as_secs_f64() - eb.as_secs_f64()) * 1e3
+    );
     println!(
         "RSS: crius-monitor {crius_rss} KiB, conmon {} (target: below conmon)",
         conmon_rss
@@ -241,6 +316,7 @@ fn main() {
         "{}",
         serde_json::json!({"bench": "monitor", "create_start_ms": o.as_secs_f64() * 1e3,
             "create_then_start_ms": two.as_secs_f64() * 1e3,
-            "runc_run_ms": f.as_secs_f64() * 1e3, "monitor_rss_kib": crius_rss, "conmon_rss_kib": conmon_rss})
+            "runc_run_ms": f.as_secs_f64() * 1e3, "monitor_rss_kib": crius_rss, "conmon_rss_kib": conmon_rss,
+            "exec_under_monitor_ms": eo.as_secs_f64() * 1e3, "bare_exec_ms": eb.as_secs_f64() * 1e3})
     );
 }

@@ -38,7 +38,7 @@ pub fn collect(
             let late: Vec<i32> = seen
                 .iter()
                 .flat_map(|p| children(*p))
-                .filter(|c| !seen.contains(c))
+                .filter(|c| *c > 0 && !seen.contains(c))
                 .collect();
             if late.is_empty() {
                 return seen;

@@ -87,31 +87,9 @@ fn our_processes(dirs: &[&Path], daemon: Option<u32>) -> Vec<(i32, String)> {
     out
 }
 
-/// Zombies whose parent is pid 1 (nothing reaps them there on this
-/// machine) named like what crius starts.
-fn zombies_under_init() -> Vec<i32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(close) = stat.rfind(')') else {
-            continue;
-        };
-        let name = &stat[stat.find('(').unwrap_or(0) + 1..close];
-        let mut rest = stat[close + 1..].split_whitespace();
-        if rest.next() == Some("Z")
-            && rest.next() == Some("1")
-            && ["sleep", "runc", "crun", "crius-monitor", "sh"].contains(&name)
-        {
-            eprintln!("zombie under init: {pid} {name}");
-            out.push(pid);
-        }
-    }
-    out
+/// Zombies whose parent is pid 1, named like what crius starts.
+fn zombies_under_init() -> Vec<(i32, String)> {
+    crius_test_support::procs::zombies_of(1, &["sleep", "runc", "crun", "crius-monitor", "sh"])
 }
 
 fn fds(pid: u32) -> usize {
@@ -298,13 +276,7 @@ async fn storm(seed: u64, lifecycles: usize, parallel: usize, kills: usize) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let z = zombies_under_init();
-    assert!(
-        z.is_empty(),
-        "{what}: zombies under init: {:?}",
-        z.iter()
-            .map(|p| (p, crius_test_support::procs::cmdline(*p)))
-            .collect::<Vec<_>>()
-    );
+    assert!(z.is_empty(), "{what}: zombies under init: {z:?}");
     // The daemon's fds: what a fresh one had (pools refilled), give or
     // take the clients' connections.
     let now_fds = fds(env.daemon.pid().unwrap());

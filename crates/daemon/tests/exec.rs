@@ -30,26 +30,8 @@ async fn processes_in(c: &mut CriClient, id: &str) -> Vec<String> {
 }
 
 /// Host processes named `comm` that are zombies whose parent is pid 1.
-fn host_zombies_under_init(comm: &str) -> Vec<i32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(close) = stat.rfind(')') else {
-            continue;
-        };
-        let name = &stat[stat.find('(').unwrap_or(0) + 1..close];
-        let mut rest = stat[close + 1..].split_whitespace();
-        let (state, ppid) = (rest.next(), rest.next());
-        if name == comm && state == Some("Z") && ppid == Some("1") {
-            out.push(pid);
-        }
-    }
-    out
+fn host_zombies_under_init(comm: &str) -> Vec<(i32, String)> {
+    crius_test_support::procs::zombies_of(1, &[comm])
 }
 
 /// Waits until the container runs no `sleep`; the processes it still has.

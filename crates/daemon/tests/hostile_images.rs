@@ -14,19 +14,6 @@ use std::path::Path;
 const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 const TITLE: &str = "org.opencontainers.image.title";
 
-async fn try_pull(c: &mut CriClient, image: &str) -> Result<String, tonic::Status> {
-    c.image
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec {
-                image: image.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .map(|r| r.into_inner().image_ref)
-}
-
 async fn listed(c: &mut CriClient) -> Vec<String> {
     c.image
         .list_images(ListImagesRequest::default())
@@ -328,4 +315,147 @@ async fn bombs_and_floods_are_capped() {
     try_pull(&mut c, &env.registry.reference("fine:v1"))
         .await
         .unwrap();
+}
+
+/// More hostile layers than `images.rs` covers, and hostile image configs:
+/// each refused cleanly or made harmless, the canary untouched, the daemon
+/// serving; entries nested past PATH_MAX (absolute) are measured by
+/// ImageFsInfo.
+#[tokio::test]
+async fn hostile_layers_and_configs() {
+    use tar::EntryType;
+    let env = env("").await;
+    let mut c = env.client().await;
+    let canary = canary();
+    let host = canary.path().display().to_string();
+    // Refused outright.
+    let refused_layers: Vec<(&str, LayerBuilder, &str)> = vec![
+        (
+            "whiteout-outside",
+            LayerBuilder::new().raw("../.wh.etc", EntryType::Regular, "", ""),
+            "escapes",
+        ),
+        (
+            "huge-pax-header",
+            LayerBuilder::new().raw("pax", EntryType::XHeader, "", vec![b'x'; 2 << 20]),
+            "exceeds",
+        ),
+        (
+            "hardlink-through-symlink",
+            LayerBuilder::new()
+                .raw("s", EntryType::Symlink, &host, "")
+                .raw("h", EntryType::Link, "s/host-secret", ""),
+            "symlink",
+        ),
+    ];
+    for (name, layer, needle) in refused_layers {
+        let img = ImageBuilder::busybox()
+            .unwrap()
+            .layer(layer)
+            .build()
+            .unwrap();
+        let tag = format!("{name}:v1");
+        img.push(&env.registry, &tag).await.unwrap();
+        refused(&env, &mut c, &tag, needle).await;
+        assert_untouched(canary.path());
+    }
+    // Made harmless: a device node is skipped, a hardlink to a symlink links
+    // the symlink itself, deep nesting is stored and measured.
+    let mut deep = LayerBuilder::new();
+    let mut p = String::new();
+    for _ in 0..95 {
+        if !p.is_empty() {
+            p.push('/');
+        }
+        p.push_str(&"n".repeat(40));
+        deep = deep.dir(&p, 0o755);
+    }
+    deep = deep.file(&format!("{p}/leaf"), "deep", 0o644);
+    assert!(p.len() > 3800);
+    let harmless = ImageBuilder::busybox()
+        .unwrap()
+        .layer(
+            LayerBuilder::new()
+                .raw("sda", EntryType::Char, "", "")
+                .raw("s", EntryType::Symlink, &host, "")
+                .raw("hl", EntryType::Link, "s", ""),
+        )
+        .layer(deep)
+        .build()
+        .unwrap();
+    harmless.push(&env.registry, "harmless:v1").await.unwrap();
+    let r = env.registry.reference("harmless:v1");
+    let e = try_pull(&mut c, &r).await;
+    assert!(e.is_ok(), "{e:?}");
+    let fs = c
+        .image
+        .image_fs_info(ImageFsInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let used = fs.image_filesystems[0].used_bytes.as_ref().unwrap().value;
+    assert!(used > 0);
+    assert_untouched(canary.path());
+
+    // Hostile configs: users that are not users, a huge environment and
+    // entrypoint. Refused cleanly at create or start, never a dead daemon.
+    let pc = pod_config("hostile-configs", &env.logs);
+    let pod = run_pod(&mut c, pc.clone(), "runc").await;
+    let configs: Vec<(&str, ImageBuilder)> = vec![
+        ("user-nul", ImageBuilder::busybox().unwrap().user("a\u{0}b")),
+        (
+            "user-huge-uid",
+            ImageBuilder::busybox().unwrap().user("99999999999"),
+        ),
+        (
+            "user-climbing",
+            ImageBuilder::busybox().unwrap().user("../../etc:../x"),
+        ),
+        (
+            "env-huge",
+            ImageBuilder::busybox()
+                .unwrap()
+                .env("BIG", &"v".repeat(4 << 20)),
+        ),
+        (
+            "entrypoint-huge",
+            ImageBuilder::busybox().unwrap().entrypoint(
+                &vec!["x".repeat(64); 100_000]
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>(),
+            ),
+        ),
+    ];
+    for (i, (name, b)) in configs.into_iter().enumerate() {
+        let tag = format!("{name}:v1");
+        b.build().unwrap().push(&env.registry, &tag).await.unwrap();
+        let r = env.registry.reference(&tag);
+        pull_ref(&mut c, &r).await;
+        let mut cc = container_config(&format!("c{i}"), &r, &[]);
+        cc.command.clear();
+        match create(&mut c, &pod, &pc, cc).await {
+            Ok(id) => {
+                if let Err(e) = try_start(&mut c, &id).await {
+                    assert!(
+                        matches!(
+                            e.code(),
+                            tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument
+                        ),
+                        "{name}: {e:?}"
+                    );
+                }
+            }
+            Err(e) => assert!(
+                matches!(
+                    e.code(),
+                    tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition
+                ),
+                "{name}: {e:?}"
+            ),
+        }
+        c.runtime.version(VersionRequest::default()).await.unwrap();
+    }
+    remove_pod(&mut c, &pod).await;
+    assert_untouched(canary.path());
 }

@@ -381,6 +381,30 @@ fn normalize_key(raw: &str) -> (String, bool) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn loose_auth_file_permissions_are_named() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("auth.json");
+        std::fs::write(&f, "{}").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        // Tests run as root: a 0600 root-owned file is fine.
+        assert_eq!(loose_permissions(&f), None);
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(
+            loose_permissions(&f).unwrap(),
+            "is mode 0644 (group/other may read it)"
+        );
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        nix::unistd::chown(&f, Some(nix::unistd::Uid::from_raw(1000)), None).unwrap();
+        assert_eq!(
+            loose_permissions(&f).unwrap(),
+            "is owned by uid 1000, not root"
+        );
+        assert_eq!(loose_permissions(&d.path().join("missing")), None);
+    }
+
     use super::*;
 
     const PASSWORD: &str = "hunter2:with:colons";

@@ -33,6 +33,33 @@ pub fn alive(pid: i32) -> bool {
     })
 }
 
+/// Zombies whose parent is `ppid` and whose command name is one of
+/// `names`: what nobody reaped (pid 1 on this kind of machine never does).
+pub fn zombies_of(ppid: i32, names: &[&str]) -> Vec<(i32, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // The name is in parentheses and may hold anything: fields after
+        // its last ')' are fixed (state, ppid, ...).
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = &stat[open + 1..close];
+        let mut rest = stat[close + 1..].split_whitespace();
+        let ppid_s = ppid.to_string();
+        if rest.next() == Some("Z") && rest.next() == Some(ppid_s.as_str()) && names.contains(&name)
+        {
+            out.push((pid, name.to_string()));
+        }
+    }
+    out
+}
+
 /// Whether `pid` leads its own session (a detached process).
 pub fn leads_session(pid: i32) -> bool {
     // Fields after the command name: state, ppid, pgrp, session.

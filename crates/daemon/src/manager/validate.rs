@@ -30,9 +30,8 @@ fn truncated(v: &str) -> String {
     format!("{}...", &v[..end])
 }
 
-/// A pod or container name, or a pod namespace: it names log files and
-/// reservation keys, so it is one path component that cannot climb out.
-pub fn name(field: &str, v: &str) -> Result<(), ManagerError> {
+/// Non-empty, at most [`MAX_NAME`] bytes, no NUL.
+fn bounded(field: &str, v: &str) -> Result<(), ManagerError> {
     if v.is_empty() {
         return Err(ManagerError::InvalidArgument(format!(
             "{field} is required"
@@ -45,9 +44,13 @@ pub fn name(field: &str, v: &str) -> Result<(), ManagerError> {
             &format!("is longer than {MAX_NAME} bytes"),
         ));
     }
-    if v.contains('\0') {
-        return Err(invalid(field, v, "contains NUL"));
-    }
+    no_nul(field, v)
+}
+
+/// A pod or container name, or a pod namespace: it names log files and
+/// reservation keys, so it is one path component that cannot climb out.
+pub fn name(field: &str, v: &str) -> Result<(), ManagerError> {
+    bounded(field, v)?;
     if v.contains('/') {
         return Err(invalid(field, v, "contains \"/\""));
     }
@@ -59,22 +62,7 @@ pub fn name(field: &str, v: &str) -> Result<(), ManagerError> {
 
 /// A pod uid: free-form in the CRI, but bounded and without NUL.
 pub fn uid(field: &str, v: &str) -> Result<(), ManagerError> {
-    if v.is_empty() {
-        return Err(ManagerError::InvalidArgument(format!(
-            "{field} is required"
-        )));
-    }
-    if v.len() > MAX_NAME {
-        return Err(invalid(
-            field,
-            v,
-            &format!("is longer than {MAX_NAME} bytes"),
-        ));
-    }
-    if v.contains('\0') {
-        return Err(invalid(field, v, "contains NUL"));
-    }
-    Ok(())
+    bounded(field, v)
 }
 
 /// A hostname a pod asks for: what sethostname(2) accepts, without NUL or

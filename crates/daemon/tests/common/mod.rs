@@ -409,6 +409,11 @@ pub async fn pull(c: &mut CriClient, image: &str) {
 
 /// Pulls `image` and returns what PullImage answered (the image id).
 pub async fn pull_ref(c: &mut CriClient, image: &str) -> String {
+    try_pull(c, image).await.unwrap()
+}
+
+/// PullImage of `image`, its answer as is.
+pub async fn try_pull(c: &mut CriClient, image: &str) -> Result<String, tonic::Status> {
     c.image
         .pull_image(PullImageRequest {
             image: Some(ImageSpec {
@@ -418,9 +423,7 @@ pub async fn pull_ref(c: &mut CriClient, image: &str) -> String {
             ..Default::default()
         })
         .await
-        .unwrap()
-        .into_inner()
-        .image_ref
+        .map(|r| r.into_inner().image_ref)
 }
 
 /// Every container the daemon lists.

@@ -113,6 +113,8 @@ fn container_config(a: &Args, name: &str, cmd: &[&str]) -> ContainerConfig {
                     image: r.clone(),
                     ..Default::default()
                 }),
+                // Image volumes are read-only; kubelet always says so.
+                readonly: true,
                 ..Default::default()
             })
             .collect(),

@@ -158,7 +158,7 @@ fn main() {
     let (mut exec_ours, mut exec_bare) = (Vec::new(), Vec::new());
     for _ in 0..RUNS * 2 {
         let t = Instant::now();
-        let out = Command::new(MONITOR)
+        let mut child = Command::new(MONITOR)
             .arg("exec")
             .arg("--pid-file")
             .arg(&pid_file)
@@ -168,8 +168,12 @@ fn main() {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .output()
+            .spawn()
             .unwrap();
+        // Held open as the daemon holds it: end of file would mean "stop".
+        let keep = child.stdin.take();
+        let out = child.wait_with_output().unwrap();
+        drop(keep);
         exec_ours.push(t.elapsed());
         assert!(
             out.status.success(),

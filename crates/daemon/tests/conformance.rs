@@ -55,13 +55,7 @@ async fn status_user_lists_the_primary_group_too() {
     let pc = pod_config("groups", &env.logs);
     let pod = run_pod(&mut c, pc.clone(), "runc").await;
     let mut cc = container_config("g", &env.image, &["sleep", "300"]);
-    let sc = cc
-        .linux
-        .as_mut()
-        .unwrap()
-        .security_context
-        .as_mut()
-        .unwrap();
+    let sc = security_context(&mut cc);
     sc.run_as_user = Some(Int64Value { value: 1000 });
     sc.supplemental_groups = vec![1234];
     let id = create(&mut c, &pod, &pc, cc.clone()).await.unwrap();
@@ -84,13 +78,7 @@ async fn status_user_lists_the_primary_group_too() {
     assert_eq!(real, vec![100, 1000, 1234], "what the process has");
 
     // A group without a user is refused, naming the field.
-    let sc = cc
-        .linux
-        .as_mut()
-        .unwrap()
-        .security_context
-        .as_mut()
-        .unwrap();
+    let sc = security_context(&mut cc);
     sc.run_as_user = None;
     sc.run_as_group = Some(Int64Value { value: 1234 });
     cc.metadata.as_mut().unwrap().name = "group-only".into();
@@ -268,16 +256,7 @@ async fn pod_mode_in_a_host_network_pod_is_the_hosts() {
     let env = env("").await;
     let mut c = env.client().await;
     let mut pc = pod_config("hostnet", &env.logs);
-    let ns = pc
-        .linux
-        .as_mut()
-        .unwrap()
-        .security_context
-        .as_mut()
-        .unwrap()
-        .namespace_options
-        .as_mut()
-        .unwrap();
+    let ns = pod_namespaces(&mut pc);
     ns.network = NamespaceMode::Node as i32;
     ns.ipc = NamespaceMode::Node as i32;
     let pod = run_pod(&mut c, pc.clone(), "runc").await;

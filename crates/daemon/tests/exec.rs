@@ -55,15 +55,9 @@ async fn exec_trees_are_reaped(handler: &str, pid: NamespaceMode) {
     // An init that reaps what is re-parented to it (as a real one does):
     // crius cannot reap inside a container's own PID namespace.
     let mut cc = container_config("x", &env.image, &["sh", "-c", "tail -f /dev/null & wait"]);
-    cc.linux
-        .as_mut()
-        .unwrap()
-        .security_context
-        .as_mut()
-        .unwrap()
+    security_context(&mut cc)
         .namespace_options
-        .as_mut()
-        .unwrap()
+        .get_or_insert_with(Default::default)
         .pid = pid as i32;
     let id = create(&mut c, &pod, &pc, cc).await.unwrap();
     start(&mut c, &id).await;

@@ -29,7 +29,7 @@ use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{fstatat, mkdirat, Mode as FileMode};
 use std::ffi::OsStr;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -176,32 +176,24 @@ fn ensure_dir(root: BorrowedFd<'_>, rel: &Path) -> nix::Result<OwnedFd> {
     Ok(cur)
 }
 
-/// `renameat2(RENAME_NOREPLACE)` between two directory fds.
-fn rename_noreplace(
-    from_dir: BorrowedFd<'_>,
-    from: &OsStr,
-    to_dir: BorrowedFd<'_>,
-    to: &OsStr,
-) -> nix::Result<()> {
-    let from_c = std::ffi::CString::new(from.as_bytes()).map_err(|_| Errno::EINVAL)?;
-    let to_c = std::ffi::CString::new(to.as_bytes()).map_err(|_| Errno::EINVAL)?;
-    // SAFETY: valid fds and NUL-terminated strings that outlive the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_renameat2,
-            from_dir.as_raw_fd(),
-            from_c.as_ptr(),
-            to_dir.as_raw_fd(),
-            to_c.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    Errno::result(rc).map(drop)
-}
-
 fn is_real_dir(dir: BorrowedFd<'_>, name: &OsStr) -> nix::Result<bool> {
     let st = fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
     Ok(st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+}
+
+/// The names in a directory, without `.` and `..`.
+fn entries(dir: BorrowedFd<'_>) -> nix::Result<Vec<std::ffi::OsString>> {
+    let mut d = nix::dir::Dir::openat(
+        dir,
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        FileMode::empty(),
+    )?;
+    Ok(d.iter()
+        .filter_map(|e| e.ok())
+        .map(|e| OsStr::from_bytes(e.file_name().to_bytes()).to_os_string())
+        .filter(|n| n != "." && n != "..")
+        .collect())
 }
 
 /// Moves every entry of `from` into `to`, merging real directories (two
@@ -213,24 +205,10 @@ fn merge(
     at: &Path,
     digest: &str,
 ) -> Result<(), UnpackError> {
-    let names: Vec<std::ffi::OsString> = {
-        let d = nix::dir::Dir::openat(
-            from,
-            ".",
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-            FileMode::empty(),
-        )
-        .map_err(sys(format!("layer {digest}: reading staged content")))?;
-        let mut d = d;
-        d.iter()
-            .filter_map(|e| e.ok())
-            .map(|e| OsStr::from_bytes(e.file_name().to_bytes()).to_os_string())
-            .filter(|n| n != "." && n != "..")
-            .collect()
-    };
+    let names = entries(from).map_err(sys(format!("layer {digest}: reading staged content")))?;
     for name in names {
         let here = at.join(&name);
-        match rename_noreplace(from, &name, to, &name) {
+        match unpack::rename_noreplace(from, name.as_bytes(), to, name.as_bytes()) {
             Ok(()) => {}
             Err(Errno::EEXIST) | Err(Errno::ENOTEMPTY) => {
                 let both_dirs = is_real_dir(from, &name).unwrap_or(false)
@@ -295,24 +273,12 @@ fn fill(
                         .components()
                         .next()
                         .map(|c| c.as_os_str().to_os_string());
-                    let mut d = nix::dir::Dir::openat(
-                        staging_fd.as_fd(),
-                        ".",
-                        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-                        FileMode::empty(),
-                    )
-                    .map_err(sys(format!("layer {digest}: reading staged content")))?;
-                    for e in d.iter().filter_map(|e| e.ok()) {
-                        let n = OsStr::from_bytes(e.file_name().to_bytes());
-                        if n == "." || n == ".." {
-                            continue;
-                        }
-                        if Some(n.to_os_string()) != top {
-                            return Err(invalid(format!(
-                                "layer {digest}: entry {:?} lies outside the directory {:?} its title names",
-                                n, dir
-                            )));
-                        }
+                    let names = entries(staging_fd.as_fd())
+                        .map_err(sys(format!("layer {digest}: reading staged content")))?;
+                    if let Some(n) = names.iter().find(|n| Some(*n) != top.as_ref()) {
+                        return Err(invalid(format!(
+                            "layer {digest}: entry {n:?} lies outside the directory {dir:?} its title names"
+                        )));
                     }
                 }
                 merge(staging_fd.as_fd(), root_fd.as_fd(), Path::new(""), digest)?;

@@ -773,12 +773,7 @@ impl ImageStore {
         config: &Desc,
         layers: &[Desc],
     ) -> Result<(Option<String>, Vec<String>), StoreError> {
-        let is_image_config = matches!(
-            config.media_type.as_str(),
-            "application/vnd.oci.image.config.v1+json"
-                | "application/vnd.docker.container.image.v1+json"
-        );
-        if !is_image_config {
+        if !crate::db::is_image_config(&config.media_type) {
             return Ok((None, Vec::new()));
         }
         let cfg: serde_json::Value =

@@ -333,7 +333,7 @@ pub fn unpack_tar_into(
     let stats = std::mem::take(&mut ex.stats);
     drop(ex);
 
-    match rename_noreplace(parent_fd.as_fd(), &tmp.name, name) {
+    match rename_noreplace(parent_fd.as_fd(), &tmp.name, parent_fd.as_fd(), name) {
         Ok(()) => {}
         Err(Errno::EEXIST) | Err(Errno::ENOTEMPTY) => {
             return Err(UnpackError::TargetExists {
@@ -349,18 +349,23 @@ pub fn unpack_tar_into(
     Ok(stats)
 }
 
-/// `renameat2(RENAME_NOREPLACE)` within one directory, falling back to a
-/// check + `renameat` on filesystems that don't support the flag.
-fn rename_noreplace(dir: BorrowedFd<'_>, from: &[u8], to: &[u8]) -> nix::Result<()> {
+/// `renameat2(RENAME_NOREPLACE)` between two directory fds, falling back to
+/// a check + `renameat` on filesystems that don't support the flag.
+pub(crate) fn rename_noreplace(
+    from_dir: BorrowedFd<'_>,
+    from: &[u8],
+    to_dir: BorrowedFd<'_>,
+    to: &[u8],
+) -> nix::Result<()> {
     let from_c = std::ffi::CString::new(from).map_err(|_| Errno::EINVAL)?;
     let to_c = std::ffi::CString::new(to).map_err(|_| Errno::EINVAL)?;
-    // SAFETY: valid fd and NUL-terminated strings that outlive the call.
+    // SAFETY: valid fds and NUL-terminated strings that outlive the call.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_renameat2,
-            dir.as_raw_fd(),
+            from_dir.as_raw_fd(),
             from_c.as_ptr(),
-            dir.as_raw_fd(),
+            to_dir.as_raw_fd(),
             to_c.as_ptr(),
             libc::RENAME_NOREPLACE,
         )
@@ -368,8 +373,8 @@ fn rename_noreplace(dir: BorrowedFd<'_>, from: &[u8], to: &[u8]) -> nix::Result<
     match Errno::result(rc) {
         Ok(_) => Ok(()),
         Err(Errno::EINVAL) | Err(Errno::ENOSYS) => {
-            match fstatat(dir, to, AtFlags::AT_SYMLINK_NOFOLLOW) {
-                Err(Errno::ENOENT) => renameat(dir, from, dir, to),
+            match fstatat(to_dir, to, AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Err(Errno::ENOENT) => renameat(from_dir, from, to_dir, to),
                 Ok(_) => Err(Errno::EEXIST),
                 Err(e) => Err(e),
             }
@@ -693,19 +698,13 @@ fn produce<R: Read>(
         // Counted as it is decompressed, before anything is written: a bomb
         // stops within one chunk of its cap.
         total += filled as u64;
-        let image_total = limits.image.as_ref().map(|b| {
-            (
-                b.bytes.fetch_add(filled as u64, Ordering::Relaxed) + filled as u64,
-                b.max_bytes,
-            )
+        let image_over = limits.image.as_ref().filter(|b| {
+            b.bytes.fetch_add(filled as u64, Ordering::Relaxed) + filled as u64 > b.max_bytes
         });
         let over = if total > limits.layer_bytes {
             Some(("uncompressed size", limits.layer_bytes, "max_layer_bytes"))
-        } else if let Some((t, max)) = image_total.filter(|(t, max)| t > max) {
-            let _ = t;
-            Some(("image's uncompressed size", max, "max_image_bytes"))
         } else {
-            None
+            image_over.map(|b| ("image's uncompressed size", b.max_bytes, "max_image_bytes"))
         };
         if let Some((what, limit, key)) = over {
             let _ = tx.send(Err(io::Error::other(UnpackError::TooLarge {

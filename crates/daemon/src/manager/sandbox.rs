@@ -17,7 +17,6 @@ pub fn pod_key(c: &PodSandboxConfig) -> Result<String> {
     validate::name("config.metadata.name", &m.name)?;
     validate::name("config.metadata.namespace", &m.namespace)?;
     validate::uid("config.metadata.uid", &m.uid)?;
-    validate::hostname("config.hostname", &c.hostname)?;
     Ok(format!(
         "{}_{}_{}_{}",
         m.name, m.namespace, m.uid, m.attempt
@@ -234,6 +233,7 @@ impl Manager {
         let config =
             config.ok_or_else(|| ManagerError::InvalidArgument("config is required".into()))?;
         let key = pod_key(&config)?;
+        validate::hostname("config.hostname", &config.hostname)?;
         pod_modes(&config)?;
         // Resolve the handler first: an unknown one changes nothing.
         self.runtime(handler)?;

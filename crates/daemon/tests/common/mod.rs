@@ -103,6 +103,27 @@ pub fn pod_config(name: &str, logs: &Path) -> PodSandboxConfig {
     }
 }
 
+/// A container config's security context (container_config has one).
+pub fn security_context(cc: &mut ContainerConfig) -> &mut LinuxContainerSecurityContext {
+    cc.linux
+        .as_mut()
+        .unwrap()
+        .security_context
+        .get_or_insert_with(Default::default)
+}
+
+/// A pod config's namespace options (pod_config has them).
+pub fn pod_namespaces(pc: &mut PodSandboxConfig) -> &mut NamespaceOption {
+    pc.linux
+        .as_mut()
+        .unwrap()
+        .security_context
+        .as_mut()
+        .unwrap()
+        .namespace_options
+        .get_or_insert_with(Default::default)
+}
+
 /// The pod config with its PID namespace mode set.
 pub fn with_pid_mode(mut pc: PodSandboxConfig, mode: NamespaceMode) -> PodSandboxConfig {
     pc.linux

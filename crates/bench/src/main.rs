@@ -8,6 +8,7 @@
 //! RemovePodSandbox; (2) ListContainers with K containers present;
 //! (3) R pods with a running container started P at a time, errors counted,
 //! memory sampled. Prints a table and a JSON summary.
+#![allow(clippy::unwrap_used)]
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;

@@ -2,6 +2,7 @@
 //! Kubernetes reference (`../shared/cri-api/api.proto`): both files are
 //! compiled and every service, RPC, message, field (name, number, type, label,
 //! oneof) and enum value is compared. Comments and Go-only options may differ.
+#![allow(clippy::unwrap_used)]
 
 use prost_types::{DescriptorProto, EnumDescriptorProto, FileDescriptorProto};
 use std::collections::BTreeSet;

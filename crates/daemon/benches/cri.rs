@@ -11,6 +11,7 @@
 //!
 //! Needs `crius-bench` built next to `crius` (`make bench` builds all
 //! binaries first). Run as root.
+#![allow(clippy::unwrap_used)]
 
 use crius_test_support::cri::*;
 use crius_test_support::{Daemon, ImageBuilder, Registry};

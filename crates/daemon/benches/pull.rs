@@ -10,6 +10,7 @@
 //!
 //! Each measurement runs 3 times on a fresh store; medians are reported.
 //! Run as root: `cargo bench -p crius --bench pull`.
+#![allow(clippy::unwrap_used)]
 
 use crius_test_support::cri::{ImageSpec, PullImageRequest, RemoveImageRequest};
 use crius_test_support::image::noise;

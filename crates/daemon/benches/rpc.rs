@@ -4,6 +4,7 @@
 //! daemon's resident memory.
 //!
 //! Prints a table and one JSON line. Run as root: `cargo bench -p crius --bench rpc`.
+#![allow(clippy::unwrap_used)]
 
 use crius_test_support::cri::{StatusRequest, VersionRequest};
 use crius_test_support::runtime::rss_kib;

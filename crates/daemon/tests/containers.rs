@@ -2,6 +2,7 @@
 //! codes, OOMKilled, termination messages, users, read-only rootfs, host
 //! path propagation, env/args rules, duplicate names, ExecSync timeouts,
 //! log reopening, resource updates, bad input.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 use common::*;

@@ -5,6 +5,7 @@
 //! the daemon's fds must be as they were before the storm. Bounded in count
 //! and time; three seeds in `make test`, more behind `make soak`
 //! (`CRIUS_SOAK=1`).
+#![allow(clippy::unwrap_used)]
 
 mod common;
 use common::*;

@@ -1,6 +1,7 @@
 //! The crius binary over its real unix socket: Version, Status, UNIMPLEMENTED
 //! RPCs, the root lock, socket mode and ownership, stale sockets, graceful
 //! shutdown and `crius config`.
+#![allow(clippy::unwrap_used)]
 
 use crius::config::Config;
 use crius_test_support::cri::*;

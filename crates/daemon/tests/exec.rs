@@ -3,6 +3,7 @@
 //! runc and crun, in a container's own PID namespace and in the pod's
 //! shared one; nothing is left as a zombie in the container or under the
 //! host's init, and the exec's scratch files go with it.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 use common::*;

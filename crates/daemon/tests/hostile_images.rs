@@ -4,6 +4,7 @@
 //! After each case: the pull is refused with an error naming what was
 //! wrong, nothing of the image is listed, a canary directory outside the
 //! store is untouched, and the daemon still serves.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 use common::*;

@@ -2,6 +2,7 @@
 //! client's ids, names, paths, environment, arguments, labels and sizes.
 //! Each is refused with a clear error naming what was refused (never
 //! INTERNAL, never a dead daemon), and changes nothing.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 use common::*;

@@ -1,6 +1,7 @@
 //! The ImageService through the real socket against a real docker-registry:
 //! pulls (anonymous, pull secrets, auth file, mirrors), listing, status,
 //! artifacts, tag moves, integrity failures, removal and GC, restarts.
+#![allow(clippy::unwrap_used)]
 
 use crius_test_support::cri::*;
 use crius_test_support::image::noise;

@@ -4,6 +4,7 @@
 //!
 //! Needs `make test`'s Python environment (target/pyenv with grpcio-tools)
 //! and `../shared/cri-api/api.proto`; CI always has both.
+#![allow(clippy::unwrap_used)]
 
 use crius_test_support::Daemon;
 use serde_json::Value;

@@ -1,5 +1,6 @@
 //! The flows kubelet uses, through the real socket with the real runc and
 //! crun: pod → pull → create → start → exec → logs → stop → remove.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 use common::*;

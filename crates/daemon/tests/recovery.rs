@@ -1,5 +1,6 @@
 //! State survives `kill -9` of the daemon: pods, running containers (their
 //! monitors outlive it), exit codes recorded while it was down, names.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 use common::*;

@@ -1,5 +1,6 @@
 //! Recursive read-only mounts (KEP-3857) through the socket: the seed's
 //! scenario with runc, and an honest refusal from crun 1.8.1 (no `features`).
+#![allow(clippy::unwrap_used)]
 
 mod common;
 use common::*;

@@ -3,6 +3,7 @@
 //! lists `rro`; crun 1.8.1 has no `features`, so false), a handler whose
 //! binary is missing is reported not ready rather than fatal, and SIGHUP
 //! re-probes.
+#![allow(clippy::unwrap_used)]
 
 use crius_test_support::cri::*;
 use crius_test_support::Daemon;

@@ -4,6 +4,7 @@
 //! paths, RemoveImage while in use, survival of a daemon restart,
 //! unmounting after the last container; artifacts shaped as `oras push`,
 //! Helm and ModelPack tools push them.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 use common::*;

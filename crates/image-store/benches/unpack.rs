@@ -5,6 +5,7 @@
 //! crius ends every unpack with syncfs (a layer must be durable before it
 //! becomes visible); tar does not, so tar is also timed followed by
 //! `sync -f` on its directory, the like-for-like comparison.
+#![allow(clippy::unwrap_used)]
 
 use crius_test_support::image::noise;
 use sha2::{Digest, Sha256};

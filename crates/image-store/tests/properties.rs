@@ -2,6 +2,7 @@
 //! reader, reference parsing, registries.conf and auth files. On any input:
 //! no panic, and nothing outside the target. `make test` runs a short
 //! sample; `make fuzz` sets PROPTEST_CASES high.
+#![allow(clippy::unwrap_used)]
 
 use crius_image_store::auth::AuthFile;
 use crius_image_store::reference;

@@ -11,6 +11,7 @@
 //! exec under the monitor within noise of a bare exec (ratio of medians
 //! below 1.05).
 //! Run as root: `cargo bench -p crius-monitor --bench monitor`.
+#![allow(clippy::unwrap_used)]
 
 use crius_oci_runtime::rootfs::{mount_rootfs, remove_rootfs};
 use crius_test_support::image::{busybox_rootfs, sha256_digest};

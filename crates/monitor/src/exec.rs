@@ -12,6 +12,7 @@
 //! it exits with the runtime's status once the runtime has exited.
 
 use crius_monitor::proctree;
+use crius_monitor_protocol::job::ExecJob;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, killpg, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -20,7 +21,6 @@ use nix::unistd::Pid;
 use std::io::Read;
 use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
@@ -33,18 +33,10 @@ fn usage() -> ExitCode {
 }
 
 pub fn exec(mut args: impl Iterator<Item = String>) -> ExitCode {
-    let mut pid_file = None;
-    loop {
-        match args.next().as_deref() {
-            Some("--pid-file") => pid_file = args.next().map(PathBuf::from),
-            Some("--") => break,
-            _ => return usage(),
-        }
-    }
-    let argv: Vec<String> = args.collect();
-    let (Some(pid_file), Some(program)) = (pid_file, argv.first()) else {
+    let Some(ExecJob { pid_file, argv }) = ExecJob::parse(&mut args) else {
         return usage();
     };
+    let program = &argv[0];
     // SAFETY: plain prctl with integer arguments.
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
         eprintln!(
@@ -76,7 +68,10 @@ pub fn exec(mut args: impl Iterator<Item = String>) -> ExitCode {
     let child = match child {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("crius-monitor exec: running {program}: {e}");
+            eprintln!(
+                "crius-monitor exec: running {}: {e}",
+                program.to_string_lossy()
+            );
             return ExitCode::from(125);
         }
     };

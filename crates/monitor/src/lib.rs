@@ -1,7 +1,9 @@
-//! The pieces of the monitor that are pure logic, unit-tested: CRI log
-//! lines and timestamps, the exit file format, and the walk of an exec'd
-//! process tree.
+//! The pieces of the monitor that are pure logic, unit-tested: the walk
+//! of an exec'd process tree. What the monitor shares with the daemon
+//! (job arguments, reports, the exit file, CRI log records) is the
+//! `crius-monitor-protocol` crate, re-exported here for the monitor's
+//! tests.
 
-pub mod crilog;
-pub mod exitfile;
 pub mod proctree;
+
+pub use crius_monitor_protocol::{crilog, exitfile, job, report};

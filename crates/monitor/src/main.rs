@@ -18,8 +18,11 @@
 //! shut down or died) makes it exit quietly having created nothing. Its
 //! command line is rewritten to name the job (see `title`).
 
-use crius_monitor::crilog::{now_rfc3339_nano, LineSplitter, Stream};
-use crius_monitor::exitfile;
+use crius_monitor_protocol::crilog::{LineSplitter, Stream};
+use crius_monitor_protocol::exitfile;
+use crius_monitor_protocol::job::{self, decode_nul, Job, NO_JOB, TITLE_REQUIRED};
+use crius_monitor_protocol::report::Report;
+use crius_monitor_protocol::time::now_rfc3339_nano;
 
 mod exec;
 mod pause;
@@ -42,86 +45,25 @@ const USAGE: &str = "usage: crius-monitor --runtime PATH --runtime-root DIR --id
        crius-monitor pause --id POD --sync-fd N
        crius-monitor exec --pid-file FILE -- RUNTIME ARGS...   (stop: end of file on fd 0)";
 
-#[derive(Debug, Default)]
-struct Args {
-    runtime: PathBuf,
-    runtime_root: PathBuf,
-    runtime_args: Vec<String>,
-    id: String,
-    bundle: PathBuf,
-    log: PathBuf,
-    exit_file: PathBuf,
-    pid_file: PathBuf,
-    sync_fd: i32,
-    max_line: usize,
-    /// The container has a terminal: receive the pty master from the
-    /// runtime over a console socket and log it as stdout.
-    tty: bool,
-    /// Start the container too (`run --detach`), not only create it.
-    start: bool,
-}
-
-fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
-    let mut a = Args {
-        max_line: 16 * 1024,
-        sync_fd: -1,
-        ..Default::default()
-    };
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--runtime" => a.runtime = value()?.into(),
-            "--runtime-root" => a.runtime_root = value()?.into(),
-            "--runtime-arg" => a.runtime_args.push(value()?),
-            "--id" => a.id = value()?,
-            "--bundle" => a.bundle = value()?.into(),
-            "--log" => a.log = value()?.into(),
-            "--exit-file" => a.exit_file = value()?.into(),
-            "--pid-file" => a.pid_file = value()?.into(),
-            "--sync-fd" => {
-                a.sync_fd = value()?
-                    .parse()
-                    .map_err(|_| "--sync-fd: not a number".to_string())?
-            }
-            "--max-line" => {
-                a.max_line = value()?
-                    .parse()
-                    .map_err(|_| "--max-line: not a number".to_string())?
-            }
-            "--tty" => a.tty = true,
-            "--start" => a.start = true,
-            other => return Err(format!("unknown argument {other}")),
-        }
-    }
-    if a.runtime.as_os_str().is_empty()
-        || a.id.is_empty()
-        || a.bundle.as_os_str().is_empty()
-        || a.log.as_os_str().is_empty()
-        || a.exit_file.as_os_str().is_empty()
-        || a.pid_file.as_os_str().is_empty()
-    {
-        return Err("missing required arguments".into());
-    }
-    Ok(a)
-}
-
 fn open_log(path: &PathBuf) -> std::io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
 fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {
-        Some("pause") => return pause::pause(std::env::args().skip(2)),
-        Some("standby") => return standby(),
-        Some("exec") => return exec::exec(std::env::args().skip(2)),
+        Some(job::PAUSE) => return pause::pause(std::env::args().skip(2)),
+        Some(job::STANDBY) => return standby(),
+        Some(job::EXEC) => return exec::exec(std::env::args().skip(2)),
         _ => {}
     }
-    let args = match parse_args(std::env::args().skip(1)) {
-        Ok(a) if a.sync_fd >= 0 => a,
-        Ok(_) => {
-            eprintln!("crius-monitor: --sync-fd is required\n{USAGE}");
-            return ExitCode::from(2);
-        }
+    let (args, sync_fd) = match Job::parse(std::env::args().skip(1)) {
+        Ok(a) => match a.sync_fd {
+            Some(fd) if fd >= 0 => (a, fd),
+            _ => {
+                eprintln!("crius-monitor: --sync-fd is required\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        },
         Err(e) => {
             eprintln!("crius-monitor: {e}\n{USAGE}");
             return ExitCode::from(2);
@@ -131,7 +73,7 @@ fn main() -> ExitCode {
         return code;
     }
     // SAFETY: sync_fd was inherited from the daemon for us alone.
-    let mut sync = Some(sync_file(unsafe { File::from_raw_fd(args.sync_fd) }));
+    let mut sync = Some(sync_file(unsafe { File::from_raw_fd(sync_fd) }));
     let result = set_up().and_then(|p| run(&args, p, &mut sync));
     finish(result, sync)
 }
@@ -172,16 +114,12 @@ fn finish(result: Result<(), String>, sync: Option<File>) -> ExitCode {
             // Before the pid was reported the daemon is waiting for this;
             // afterwards the exit file (or its absence) tells the story.
             if let Some(mut s) = sync {
-                let _ = writeln!(s, "error {}", e.replace('\n', " "));
+                let _ = writeln!(s, "{}", Report::Error(e));
             }
             ExitCode::FAILURE
         }
     }
 }
-
-/// The arguments of the job every command line shows first (the daemon
-/// finds a container's monitor by `--id`).
-const TITLE_REQUIRED: usize = 4;
 
 /// `crius-monitor standby [ROOM]`: detached and set up ahead of any
 /// container; the job arrives on fd 0, reports go to fd 1.
@@ -196,13 +134,13 @@ fn standby() -> ExitCode {
         let room = title::Room::find(&argv)?;
         let prepared = set_up()?;
         if let Some(s) = sync.as_mut() {
-            writeln!(s, "ready {}", std::process::id())
+            writeln!(s, "{}", Report::Ready(std::process::id() as i32))
                 .map_err(|e| format!("reporting ready: {e}"))?;
         }
         // Started by a low-priority filler, a pooled standby runs SCHED_IDLE
         // until the daemon gives it its own policy, before the job.
         let job = read_job()?;
-        let args = parse_args(job.iter().cloned())?;
+        let args = Job::parse(job.iter().cloned())?;
         // The title leads with `--runtime R --id ID` (the daemon orders the
         // job so); without them the container would be unfindable.
         room.set(&job, TITLE_REQUIRED)?;
@@ -223,22 +161,7 @@ fn read_job() -> Result<Vec<String>, String> {
             Err(e) => return Err(format!("reading the job: {e}")),
         }
     }
-    decode_job(job)
-}
-
-/// A job's arguments: each ends with a NUL (an empty one stays an
-/// argument). Nothing at all: Err(NO_JOB).
-fn decode_job(job: Vec<u8>) -> Result<Vec<String>, String> {
-    if job.is_empty() {
-        return Err(NO_JOB.into());
-    }
-    let text = String::from_utf8(job).map_err(|_| "the job is not UTF-8".to_string())?;
-    Ok(text
-        .strip_suffix('\0')
-        .unwrap_or(&text)
-        .split('\0')
-        .map(str::to_string)
-        .collect())
+    decode_nul(job)
 }
 
 /// The kernel's `struct sigaction` (x86_64 and aarch64 layout).
@@ -278,9 +201,6 @@ fn reset_signal_dispositions() {
     }
 }
 
-/// A standby's error when the daemon closed the job pipe with no job.
-const NO_JOB: &str = "no job";
-
 /// What a monitor sets up before it knows its container.
 struct SetUp {
     sigfd: SignalFd,
@@ -309,7 +229,7 @@ fn set_up() -> Result<SetUp, String> {
     })
 }
 
-fn run(args: &Args, set_up: SetUp, sync: &mut Option<File>) -> Result<(), String> {
+fn run(args: &Job, set_up: SetUp, sync: &mut Option<File>) -> Result<(), String> {
     let SetUp {
         sigfd,
         out: (out_r, out_w),
@@ -419,7 +339,11 @@ fn run(args: &Args, set_up: SetUp, sync: &mut Option<File>) -> Result<(), String
         // A failed report means the daemon died meanwhile: the container
         // exists all the same, so keep it (its log, its exit code) for the
         // restarted daemon, which finds it through the runtime.
-        let _ = writeln!(s, "pid {pid} {}", std::process::id());
+        let report = Report::Pid {
+            pid,
+            monitor_pid: std::process::id() as i32,
+        };
+        let _ = writeln!(s, "{report}");
     }
 
     // With a terminal, stdout and stderr both arrive on the pty master,
@@ -437,7 +361,7 @@ fn run(args: &Args, set_up: SetUp, sync: &mut Option<File>) -> Result<(), String
 /// pipes are closed (bounded: a descendant that keeps them open after the
 /// container exited gets two seconds). Returns the exit code.
 fn pump(
-    args: &Args,
+    args: &Job,
     pid: i32,
     out_r: OwnedFd,
     err_r: Option<OwnedFd>,
@@ -558,60 +482,4 @@ fn receive_pty(listener: std::os::unix::net::UnixListener) -> Result<OwnedFd, St
         }
     }
     Err("the runtime sent no pty on the console socket".into())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn args() {
-        let v = |s: &str| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();
-        let a = parse_args(
-            v("--runtime /r --runtime-root /s --id c1 --bundle /b --log /l --exit-file /e --pid-file /p --sync-fd 5 --runtime-arg --debug")
-                .into_iter(),
-        )
-        .unwrap();
-        assert_eq!((a.id.as_str(), a.sync_fd, a.max_line), ("c1", 5, 16384));
-        assert_eq!(a.runtime_args, vec!["--debug"]);
-        // A standby's job: no sync fd (its report goes to fd 1).
-        let a = parse_args(
-            v("--runtime /r --id c1 --runtime-root /s --bundle /b --log /l --exit-file /e --pid-file /p --tty")
-                .into_iter(),
-        )
-        .unwrap();
-        assert_eq!((a.sync_fd, a.tty, a.start), (-1, true, false));
-        let a = parse_args(
-            v("--runtime /r --id c1 --bundle /b --log /l --exit-file /e --pid-file /p --start")
-                .into_iter(),
-        )
-        .unwrap();
-        assert!(a.start && !a.tty);
-        assert!(parse_args(v("--sync-fd x").into_iter())
-            .unwrap_err()
-            .contains("--sync-fd"));
-        assert!(parse_args(v("--runtime /r").into_iter()).is_err());
-        // Jobs: NUL-terminated arguments; an empty argument survives.
-        type Case<'a> = (&'a [u8], Result<&'a [&'a str], &'a str>);
-        let cases: &[Case] = &[
-            (b"--id\0c1\0", Ok(&["--id", "c1"])),
-            (b"--runtime-arg\0\0", Ok(&["--runtime-arg", ""])),
-            (b"--id\0c1", Ok(&["--id", "c1"])),
-            (b"", Err(NO_JOB)),
-            (b"\xff\0", Err("the job is not UTF-8")),
-        ];
-        for (job, want) in cases {
-            let got = decode_job(job.to_vec());
-            match want {
-                Ok(w) => assert_eq!(got.unwrap(), *w, "{job:?}"),
-                Err(e) => assert_eq!(got.unwrap_err(), *e, "{job:?}"),
-            }
-        }
-        assert!(parse_args(v("--bogus x").into_iter())
-            .unwrap_err()
-            .contains("--bogus"));
-        assert!(parse_args(v("--sync-fd").into_iter())
-            .unwrap_err()
-            .contains("needs a value"));
-    }
 }

@@ -1,5 +1,6 @@
 //! `crius-monitor pause`: pid 1 of a pod's shared PID namespace.
 
+use crius_monitor_protocol::report::Report;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, setsid, ForkResult, Pid};
@@ -15,25 +16,16 @@ use std::process::ExitCode;
 /// it is killed (SIGKILL, by the daemon). Reports `pid N` (N as the host
 /// sees it) on the sync fd.
 pub fn pause(mut it: impl Iterator<Item = String>) -> ExitCode {
-    let mut id = String::new();
-    let mut sync_fd = -1;
-    while let Some(flag) = it.next() {
-        match (flag.as_str(), it.next()) {
-            ("--id", Some(v)) => id = v,
-            ("--sync-fd", Some(v)) => sync_fd = v.parse().unwrap_or(-1),
-            _ => {
-                eprintln!("crius-monitor pause: bad arguments\n{}", super::USAGE);
-                return ExitCode::from(2);
-            }
+    let (id, sync_fd) = match crius_monitor_protocol::job::parse_pause(&mut it) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("crius-monitor pause: {e}\n{}", super::USAGE);
+            return ExitCode::from(2);
         }
-    }
-    if id.is_empty() || sync_fd < 0 {
-        eprintln!(
-            "crius-monitor pause: --id and --sync-fd are required\n{}",
-            super::USAGE
-        );
-        return ExitCode::from(2);
-    }
+    };
+    // The pod id names the process (`--id` in its command line): nothing
+    // else needs it.
+    let _ = id;
     // SAFETY: single-threaded; the parent only exits.
     match unsafe { fork() } {
         Ok(ForkResult::Parent { .. }) => return ExitCode::SUCCESS,
@@ -48,13 +40,22 @@ pub fn pause(mut it: impl Iterator<Item = String>) -> ExitCode {
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
     );
     if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID) {
-        let _ = writeln!(sync, "error unshare(CLONE_NEWPID): {e}");
+        let _ = writeln!(
+            sync,
+            "{}",
+            Report::Error(format!("unshare(CLONE_NEWPID): {e}"))
+        );
         return ExitCode::FAILURE;
     }
     // SAFETY: single-threaded.
     match unsafe { fork() } {
         Ok(ForkResult::Parent { child }) => {
-            let _ = writeln!(sync, "pid {child} {child}");
+            let child = child.as_raw();
+            let report = Report::Pid {
+                pid: child,
+                monitor_pid: child,
+            };
+            let _ = writeln!(sync, "{report}");
             ExitCode::SUCCESS
         }
         Ok(ForkResult::Child) => {
@@ -62,7 +63,7 @@ pub fn pause(mut it: impl Iterator<Item = String>) -> ExitCode {
             pause_init()
         }
         Err(e) => {
-            let _ = writeln!(sync, "error fork: {e}");
+            let _ = writeln!(sync, "{}", Report::Error(format!("fork: {e}")));
             ExitCode::FAILURE
         }
     }

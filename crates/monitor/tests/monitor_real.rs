@@ -2,6 +2,7 @@
 //! pid, writes the container's stdout/stderr as CRI log lines, records the
 //! exit code in the exit file after the container exits, and reports the
 //! runtime's error when create fails.
+#![allow(clippy::unwrap_used)]
 
 use crius_monitor::{crilog, exitfile};
 use crius_oci_runtime::rootfs::{mount_rootfs, remove_rootfs};
@@ -120,7 +121,7 @@ impl Container {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(e) = exitfile::read(&self.path("exit")).unwrap() {
-                return e;
+                return (e.code, e.at);
             }
             assert!(Instant::now() < deadline, "no exit file");
             std::thread::sleep(Duration::from_millis(20));

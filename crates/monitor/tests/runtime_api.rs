@@ -4,6 +4,7 @@
 //! crius-monitor, started, inspected, exec'd into (output, exit code,
 //! timeout, output cap), killed; its output in the CRI log and its exit code
 //! in the exit file, readable by anyone after the fact.
+#![allow(clippy::unwrap_used)]
 
 use crius_cri_api::v1::*;
 use crius_oci_runtime::probe::{probe_handler, HostFacts};
@@ -116,7 +117,7 @@ fn wait_exit(files: &ContainerFiles) -> (i32, String) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(e) = exit_status(files).unwrap() {
-            return e;
+            return (e.code, e.at);
         }
         assert!(Instant::now() < deadline, "no exit file");
         std::thread::sleep(Duration::from_millis(20));
@@ -166,9 +167,9 @@ fn container_lifecycle_through_the_runtime_layer() {
         let (rt, files) = (&p.rt, &p.files);
         let pid = rt.create(&id, files, 16 * 1024, false).unwrap().pid;
         assert!(pid > 1);
-        assert_eq!(rt.state(&id).unwrap()["status"], "created", "{id}");
+        assert_eq!(rt.state(&id).unwrap().status, "created", "{id}");
         rt.start(&id).unwrap();
-        assert_eq!(rt.state(&id).unwrap()["status"], "running", "{id}");
+        assert_eq!(rt.state(&id).unwrap().status, "running", "{id}");
         // The container starts with no signal blocked or ignored: nothing
         // of the monitor's own mask (SIGCHLD, SIGUSR1) leaks into it.
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -528,7 +529,7 @@ fn run_creates_and_starts_in_one_runtime_call() {
                 .launch()
                 .unwrap();
         // Running already: no start.
-        assert_eq!(p.rt.state(&id).unwrap()["status"], "running", "{id}");
+        assert_eq!(p.rt.state(&id).unwrap().status, "running", "{id}");
         assert_eq!(monitors_of(&id), vec![l.monitor_pid], "{id}");
         let deadline = Instant::now() + Duration::from_secs(10);
         while !std::fs::read_to_string(&p.files.log)

@@ -200,9 +200,9 @@ pub fn is_mount_point(p: &Path) -> bool {
     let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
         return false;
     };
-    // SAFETY: a NUL-terminated path and a zeroed statx buffer the kernel
-    // fills.
+    // SAFETY: statx is plain data, for which all zeroes is a valid value.
     let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and a statx buffer the kernel fills.
     let rc = unsafe {
         libc::statx(
             libc::AT_FDCWD,
@@ -220,12 +220,9 @@ pub fn is_mount_point(p: &Path) -> bool {
         return stx.stx_attributes & bit != 0;
     }
     let want = p.display().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|m| {
-            m.lines()
-                .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
-        })
-        .unwrap_or(false)
+    crate::mountinfo::read()
+        .iter()
+        .any(|m| m.mount_point == want)
 }
 
 /// Unmounts a view or a sub path bind (idempotent) and removes the mount

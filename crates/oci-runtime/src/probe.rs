@@ -60,14 +60,10 @@ pub fn kernel_version() -> Option<(u32, u32)> {
 pub fn cgroup_layout(mountinfo: &str, unified_controllers: Option<&str>) -> CgroupLayout {
     let mut v1 = false;
     let mut v2 = false;
-    for line in mountinfo.lines() {
-        // Fields after " - " are: fstype source superoptions.
-        let Some((_, post)) = line.split_once(" - ") else {
-            continue;
-        };
-        match post.split_whitespace().next() {
-            Some("cgroup") => v1 = true,
-            Some("cgroup2") => v2 = true,
+    for m in crate::mountinfo::parse(mountinfo) {
+        match m.fstype.as_str() {
+            "cgroup" => v1 = true,
+            "cgroup2" => v2 = true,
             _ => {}
         }
     }

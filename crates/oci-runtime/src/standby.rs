@@ -9,16 +9,15 @@
 //! it up, stopped, or was killed) exits having created nothing, so nothing
 //! needs sweeping after a crash.
 
-use crate::runtime::RuntimeError;
+use crate::error::RuntimeError;
+use crius_monitor_protocol::report::Report;
 use crius_pool::Pool;
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-/// Bytes a standby keeps in its command line for the job's leading
-/// arguments (`--runtime R --id ID ...`, see the monitor's `title`).
-pub const TITLE_ROOM: usize = 1024;
+pub use crius_monitor_protocol::job::TITLE_ROOM;
 
 /// A monitor that has (or is about to have) detached and waits for its job.
 #[derive(Debug)]
@@ -53,7 +52,7 @@ impl StandbyMonitor {
         let (sync_r, sync_w) = pipe()?;
         let (job_r, job_w) = pipe()?;
         let mut cmd = Command::new(monitor);
-        cmd.arg("standby")
+        cmd.arg(crius_monitor_protocol::job::STANDBY)
             .arg(" ".repeat(TITLE_ROOM))
             .stdin(Stdio::from(job_r))
             .stdout(Stdio::from(sync_w))
@@ -101,8 +100,8 @@ impl StandbyMonitor {
             }
         }
         let line = String::from_utf8_lossy(&line);
-        match line.strip_prefix("ready ").map(str::parse::<i32>) {
-            Some(Ok(pid)) if pid > 0 => {
+        match Report::parse(&line) {
+            Some(Report::Ready(pid)) => {
                 self.pid = Some(pid);
                 Ok(())
             }

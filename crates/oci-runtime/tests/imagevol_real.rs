@@ -1,4 +1,5 @@
 //! Image volume views and sub paths with real mounts (root only).
+#![allow(clippy::unwrap_used)]
 
 use crius_oci_runtime::imagevol::{self, SubPathKind};
 use std::os::unix::fs::PermissionsExt;

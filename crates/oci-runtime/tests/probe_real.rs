@@ -1,6 +1,7 @@
 //! The probe against the real runtimes `make test` installs: Debian's runc
 //! 1.1.5 lists `rro` in its features; Debian's crun 1.8.1 has no `features`
 //! command, so its features are unknown and reported false.
+#![allow(clippy::unwrap_used)]
 
 use crius_oci_runtime::probe::{probe_handler, HostFacts};
 use crius_oci_runtime::RuntimeHandlers;

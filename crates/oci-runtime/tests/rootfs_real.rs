@@ -2,6 +2,7 @@
 //! the image store's unpacker) run by the real runc, and by crun where the
 //! probe says crun can run here (where it says it cannot, crun really
 //! fails, with the reason the probe gave).
+#![allow(clippy::unwrap_used)]
 
 use crius_oci_runtime::probe::{probe_handler, HostFacts};
 use crius_oci_runtime::rootfs::{mount_rootfs, remove_rootfs};

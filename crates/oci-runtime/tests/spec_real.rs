@@ -4,6 +4,7 @@
 //! read-only rootfs, dropped capabilities, RuntimeDefault seccomp (a denied
 //! syscall fails; a static binary's raw clone(CLONE_NEWUSER) gets EPERM),
 //! a memory limit visible in the cgroup, masked paths.
+#![allow(clippy::unwrap_used)]
 
 use crius_cri_api::v1::*;
 use crius_oci_runtime::probe::{probe_handler, HostFacts};

@@ -4,6 +4,8 @@
 //! process.
 
 use crate::{io, SandboxError};
+use crius_monitor_protocol::report::Report;
+use crius_monitor_protocol::{identity, job};
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -15,7 +17,7 @@ pub fn start(monitor: &Path, id: &str) -> Result<i32, SandboxError> {
     // The report comes on the pause process's stdout: no pre_exec hook,
     // so std spawns it without forking the daemon.
     let mut cmd = Command::new(monitor);
-    cmd.args(["pause", "--id", id, "--sync-fd", "1"])
+    cmd.args(job::pause_args(id, 1))
         .stdin(Stdio::null())
         .stdout(Stdio::from(w))
         .stderr(Stdio::null());
@@ -28,13 +30,9 @@ pub fn start(monitor: &Path, id: &str) -> Result<i32, SandboxError> {
     std::fs::File::from(r)
         .read_to_string(&mut report)
         .map_err(io("reading the pause process's report"))?;
-    match report.trim().split_once(' ') {
-        Some(("pid", rest)) if status.success() => rest
-            .split_whitespace()
-            .next()
-            .and_then(|p| p.parse().ok())
-            .ok_or_else(|| bad(&report)),
-        Some(("error", m)) => Err(bad(m)),
+    match Report::outcome(&report) {
+        Some(Report::Pid { pid, .. }) if status.success() => Ok(pid),
+        Some(Report::Error(m)) => Err(bad(&m)),
         _ => Err(bad(&format!("{status}: {report:?}"))),
     }
 }
@@ -48,16 +46,7 @@ fn bad(m: &str) -> SandboxError {
 
 /// Whether `pid` is pod `id`'s pause process (not a recycled pid).
 pub fn is_ours(pid: i32, id: &str) -> bool {
-    pid > 0
-        && std::fs::read(format!("/proc/{pid}/cmdline"))
-            .map(|c| {
-                let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
-                args.len() >= 4
-                    && args[0].ends_with(b"crius-monitor")
-                    && args[1] == b"pause"
-                    && args[3] == id.as_bytes()
-            })
-            .unwrap_or(false)
+    identity::is_pause(pid, id)
 }
 
 /// Kills the pause process (and so every process in the namespace) and

@@ -1,4 +1,5 @@
 //! Pinning real namespaces and mounting a real shm tmpfs (root only).
+#![allow(clippy::unwrap_used)]
 
 use crius_sandbox::{ns, shm};
 use std::os::unix::fs::MetadataExt;

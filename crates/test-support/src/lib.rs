@@ -1,6 +1,7 @@
 //! Integration-test harness for crius, so tests read like the CRI flows they
 //! exercise: a real daemon process, a typed CRI client on its socket, a real
 //! `docker-registry`, and images and artifacts built from `busybox-static`.
+#![allow(clippy::unwrap_used)]
 
 pub mod daemon;
 pub mod image;

@@ -1,6 +1,7 @@
 //! The harness itself: a real registry with htpasswd auth accepts an image
 //! and an artifact pushed with the right password, refuses a wrong one, and
 //! serves back exactly what was pushed.
+#![allow(clippy::unwrap_used)]
 
 use crius_test_support::image::{fetch_manifest, MEDIA_EMPTY};
 use crius_test_support::{ArtifactBuilder, Credentials, ImageBuilder, LayerBuilder, Registry};

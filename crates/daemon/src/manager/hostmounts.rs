@@ -3,58 +3,7 @@
 //! shared (Bidirectional) or shared or slave (HostToContainer) — otherwise
 //! the container would silently not see the host's mounts.
 
-/// One line of /proc/self/mountinfo, the parts needed here.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountEntry {
-    pub mount_point: String,
-    pub shared: bool,
-    pub slave: bool,
-}
-
-/// Parses /proc/self/mountinfo (octal escapes in paths decoded).
-pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
-    text.lines()
-        .filter_map(|l| {
-            let mut f = l.split(' ');
-            let mount_point = unescape(f.nth(4)?);
-            let mut shared = false;
-            let mut slave = false;
-            // Optional fields after the mount options, up to "-".
-            for opt in f.skip(1) {
-                if opt == "-" {
-                    break;
-                }
-                shared |= opt.starts_with("shared:");
-                slave |= opt.starts_with("master:");
-            }
-            Some(MountEntry {
-                mount_point,
-                shared,
-                slave,
-            })
-        })
-        .collect()
-}
-
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+pub use crius_oci_runtime::mountinfo::{parse as parse_mountinfo, Mount as MountEntry};
 
 /// The mount (the last, i.e. top-most, with the longest mount point that
 /// contains `path`) holding a canonical `path`.

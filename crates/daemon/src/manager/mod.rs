@@ -12,12 +12,15 @@
 //! runtime call, so RPCs on different pods never wait for each other.
 //!
 //! - `sandbox`: RunPodSandbox, StopPodSandbox, RemovePodSandbox, status, list.
-//! - `container`: the container RPCs.
-//! - `recover`: reconciling records with reality at start.
+//! - `container/`: the container RPCs, one file per RPC family.
+//! - `volumes`: image volumes (one read-only view per image, shared).
+//! - `recover`: reconciling records with reality at start, decided
+//!   against `host::Host`, the seam to the kernel (`host::RealHost`).
 //! - `ids`, `filters`, `hostmounts`, `validate`: pure helpers.
 
 pub mod container;
 pub mod filters;
+pub(crate) mod host;
 pub mod hostmounts;
 pub mod ids;
 mod recover;
@@ -26,7 +29,7 @@ pub mod validate;
 pub mod volumes;
 
 use crate::config::{Config, OomClamp};
-use crate::server::runtimes::Runtimes;
+use crate::runtimes::Runtimes;
 use crate::state::{ContainerRecord, PodRecord, StateDb, StateError};
 use crius_cri_api::v1::{ContainerConfig, PodSandboxConfig};
 use crius_image_store::ImageStore;
@@ -165,11 +168,11 @@ impl Pod {
     }
 
     pub fn record(&self) -> PodRecord {
-        self.rec.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        crate::sync::lock(&self.rec).clone()
     }
 
     fn set(&self, r: PodRecord) {
-        *self.rec.lock().unwrap_or_else(|p| p.into_inner()) = r;
+        *crate::sync::lock(&self.rec) = r;
     }
 }
 
@@ -193,15 +196,15 @@ impl Ctr {
     }
 
     pub fn record(&self) -> ContainerRecord {
-        self.rec.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        crate::sync::lock(&self.rec).clone()
     }
 
     pub fn with<R>(&self, f: impl FnOnce(&ContainerRecord) -> R) -> R {
-        f(&self.rec.lock().unwrap_or_else(|p| p.into_inner()))
+        f(&crate::sync::lock(&self.rec))
     }
 
     fn set(&self, r: ContainerRecord) {
-        *self.rec.lock().unwrap_or_else(|p| p.into_inner()) = r;
+        *crate::sync::lock(&self.rec) = r;
     }
 }
 
@@ -220,6 +223,8 @@ pub struct Manager {
     images: Arc<ImageStore>,
     runtimes: Arc<Runtimes>,
     monitor: PathBuf,
+    /// The host as recovery and exits see it.
+    host: host::RealHost,
     limits: SelfLimits,
     pods: RwLock<HashMap<String, Arc<Pod>>>,
     containers: RwLock<HashMap<String, Arc<Ctr>>>,
@@ -317,7 +322,7 @@ fn lookup<T>(
             "{field} is required"
         )));
     }
-    let map = index.read().unwrap_or_else(|p| p.into_inner());
+    let map = crate::sync::read(index);
     match ids::lookup(map.keys().map(String::as_str), query) {
         ids::Lookup::Found(id) => map
             .get(&id)
@@ -410,6 +415,10 @@ impl Manager {
             cfg,
             db: Arc::new(db),
             images,
+            host: host::RealHost {
+                runtimes: runtimes.clone(),
+                monitor: monitor.clone(),
+            },
             runtimes,
             monitor,
             limits,
@@ -470,7 +479,7 @@ impl Manager {
 
     /// Reserves a name for `id`; the holder's id if it is taken.
     fn reserve(&self, key: &str, id: &str) -> std::result::Result<(), String> {
-        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        let mut names = crate::sync::lock(&self.names);
         match names.get(key) {
             Some(holder) if holder != id => Err(holder.clone()),
             _ => {
@@ -481,7 +490,7 @@ impl Manager {
     }
 
     fn release(&self, key: &str, id: &str) {
-        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
+        let mut names = crate::sync::lock(&self.names);
         if names.get(key).is_some_and(|h| h == id) {
             names.remove(key);
         }
@@ -502,9 +511,7 @@ impl Manager {
     }
 
     fn pod_containers(&self, pod_id: &str) -> Vec<Arc<Ctr>> {
-        self.containers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+        crate::sync::read(&self.containers)
             .values()
             .filter(|c| c.pod_id == pod_id)
             .cloned()
@@ -514,9 +521,7 @@ impl Manager {
     /// A container (not removed) using the image `image_id`, if any:
     /// RemoveImage refuses to remove an image in use.
     pub fn container_using_image(&self, image_id: &str) -> Option<String> {
-        self.containers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+        crate::sync::read(&self.containers)
             .values()
             .find(|c| {
                 c.with(|r| r.image_id == image_id || r.image_volumes.iter().any(|v| v == image_id))

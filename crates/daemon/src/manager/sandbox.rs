@@ -1,12 +1,14 @@
 //! Pod sandboxes: RunPodSandbox, StopPodSandbox, RemovePodSandbox,
 //! PodSandboxStatus, ListPodSandbox.
 
+use super::host::{remove_dir, teardown_pod as teardown};
 use super::{blocking, filters, ids, now_ns, validate, Manager, ManagerError, Pod, Result};
-use crate::state::{encode_config, PodPhase, PodRecord, StateDb, RECORD_VERSION};
+use crate::state::{encode_config, PodPhase, PodRecord, RECORD_VERSION};
 use crius_cri_api::v1::{NamespaceMode, PodSandboxConfig, PodSandboxFilter};
 use crius_sandbox::{files, ns, shm};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
+use tracing::Instrument;
 
 /// The reservation key of a pod's metadata (kubelet's uniqueness rule).
 pub fn pod_key(c: &PodSandboxConfig) -> Result<String> {
@@ -74,26 +76,6 @@ pub(crate) fn teardown_orphan(id: &str, dir: &Path) -> Result<()> {
     ns::unpin(&dir.join("ns"))?;
     shm::unmount_shm(&dir.join("shm"))?;
     remove_dir(dir)
-}
-
-/// Tears down what a pod holds on the host: the pause process, pinned
-/// namespaces and shm. Idempotent.
-fn teardown(rec: &PodRecord) -> Result<()> {
-    crius_sandbox::pause::stop(rec.pause_pid, &rec.id)?;
-    ns::unpin(&rec.dir.join("ns"))?;
-    shm::unmount_shm(&rec.dir.join("shm"))?;
-    Ok(())
-}
-
-fn remove_dir(dir: &Path) -> Result<()> {
-    match std::fs::remove_dir_all(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(ManagerError::Internal(format!(
-            "removing {}: {e}",
-            dir.display()
-        ))),
-    }
 }
 
 /// A pod's namespaces: taken from the pool, or being pinned.
@@ -270,75 +252,79 @@ impl Manager {
             ))
         })?;
         let span = tracing::info_span!("pod", pod = %id, name = %key);
-        let _g = span.enter();
-        let mut rec = PodRecord {
-            version: RECORD_VERSION,
-            id: id.clone(),
-            phase: PodPhase::Creating,
-            created_at: now_ns(),
-            config: encode_config(&config),
-            runtime_handler: handler_name,
-            dir: self.cfg.runroot.join("pods").join(&id),
-            netns: None,
-            ipcns: None,
-            utsns: None,
-            shm: None,
-            cgroup_parent,
-            pidns: None,
-            pause_pid: 0,
-        };
-        let db = self.db.clone();
-        let shm_size = self.cfg.shm_size;
-        let cfg2 = config.clone();
-        let monitor = self.monitor.clone();
-        let runroot = self.cfg.runroot.clone();
-        let pool = self.ns_pool.clone();
-        let result = blocking(move || {
-            // No record before the side effects: a daemon killed meanwhile
-            // finds the pod's directory without a record and tears it down
-            // (recover.rs), which costs no fsync here.
-            match setup(
-                &mut rec,
-                &cfg2,
-                shm_size,
-                &monitor,
-                &runroot,
-                pool.as_deref(),
-            ) {
-                Ok(()) => {
-                    rec.phase = PodPhase::Ready;
-                    let t = std::time::Instant::now();
-                    db.put_pod(&rec)?;
-                    tracing::debug!(
-                        flush_us = t.elapsed().as_micros() as u64,
-                        "pod record flushed"
-                    );
-                    Ok(rec)
+        // The span covers the rest of the RPC, across its awaits
+        // (`Span::enter` would be held by whatever task this thread polls
+        // next while this one waits).
+        async move {
+            let mut rec = PodRecord {
+                version: RECORD_VERSION,
+                id: id.clone(),
+                phase: PodPhase::Creating,
+                created_at: now_ns(),
+                config: encode_config(&config),
+                runtime_handler: handler_name,
+                dir: self.cfg.runroot.join("pods").join(&id),
+                netns: None,
+                ipcns: None,
+                utsns: None,
+                shm: None,
+                cgroup_parent,
+                pidns: None,
+                pause_pid: 0,
+            };
+            let db = self.db.clone();
+            let shm_size = self.cfg.shm_size;
+            let cfg2 = config.clone();
+            let monitor = self.monitor.clone();
+            let runroot = self.cfg.runroot.clone();
+            let pool = self.ns_pool.clone();
+            let result = blocking(move || {
+                // No record before the side effects: a daemon killed meanwhile
+                // finds the pod's directory without a record and tears it down
+                // (recover.rs), which costs no fsync here.
+                match setup(
+                    &mut rec,
+                    &cfg2,
+                    shm_size,
+                    &monitor,
+                    &runroot,
+                    pool.as_deref(),
+                ) {
+                    Ok(()) => {
+                        rec.phase = PodPhase::Ready;
+                        let t = std::time::Instant::now();
+                        db.put_pod(&rec)?;
+                        tracing::debug!(
+                            flush_us = t.elapsed().as_micros() as u64,
+                            "pod record flushed"
+                        );
+                        Ok(rec)
+                    }
+                    Err(e) => {
+                        let _ = teardown(&rec);
+                        let _ = remove_dir(&rec.dir);
+                        let _ = db.delete_pod(&rec.id);
+                        Err(e)
+                    }
+                }
+            })
+            .await;
+            match result {
+                Ok(rec) => {
+                    tracing::info!("pod sandbox ready");
+                    self.refill_pools();
+                    crate::sync::write(&self.pods)
+                        .insert(id.clone(), Arc::new(Pod::new(rec, config)));
+                    Ok(id)
                 }
                 Err(e) => {
-                    let _ = teardown(&rec);
-                    let _ = remove_dir(&rec.dir);
-                    let _ = db.delete_pod(&rec.id);
+                    self.release(&key, &id);
                     Err(e)
                 }
             }
-        })
-        .await;
-        match result {
-            Ok(rec) => {
-                tracing::info!("pod sandbox ready");
-                self.refill_pools();
-                self.pods
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(id.clone(), Arc::new(Pod::new(rec, config)));
-                Ok(id)
-            }
-            Err(e) => {
-                self.release(&key, &id);
-                Err(e)
-            }
         }
+        .instrument(span)
+        .await
     }
 
     /// Stops every container (gracefully, then SIGKILL: kubelet has usually
@@ -409,10 +395,7 @@ impl Manager {
             Ok(())
         })
         .await?;
-        self.pods
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&pod.id);
+        crate::sync::write(&self.pods).remove(&pod.id);
         if let Ok(key) = pod_key(&pod.config) {
             self.release(&key, &pod.id);
         }
@@ -427,7 +410,7 @@ impl Manager {
     }
 
     pub fn list_pods(&self, filter: Option<&PodSandboxFilter>) -> Vec<(Arc<Pod>, PodRecord)> {
-        let pods = self.pods.read().unwrap_or_else(|p| p.into_inner());
+        let pods = crate::sync::read(&self.pods);
         let mut out: Vec<_> = pods
             .values()
             .filter(|p| {
@@ -452,35 +435,5 @@ impl Manager {
             .collect();
         out.sort_by_key(|(_, r)| r.created_at);
         out
-    }
-}
-
-/// Recovery of one pod record (blocking, at start): a pod caught being
-/// created is torn down and forgotten; a ready pod whose namespaces are
-/// gone (the host rebooted) becomes NotReady.
-pub(crate) fn recover_pod(db: &StateDb, mut rec: PodRecord) -> Result<Option<PodRecord>> {
-    match rec.phase {
-        PodPhase::Creating => {
-            tracing::warn!(pod = %rec.id, "pod sandbox was being created when crius stopped; cleaning up");
-            teardown(&rec)?;
-            remove_dir(&rec.dir)?;
-            db.delete_pod(&rec.id)?;
-            Ok(None)
-        }
-        PodPhase::Ready => {
-            let lost = [&rec.netns, &rec.ipcns, &rec.utsns, &rec.pidns]
-                .into_iter()
-                .flatten()
-                .any(|p: &PathBuf| !ns::is_pinned(p))
-                || (rec.pidns.is_some() && !crius_sandbox::pause::is_ours(rec.pause_pid, &rec.id));
-            if lost {
-                tracing::warn!(pod = %rec.id, "pod sandbox's namespaces are gone; marking it NotReady");
-                teardown(&rec)?;
-                rec.phase = PodPhase::NotReady;
-                db.put_pod(&rec)?;
-            }
-            Ok(Some(rec))
-        }
-        PodPhase::NotReady => Ok(Some(rec)),
     }
 }

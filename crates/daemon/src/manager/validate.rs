@@ -2,7 +2,7 @@
 //! names, hostnames, durations. Pure; each error names the field.
 
 use super::ManagerError;
-use crius_cri_api::v1::ContainerConfig;
+use crius_cri_api::v1::{ContainerConfig, MountPropagation};
 use std::collections::HashMap;
 
 /// Longest pod or container name, namespace or uid: a DNS subdomain, the
@@ -173,6 +173,62 @@ pub fn exec_cmd(cmd: &[String]) -> Result<(), ManagerError> {
 /// anything past a day is clamped so deadlines never overflow.
 pub fn timeout_secs(v: i64) -> u64 {
     v.clamp(0, MAX_TIMEOUT_SECS) as u64
+}
+
+/// Why a handler cannot honour `recursive_read_only` (None: it can).
+pub fn rro_unsupported(
+    probe: &crius_oci_runtime::Probe,
+    host: &crius_oci_runtime::HostFacts,
+) -> Option<String> {
+    if probe.status.recursive_read_only_mounts {
+        return None;
+    }
+    Some(if let Some(why) = &probe.features_unknown {
+        format!("its features are unknown ({why})")
+    } else if !probe
+        .mount_options
+        .as_ref()
+        .is_some_and(|m| m.iter().any(|o| o == "rro"))
+    {
+        "its `features` do not list the rro mount option".to_string()
+    } else {
+        format!(
+            "the kernel ({}) is older than 5.12 (mount_setattr with AT_RECURSIVE)",
+            host.kernel_release
+        )
+    })
+}
+
+/// Recursive read-only mounts (KEP-3857): valid only with `readonly` and
+/// private propagation, and only where the handler can make every submount
+/// read-only — never silently downgraded to a plain read-only bind.
+pub fn check_recursive_read_only(
+    mounts: &[crius_cri_api::v1::Mount],
+    handler: &str,
+    unsupported: Option<&str>,
+) -> Result<(), ManagerError> {
+    for (i, m) in mounts.iter().enumerate() {
+        if !m.recursive_read_only {
+            continue;
+        }
+        let at = format!("mounts[{i}] (container_path {:?})", m.container_path);
+        if !m.readonly {
+            return Err(ManagerError::InvalidArgument(format!(
+                "{at}: recursive_read_only requires readonly"
+            )));
+        }
+        if m.propagation != MountPropagation::PropagationPrivate as i32 {
+            return Err(ManagerError::InvalidArgument(format!(
+                "{at}: recursive_read_only requires PROPAGATION_PRIVATE"
+            )));
+        }
+        if let Some(why) = unsupported {
+            return Err(ManagerError::FailedPrecondition(format!(
+                "{at}: recursive_read_only requested, but runtime handler {handler:?} cannot honour it: {why}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -379,6 +435,50 @@ mod properties {
                 prop_assert!(args.iter().all(|a| !a.contains('\0')));
                 prop_assert!(!key.is_empty() && !key.contains('=') && !key.contains('\0'));
                 prop_assert!(wd.is_empty() || (wd.starts_with('/') && !wd.contains('\0')));
+            }
+        }
+    }
+
+    #[test]
+    fn recursive_read_only_table() {
+        use crius_cri_api::v1::Mount;
+        let m = |ro: bool, rro: bool, prop: MountPropagation| Mount {
+            container_path: "/data".into(),
+            host_path: "/srv".into(),
+            readonly: ro,
+            recursive_read_only: rro,
+            propagation: prop as i32,
+            ..Default::default()
+        };
+        let private = MountPropagation::PropagationPrivate;
+        let cases = [
+            (m(true, false, private), None, Ok(())),
+            (m(false, false, private), Some("x"), Ok(())),
+            (m(true, true, private), None, Ok(())),
+            (m(false, true, private), None, Err("requires readonly")),
+            (
+                m(true, true, MountPropagation::PropagationHostToContainer),
+                None,
+                Err("requires PROPAGATION_PRIVATE"),
+            ),
+            (
+                m(true, true, private),
+                Some("no rro"),
+                Err("runtime handler \"crun\" cannot honour it: no rro"),
+            ),
+        ];
+        for (i, (mount, why, want)) in cases.into_iter().enumerate() {
+            let got = check_recursive_read_only(&[mount], "crun", why);
+            match (got, want) {
+                (Ok(()), Ok(())) => {}
+                (Err(e), Err(w)) => {
+                    assert!(e.to_string().contains(w), "case {i}: {e}");
+                    assert!(
+                        e.to_string().contains("\"/data\""),
+                        "case {i}: names the path: {e}"
+                    );
+                }
+                (g, w) => panic!("case {i}: {g:?} vs {w:?}"),
             }
         }
     }

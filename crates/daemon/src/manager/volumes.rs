@@ -139,7 +139,7 @@ impl Manager {
     /// Mounts the view of an image on first use; counts a user.
     fn acquire_view(&self, rec: &crius_image_store::db::ImageRecord) -> Result<PathBuf> {
         let view = view_path(&self.cfg.runroot, &rec.id);
-        let mut users = self.volume_users.lock().unwrap_or_else(|p| p.into_inner());
+        let mut users = crate::sync::lock(&self.volume_users);
         let n = users.entry(rec.id.clone()).or_insert(0);
         // Mounted on first use — or again after a reboot emptied runroot
         // while exited containers still counted as users.
@@ -162,7 +162,7 @@ impl Manager {
 
     /// Drops one user of an image's view; the last one unmounts it.
     pub(crate) fn release_view(&self, image_id: &str) {
-        let mut users = self.volume_users.lock().unwrap_or_else(|p| p.into_inner());
+        let mut users = crate::sync::lock(&self.volume_users);
         let Some(n) = users.get_mut(image_id) else {
             return;
         };

@@ -6,7 +6,6 @@ pub mod image_service;
 mod listener;
 mod lock;
 pub mod runtime_service;
-pub mod runtimes;
 mod trace;
 pub(crate) mod unimplemented;
 
@@ -56,7 +55,7 @@ pub enum ServerError {
 pub struct Server {
     config: Arc<Config>,
     images: Arc<ImageStore>,
-    runtimes: Arc<runtimes::Runtimes>,
+    runtimes: Arc<crate::runtimes::Runtimes>,
     manager: Arc<crate::manager::Manager>,
     listener: UnixListener,
     socket_ino: (u64, u64),
@@ -84,9 +83,9 @@ impl Server {
         // 0660 socket must be able to reach it.
         create_dir(&config.runroot, 0o711)?;
         let images = Arc::new(open_image_store(&config)?);
-        let info = runtimes::RuntimeInfo::probe(&config).map_err(ServerError::Runtimes)?;
+        let info = crate::runtimes::RuntimeInfo::probe(&config).map_err(ServerError::Runtimes)?;
         let config = Arc::new(config);
-        let runtimes = Arc::new(runtimes::Runtimes::new(config.clone(), info));
+        let runtimes = Arc::new(crate::runtimes::Runtimes::new(config.clone(), info));
         // Recovers pods and containers before the socket exists, so no RPC
         // sees half-reconciled state.
         let manager =

@@ -4,11 +4,11 @@
 //! UNIMPLEMENTED naming the RPC.
 
 use super::error::manager_error;
-use super::runtimes::{RuntimeInfo, Runtimes};
 use super::unimplemented::cri_service;
 use crate::config::Config;
 use crate::manager::container::cri_state;
 use crate::manager::Manager;
+use crate::runtimes::{RuntimeInfo, Runtimes};
 use crate::state::{decode_config, ContainerRecord, PodPhase, PodRecord};
 use crius_cri_api::v1::runtime_service_server::RuntimeService;
 use crius_cri_api::v1::*;
@@ -191,7 +191,7 @@ pub fn conditions(runtime: (bool, String, String)) -> Vec<RuntimeCondition> {
 /// CRI-O keeps it, and what the probes found under `probes`.
 pub fn verbose_info(
     config: &crate::config::Config,
-    runtimes: &crate::server::runtimes::RuntimeInfo,
+    runtimes: &crate::runtimes::RuntimeInfo,
 ) -> serde_json::Result<HashMap<String, String>> {
     let probes = serde_json::json!({ "handlers": runtimes.probes, "host": runtimes.host });
     Ok(HashMap::from([

@@ -549,11 +549,13 @@ pub fn generate(input: &SpecInput) -> Result<Spec, SpecError> {
     let mut process = process;
     process.set_apparmor_profile(apparmor);
 
-    let cgroup_parent = input.host.cgroup_parent.trim_end_matches('/');
     let mut linux = LinuxBuilder::default()
         .namespaces(nss)
         .resources(resources)
-        .cgroups_path(format!("{cgroup_parent}/crius-{}", input.container_id))
+        .cgroups_path(crate::cgroups::container_path(
+            &input.host.cgroup_parent,
+            input.container_id,
+        ))
         .masked_paths(masked)
         .readonly_paths(readonly)
         .build()?;

@@ -84,10 +84,7 @@ impl Runtimes {
     }
 
     pub fn current(&self) -> Arc<RuntimeInfo> {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        crate::sync::read(&self.current).clone()
     }
 
     /// Probes again (SIGHUP): a runtime upgraded or a cgroup layout changed
@@ -96,7 +93,7 @@ impl Runtimes {
         let this = self.clone();
         match tokio::task::spawn_blocking(move || RuntimeInfo::probe(&this.config)).await {
             Ok(Ok(info)) => {
-                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(info);
+                *crate::sync::write(&self.current) = Arc::new(info);
                 tracing::info!("runtime handlers re-probed");
             }
             Ok(Err(e)) => {

@@ -1,9 +1,13 @@
 //! The CRI container log format kubelet reads:
 //! `<RFC3339Nano timestamp> <stdout|stderr> <P|F> <content>\n`, where `F`
 //! ends a line and `P` is a piece of a line longer than the maximum (or cut
-//! off by the end of the stream).
+//! off by the end of the stream). Timestamps come from [`crate::time`].
 
 use std::io::Write;
+
+/// The longest line written as one record (CRI-O's default, 16 KiB);
+/// longer lines become `P` pieces of this size.
+pub const DEFAULT_MAX_LINE: usize = 16 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
@@ -18,41 +22,6 @@ impl Stream {
             Stream::Stderr => "stderr",
         }
     }
-}
-
-/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian
-/// (Howard Hinnant's civil_from_days).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-/// RFC 3339 with nanoseconds, UTC: `2026-11-26T10:38:15.123456789Z`.
-pub fn rfc3339_nano(secs: i64, nanos: u32) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    )
-}
-
-pub fn now_rfc3339_nano() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    rfc3339_nano(now.as_secs() as i64, now.subsec_nanos())
 }
 
 /// Splits one stream's bytes into CRI log records. Keeps the unfinished
@@ -120,20 +89,6 @@ impl LineSplitter {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn timestamps() {
-        assert_eq!(rfc3339_nano(0, 0), "1970-01-01T00:00:00.000000000Z");
-        assert_eq!(
-            rfc3339_nano(1_795_689_495, 123_456_789),
-            "2026-11-26T10:38:15.123456789Z"
-        );
-        assert_eq!(
-            rfc3339_nano(951_782_400, 5),
-            "2000-02-29T00:00:00.000000005Z"
-        );
-        assert_eq!(rfc3339_nano(-1, 0), "1969-12-31T23:59:59.000000000Z");
-    }
 
     #[test]
     fn splitting_table() {

@@ -4,6 +4,18 @@
 //! [`MAX_EXTENSION_HEADER`] and held in [`Pending`] until the entry it
 //! describes, whose path, link target, kind and metadata are then resolved
 //! from both.
+//!
+//! PAX records are split by their length prefix, as POSIX frames them, not
+//! with `tar::PaxExtensions`, which reads them differently (tar 0.4.46,
+//! checked by hand when this module was split out; tar-rs issues 428 and
+//! 452): it splits the header at every newline before reading lengths, so
+//! a value holding a newline (a binary `security.capability` or ACL often
+//! does) fails, and the rest of such a value can come back as a record of
+//! its own (`"\n22 linkpath=/etc/evil\n"` yields a `linkpath`); it also
+//! accepts a record missing its final newline and refuses the NUL padding
+//! some writers leave. Using it would refuse layers crius extracts today
+//! and frame records unlike Go's `archive/tar` (docker, containerd) does
+//! (the test `pax_values_with_newlines` holds crius to the length prefix).
 
 use std::io::Read;
 

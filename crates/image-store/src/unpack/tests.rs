@@ -870,6 +870,51 @@ fn pax_and_time_parsing() {
     assert_eq!(detect_compression(b""), Compression::None);
 }
 
+/// A PAX record as a writer frames it: its length counts its own digits.
+fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
+    let body = key.len() + value.len() + 3; // ' ', '=', '\n'
+    let mut len = body + 1;
+    while len != body + len.to_string().len() {
+        len = body + len.to_string().len();
+    }
+    let mut r = format!("{len} {key}=").into_bytes();
+    r.extend_from_slice(value);
+    r.push(b'\n');
+    r
+}
+
+/// PAX values may hold newlines (binary xattrs such as file capabilities
+/// often do): records are split by their length prefix, so such a value is
+/// kept whole, and a newline inside it never starts a record of its own.
+#[test]
+fn pax_values_with_newlines() {
+    let smuggled = b"AAA\n22 linkpath=/etc/evil\n";
+    let mut data = pax_record("SCHILY.xattr.user.a", smuggled);
+    data.extend(pax_record("path", b"p"));
+    assert_eq!(
+        parse_pax(&data).unwrap(),
+        vec![
+            (&b"SCHILY.xattr.user.a"[..], &smuggled[..]),
+            (&b"path"[..], &b"p"[..])
+        ]
+    );
+
+    let f = fx();
+    let cap = b"\x01\x00\x00\x02\x02\x00\x0a\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00";
+    let mut l = Layer::new();
+    l.pax(&[("SCHILY.xattr.user.crius", &cap[..])])
+        .file("capable", b"x")
+        .pax(&[("SCHILY.xattr.user.a", &smuggled[..])])
+        .link("l", EntryType::Symlink, b"harmless");
+    f.unpack(&l.bytes()).unwrap();
+    let t = f.target();
+    assert_eq!(
+        lgetxattr(&t.join("capable"), "user.crius").as_deref(),
+        Some(&cap[..])
+    );
+    assert_eq!(fs::read_link(t.join("l")).unwrap(), Path::new("harmless"));
+}
+
 #[test]
 fn pax_size_mismatch_and_sparse_rejected() {
     let f = fx();

@@ -895,15 +895,17 @@ impl ImageStore {
                 r.repo_tags.iter().map(Some).collect()
             };
             for name in names {
-                let mut d =
-                    serde_json::json!({"mediaType": media_type, "digest": digest, "size": size});
+                let mut d = crate::layout::descriptor(media_type, digest, size)?;
                 if let Some(n) = name {
-                    d["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": n});
+                    d.set_annotations(Some(HashMap::from([(
+                        "org.opencontainers.image.ref.name".to_string(),
+                        n.clone(),
+                    )])));
                 }
                 manifests.push(d);
             }
         }
-        self.layout.write_index(&manifests)?;
+        self.layout.write_index(manifests)?;
         Ok(())
     }
 

@@ -352,11 +352,7 @@ pub fn unpack_tar_into(
 /// digits, nothing else. A diff ID names a directory, so anything looser
 /// (an absolute path, `sha256:../..`) could name a host directory.
 pub fn valid_diff_id(id: &str) -> bool {
-    id.strip_prefix("sha256:").is_some_and(|h| {
-        h.len() == 64
-            && h.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
+    crate::layout::sha256_hex_part(id).is_some()
 }
 
 /// The diff ID (sha256 of the uncompressed tar) a layer blob produces,
@@ -389,10 +385,7 @@ pub fn xattr_allowed(name: &[u8]) -> bool {
 
 /// Parses `"sha256:<64 hex>"`.
 fn parse_diff_id(id: &str) -> Option<[u8; 32]> {
-    if !valid_diff_id(id) {
-        return None;
-    }
-    let hex_part = id.strip_prefix("sha256:")?;
+    let hex_part = crate::layout::sha256_hex_part(id)?;
     let mut out = [0u8; 32];
     hex::decode_to_slice(hex_part, &mut out).ok()?;
     Some(out)

@@ -210,11 +210,7 @@ impl ImageStore {
                 return Ok(matches.into_iter().next());
             }
         }
-        let parsed = reference::parse(image)?;
-        let candidates = match &parsed {
-            ParsedRef::Qualified(r) => vec![r.clone()],
-            ParsedRef::Short { .. } => self.cfg.registries.candidates(&parsed)?,
-        };
+        let candidates = self.candidates(&reference::parse(image)?)?;
         for mut c in candidates {
             if c.tag.is_none() && c.digest.is_none() {
                 c.tag = Some("latest".into());
@@ -233,11 +229,7 @@ impl ImageStore {
     /// Pulls `image` with explicit credentials (a CRI pull secret), falling
     /// back to the auth files, then anonymous.
     pub async fn pull(&self, image: &str, auth: Option<Auth>) -> Result<ImageRecord, StoreError> {
-        let parsed = reference::parse(image)?;
-        let candidates = match &parsed {
-            ParsedRef::Qualified(r) => vec![r.clone()],
-            ParsedRef::Short { .. } => self.cfg.registries.candidates(&parsed)?,
-        };
+        let candidates = self.candidates(&reference::parse(image)?)?;
         // Fail-fast and single-flight are per reference *and* credentials: a
         // pull with a corrected secret is not held back by a wrong one.
         let key = format!("{}#{}", image.trim(), auth_fingerprint(auth.as_ref()));
@@ -279,6 +271,15 @@ impl ImageStore {
             map.remove(&key);
         }
         result
+    }
+
+    /// The references a name may mean: itself when qualified, else one per
+    /// search registry (or its alias).
+    fn candidates(&self, parsed: &ParsedRef) -> Result<Vec<ImageRef>, StoreError> {
+        Ok(match parsed {
+            ParsedRef::Qualified(r) => vec![r.clone()],
+            ParsedRef::Short { .. } => self.cfg.registries.candidates(parsed)?,
+        })
     }
 
     fn check_backoff(&self, key: &str, image: &str) -> Result<(), StoreError> {
@@ -978,11 +979,7 @@ impl ImageStore {
         let Ok(parsed) = reference::parse(image) else {
             return Ok(None);
         };
-        let candidates = match &parsed {
-            ParsedRef::Qualified(r) => vec![r.clone()],
-            ParsedRef::Short { .. } => self.cfg.registries.candidates(&parsed)?,
-        };
-        Ok(candidates.into_iter().find_map(|mut c| {
+        Ok(self.candidates(&parsed)?.into_iter().find_map(|mut c| {
             if c.digest.is_some() {
                 return None;
             }

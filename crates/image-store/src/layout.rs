@@ -1,6 +1,11 @@
 //! Blobs in an OCI image layout directory (`oci-layout`, `index.json`,
-//! `blobs/sha256/`), created and read with the ocidir crate, so operators can
-//! inspect the store with skopeo or umoci (`oci:<root>/images/oci`).
+//! `blobs/sha256/`), so operators can inspect the store with skopeo or
+//! umoci (`oci:<root>/images/oci`).
+//!
+//! ocidir creates and opens the layout, and blobs are read, listed and
+//! removed through its `blobs/sha256` directory handle (cap-std: a name
+//! resolves beneath that directory; no symlink leads out of it);
+//! a read by descriptor also checks the blob's size (`OciRead::read_blob`).
 //!
 //! Writes are ours: ocidir's blob writer neither fsyncs nor bounds a blob by
 //! its declared size, and a blob must never become visible unless it is
@@ -8,9 +13,16 @@
 //! hashed and size-checked on the way, fsynced, then renamed into
 //! `blobs/sha256/` and the directory fsynced. `ingest/` is emptied at open:
 //! an interrupted pull leaves nothing behind that a later pull would trust.
+//!
+//! `index.json` is ours too, built as an oci-spec `ImageIndex`: ocidir's
+//! index writer is private, and its public `insert_manifest` and
+//! `replace_with_single_manifest` re-serialise the manifest itself through
+//! that blob writer, which would change the manifest's bytes and so its
+//! digest. crius stores the registry's exact bytes.
 
 use bytes::Bytes;
-use ocidir::OciDir;
+use oci_spec::image::{Descriptor, ImageIndexBuilder, MediaType};
+use ocidir::{OciDir, OciRead};
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::Write;
@@ -47,18 +59,33 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LayoutError {
     move |source| LayoutError::Io { what, source }
 }
 
+/// The hex part of `"sha256:"` and 64 lowercase hex digits, nothing else:
+/// the one digest format crius stores under (blobs) or unpacks to (diff
+/// IDs), since either becomes a file name.
+pub(crate) fn sha256_hex_part(digest: &str) -> Option<&str> {
+    digest.strip_prefix("sha256:").filter(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
 /// The hex part of a `sha256:<hex>` digest, validated (it becomes a file name).
 pub fn sha256_hex(digest: &str) -> Result<&str, LayoutError> {
-    match digest.strip_prefix("sha256:") {
-        Some(h)
-            if h.len() == 64
-                && h.bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
-        {
-            Ok(h)
-        }
-        _ => Err(LayoutError::BadDigest(digest.to_string())),
-    }
+    sha256_hex_part(digest).ok_or_else(|| LayoutError::BadDigest(digest.to_string()))
+}
+
+/// A descriptor of a stored blob: a sha256 digest only (see [`sha256_hex`]).
+pub(crate) fn descriptor(
+    media_type: &str,
+    digest: &str,
+    size: u64,
+) -> Result<Descriptor, LayoutError> {
+    sha256_hex(digest)?;
+    let parsed: oci_spec::image::Digest = digest
+        .parse()
+        .map_err(|_| LayoutError::BadDigest(digest.to_string()))?;
+    Ok(Descriptor::new(MediaType::from(media_type), size, parsed))
 }
 
 pub fn sha256_digest(data: &[u8]) -> String {
@@ -115,20 +142,38 @@ impl Layout {
     /// appear by rename after verification, so presence with the right size
     /// means complete.
     pub fn has_blob(&self, digest: &str, size: u64) -> bool {
-        self.blob_path(digest)
+        sha256_hex(digest)
             .ok()
-            .and_then(|p| std::fs::metadata(p).ok())
+            .and_then(|hex| self.oci.blobs_dir().metadata(hex).ok())
             .is_some_and(|m| m.len() == size)
     }
 
     pub fn read_blob(&self, digest: &str) -> Result<Vec<u8>, LayoutError> {
-        let p = self.blob_path(digest)?;
-        std::fs::read(&p).map_err(io(format!("reading blob {digest}")))
+        let hex = sha256_hex(digest)?;
+        self.oci
+            .blobs_dir()
+            .read(hex)
+            .map_err(io(format!("reading blob {digest}")))
+    }
+
+    /// Reads the blob `desc` names, refusing one whose size differs from
+    /// the descriptor's.
+    pub fn read_descriptor(&self, desc: &Descriptor) -> Result<Vec<u8>, LayoutError> {
+        let digest = desc.digest().to_string();
+        sha256_hex(&digest)?;
+        let what = format!("reading blob {digest}");
+        let mut f = self.oci.read_blob(desc).map_err(|e| match e {
+            ocidir::Error::Io(e) => io(what.clone())(e),
+            other => io(what.clone())(std::io::Error::other(other.to_string())),
+        })?;
+        let mut data = Vec::with_capacity(desc.size() as usize);
+        std::io::Read::read_to_end(&mut f, &mut data).map_err(io(what))?;
+        Ok(data)
     }
 
     pub fn remove_blob(&self, digest: &str) -> Result<(), LayoutError> {
-        let p = self.blob_path(digest)?;
-        match std::fs::remove_file(&p) {
+        let hex = sha256_hex(digest)?;
+        match self.oci.blobs_dir().remove_file(hex) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(io(format!("removing blob {digest}"))(e))
             }
@@ -139,9 +184,9 @@ impl Layout {
     /// Every stored blob digest (for garbage collection and fsck).
     pub fn blob_digests(&self) -> Result<Vec<String>, LayoutError> {
         let mut out = Vec::new();
-        let dir = self.blobs_dir();
-        for e in std::fs::read_dir(&dir).map_err(io(format!("listing {}", dir.display())))? {
-            let e = e.map_err(io(format!("listing {}", dir.display())))?;
+        let what = || format!("listing {}", self.blobs_dir().display());
+        for e in self.oci.blobs_dir().entries().map_err(io(what()))? {
+            let e = e.map_err(io(what()))?;
             if let Some(name) = e.file_name().to_str() {
                 out.push(format!("sha256:{name}"));
             }
@@ -179,16 +224,18 @@ impl Layout {
     /// Writes `index.json` (one descriptor per stored manifest, tagged with
     /// `org.opencontainers.image.ref.name`) atomically, so OCI tools see the
     /// same images crius does.
-    pub fn write_index(&self, manifests: &[serde_json::Value]) -> Result<(), LayoutError> {
-        let index = serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.index.v1+json",
-            "manifests": manifests,
-        });
-        let data = serde_json::to_vec(&index).map_err(|e| LayoutError::Io {
+    pub fn write_index(&self, manifests: Vec<Descriptor>) -> Result<(), LayoutError> {
+        let encoding = |e: &dyn std::fmt::Display| LayoutError::Io {
             what: "encoding index.json".into(),
-            source: e.into(),
-        })?;
+            source: std::io::Error::other(e.to_string()),
+        };
+        let index = ImageIndexBuilder::default()
+            .schema_version(oci_spec::image::SCHEMA_VERSION)
+            .media_type(MediaType::ImageIndex)
+            .manifests(manifests)
+            .build()
+            .map_err(|e| encoding(&e))?;
+        let data = serde_json::to_vec(&index).map_err(|e| encoding(&e))?;
         atomic_write(&self.root, "index.json", &data)
     }
 }
@@ -383,6 +430,37 @@ mod tests {
             std::fs::read_dir(l.root().join("ingest")).unwrap().count(),
             0
         );
+    }
+
+    #[test]
+    fn index_and_blobs_read_back_through_ocidir() {
+        let (_d, l) = layout();
+        let data = b"{}";
+        let digest = sha256_digest(data);
+        l.put_blob(&digest, data).unwrap();
+        let mut d = descriptor(
+            "application/vnd.docker.distribution.manifest.v2+json",
+            &digest,
+            2,
+        )
+        .unwrap();
+        d.set_annotations(Some(
+            [(
+                "org.opencontainers.image.ref.name".to_string(),
+                "r/x:1".to_string(),
+            )]
+            .into(),
+        ));
+        l.write_index(vec![d.clone()]).unwrap();
+        let index = l.oci().read_index().unwrap();
+        assert_eq!(index.manifests(), &vec![d.clone()]);
+        assert_eq!(l.read_descriptor(&d).unwrap(), data);
+        let short = descriptor("application/json", &digest, 3).unwrap();
+        assert!(l.read_descriptor(&short).is_err(), "size not checked");
+        assert_eq!(l.blob_digests().unwrap(), vec![digest.clone()]);
+        l.remove_blob(&digest).unwrap();
+        assert!(!l.has_blob(&digest, 2));
+        assert!(descriptor("application/json", "sha256:../x", 1).is_err());
     }
 
     #[test]

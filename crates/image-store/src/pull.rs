@@ -224,6 +224,11 @@ pub struct FetchedManifest {
     pub bytes: Vec<u8>,
     pub digest: String,
     pub media_type: String,
+    /// The document as JSON. It stays a `Value` here: whether it is an index
+    /// or a manifest is known only from its media type (or, without one,
+    /// from a `manifests` key), an index is only read for its platforms
+    /// ([`select_platform`]), and a manifest is parsed into oci-spec's
+    /// `ImageManifest` by the store, once the media type says it is one.
     pub json: Value,
 }
 
@@ -470,6 +475,12 @@ pub fn host_platform() -> (String, String, Option<String>) {
 
 /// Picks the manifest for (os, arch, variant) from an index. A variant only
 /// has to match when both sides name one (arm64 images often omit "v8").
+///
+/// Read from the JSON, not as oci-spec's `ImageIndex`: that requires
+/// `schemaVersion`, a `mediaType` on every descriptor and an `os` and
+/// `architecture` in every platform, so one odd entry (a descriptor without
+/// a media type, a platform without an `os`) would make the whole index
+/// unusable, where crius passes over just that entry.
 pub fn select_platform(
     index: &Value,
     os: &str,

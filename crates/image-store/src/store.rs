@@ -9,6 +9,7 @@ use crate::pull::{self, FetchedManifest, RegistryError, Remote, RetryPolicy};
 use crate::reference::{self, ImageRef, ParsedRef, ReferenceError};
 use crate::registries::{RegistriesConf, RegistriesError};
 use futures_util::StreamExt;
+use oci_spec::image::{Descriptor, ImageConfiguration, ImageManifest};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -209,11 +210,7 @@ impl ImageStore {
                 return Ok(matches.into_iter().next());
             }
         }
-        let parsed = reference::parse(image)?;
-        let candidates = match &parsed {
-            ParsedRef::Qualified(r) => vec![r.clone()],
-            ParsedRef::Short { .. } => self.cfg.registries.candidates(&parsed)?,
-        };
+        let candidates = self.candidates(&reference::parse(image)?)?;
         for mut c in candidates {
             if c.tag.is_none() && c.digest.is_none() {
                 c.tag = Some("latest".into());
@@ -232,11 +229,7 @@ impl ImageStore {
     /// Pulls `image` with explicit credentials (a CRI pull secret), falling
     /// back to the auth files, then anonymous.
     pub async fn pull(&self, image: &str, auth: Option<Auth>) -> Result<ImageRecord, StoreError> {
-        let parsed = reference::parse(image)?;
-        let candidates = match &parsed {
-            ParsedRef::Qualified(r) => vec![r.clone()],
-            ParsedRef::Short { .. } => self.cfg.registries.candidates(&parsed)?,
-        };
+        let candidates = self.candidates(&reference::parse(image)?)?;
         // Fail-fast and single-flight are per reference *and* credentials: a
         // pull with a corrected secret is not held back by a wrong one.
         let key = format!("{}#{}", image.trim(), auth_fingerprint(auth.as_ref()));
@@ -278,6 +271,15 @@ impl ImageStore {
             map.remove(&key);
         }
         result
+    }
+
+    /// The references a name may mean: itself when qualified, else one per
+    /// search registry (or its alias).
+    fn candidates(&self, parsed: &ParsedRef) -> Result<Vec<ImageRef>, StoreError> {
+        Ok(match parsed {
+            ParsedRef::Qualified(r) => vec![r.clone()],
+            ParsedRef::Short { .. } => self.cfg.registries.candidates(parsed)?,
+        })
     }
 
     fn check_backoff(&self, key: &str, image: &str) -> Result<(), StoreError> {
@@ -428,12 +430,14 @@ impl ImageStore {
             });
         }
 
-        let config = descriptor(&manifest.json["config"])
-            .ok_or_else(|| bad_manifest(r, "config descriptor"))?;
-        let layers: Vec<_> = manifest.json["layers"]
-            .as_array()
-            .map(|a| a.iter().map(descriptor).collect::<Option<Vec<_>>>())
-            .unwrap_or(Some(Vec::new()))
+        let parsed = crate::oci::manifest(&manifest.json).map_err(|what| bad_manifest(r, what))?;
+        let config =
+            Desc::of(parsed.config()).ok_or_else(|| bad_manifest(r, "config descriptor"))?;
+        let layers: Vec<_> = parsed
+            .layers()
+            .iter()
+            .map(Desc::of)
+            .collect::<Option<Vec<_>>>()
             .ok_or_else(|| bad_manifest(r, "layer descriptor"))?;
 
         let _pins = self.pin(
@@ -448,7 +452,7 @@ impl ImageStore {
         self.fetch_blob(remote, &config, &progress)
             .await
             .map_err(err)?;
-        let (user, diff_ids) = self.image_config(r, &config, &layers)?;
+        let (user, diff_ids) = self.user_and_diff_ids(r, &config, &layers)?;
         let _unpack_pins = self.pin(diff_ids.iter().cloned());
         let limits = self.limits();
         let total: u64 = layers.iter().map(|l| l.size).sum();
@@ -505,7 +509,7 @@ impl ImageStore {
         }
         let record = self.record(
             r,
-            &manifest,
+            (&manifest, &parsed),
             index.as_ref(),
             &config,
             &layers,
@@ -767,7 +771,7 @@ impl ImageStore {
     }
 
     /// The image config's user and diff IDs (none for artifacts).
-    fn image_config(
+    fn user_and_diff_ids(
         &self,
         r: &ImageRef,
         config: &Desc,
@@ -776,21 +780,14 @@ impl ImageStore {
         if !crate::db::is_image_config(&config.media_type) {
             return Ok((None, Vec::new()));
         }
-        let cfg: serde_json::Value =
-            serde_json::from_slice(&self.layout.read_blob(&config.digest)?)
-                .map_err(|e| bad_manifest(r, &format!("image config is not JSON: {e}")))?;
-        let user = cfg["config"]["User"]
-            .as_str()
-            .filter(|u| !u.is_empty())
-            .map(str::to_string);
-        let diff_ids: Vec<String> = cfg["rootfs"]["diff_ids"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let cfg = crate::oci::image_config(&self.layout.read_blob(&config.digest)?)
+            .map_err(|e| bad_manifest(r, &e))?;
+        let user = cfg
+            .config()
+            .as_ref()
+            .and_then(|c| c.user().clone())
+            .filter(|u| !u.is_empty());
+        let diff_ids = cfg.rootfs().diff_ids().clone();
         // Checked before any path is built from them.
         if let Some((i, bad)) = diff_ids
             .iter()
@@ -815,11 +812,46 @@ impl ImageStore {
         Ok((user, diff_ids))
     }
 
+    /// The image config of an image, parsed: what a container runs
+    /// (`Entrypoint`, `Cmd`, `Env`, `WorkingDir`, `User`, `StopSignal`),
+    /// what it declares (`Volumes`, `ExposedPorts`, `Labels`) and its
+    /// `rootfs`. `None` for an artifact, whose config (often ORAS's empty
+    /// `{}`) is not an image config.
+    ///
+    /// Any config a pull accepted parses: one oci-spec refuses (no
+    /// `architecture`, an `Env` of mixed types) is read the way crius has
+    /// always read configs, keeping only the strings where strings belong
+    /// (see `oci`). The blob's size is checked against the record. For the
+    /// config's exact JSON (verbose image status), read the blob itself:
+    /// `layout().read_blob(record.config())`.
+    ///
+    /// Errors are [`StoreError::Layout`]: the blob is missing, its size is
+    /// wrong, or it is not JSON (which a pull never stores).
+    pub fn image_config(
+        &self,
+        record: &ImageRecord,
+    ) -> Result<Option<ImageConfiguration>, StoreError> {
+        if record.is_artifact() {
+            return Ok(None);
+        }
+        let desc = crate::layout::descriptor(
+            &record.config_media_type,
+            record.config(),
+            record.config_size,
+        )?;
+        let bytes = self.layout.read_descriptor(&desc)?;
+        let config = crate::oci::image_config(&bytes).map_err(|e| LayoutError::Io {
+            what: format!("image {}: config {}", record.id, record.config()),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        })?;
+        Ok(Some(config))
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
         r: &ImageRef,
-        manifest: &FetchedManifest,
+        (manifest, parsed): (&FetchedManifest, &ImageManifest),
         index: Option<&FetchedManifest>,
         config: &Desc,
         layers: &[Desc],
@@ -831,14 +863,12 @@ impl ImageStore {
             r.name(),
             index.map(|i| &i.digest).unwrap_or(&manifest.digest)
         );
-        let mut annotations = BTreeMap::new();
-        if let Some(a) = manifest.json["annotations"].as_object() {
-            for (k, v) in a {
-                if let Some(v) = v.as_str() {
-                    annotations.insert(k.clone(), v.to_string());
-                }
-            }
-        }
+        let annotations: BTreeMap<String, String> = parsed
+            .annotations()
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let (id, config_digest) = if !crate::db::is_image_config(&config.media_type) {
             (manifest.digest.clone(), Some(config.digest.clone()))
         } else {
@@ -860,7 +890,7 @@ impl ImageStore {
             index_digest: index.map(|i| i.digest.clone()),
             config_media_type: config.media_type.clone(),
             config_size: config.size,
-            artifact_type: manifest.json["artifactType"].as_str().map(str::to_string),
+            artifact_type: parsed.artifact_type().as_ref().map(|t| t.to_string()),
             layers: layers
                 .iter()
                 .enumerate()
@@ -895,15 +925,17 @@ impl ImageStore {
                 r.repo_tags.iter().map(Some).collect()
             };
             for name in names {
-                let mut d =
-                    serde_json::json!({"mediaType": media_type, "digest": digest, "size": size});
+                let mut d = crate::layout::descriptor(media_type, digest, size)?;
                 if let Some(n) = name {
-                    d["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": n});
+                    d.set_annotations(Some(HashMap::from([(
+                        "org.opencontainers.image.ref.name".to_string(),
+                        n.clone(),
+                    )])));
                 }
                 manifests.push(d);
             }
         }
-        self.layout.write_index(&manifests)?;
+        self.layout.write_index(manifests)?;
         Ok(())
     }
 
@@ -947,11 +979,7 @@ impl ImageStore {
         let Ok(parsed) = reference::parse(image) else {
             return Ok(None);
         };
-        let candidates = match &parsed {
-            ParsedRef::Qualified(r) => vec![r.clone()],
-            ParsedRef::Short { .. } => self.cfg.registries.candidates(&parsed)?,
-        };
-        Ok(candidates.into_iter().find_map(|mut c| {
+        Ok(self.candidates(&parsed)?.into_iter().find_map(|mut c| {
             if c.digest.is_some() {
                 return None;
             }
@@ -1123,24 +1151,22 @@ struct Desc {
     filepath: Option<String>,
 }
 
-fn descriptor(v: &serde_json::Value) -> Option<Desc> {
-    let digest = v["digest"].as_str()?;
-    crate::layout::sha256_hex(digest).ok()?;
-    Some(Desc {
-        digest: digest.to_string(),
-        size: v["size"].as_u64()?,
-        media_type: v["mediaType"]
-            .as_str()
-            .unwrap_or("application/octet-stream")
-            .to_string(),
-        title: v["annotations"]["org.opencontainers.image.title"]
-            .as_str()
-            .map(str::to_string),
-        unpack: v["annotations"]["io.deis.oras.content.unpack"].as_str() == Some("true"),
-        filepath: v["annotations"]["org.cncf.model.filepath"]
-            .as_str()
-            .map(str::to_string),
-    })
+impl Desc {
+    /// The parts of a descriptor the store uses; None unless its digest is
+    /// a sha256 digest (it becomes a file name).
+    fn of(d: &Descriptor) -> Option<Self> {
+        let digest = d.digest().to_string();
+        crate::layout::sha256_hex(&digest).ok()?;
+        let annotation = |k: &str| d.annotations().as_ref().and_then(|a| a.get(k));
+        Some(Desc {
+            size: d.size(),
+            media_type: d.media_type().to_string(),
+            title: annotation("org.opencontainers.image.title").cloned(),
+            unpack: annotation(crate::artifact::ORAS_UNPACK).map(String::as_str) == Some("true"),
+            filepath: annotation(crate::artifact::MODEL_FILEPATH).cloned(),
+            digest,
+        })
+    }
 }
 
 fn bad_manifest(r: &ImageRef, what: &str) -> StoreError {
@@ -1151,4 +1177,79 @@ fn bad_manifest(r: &ImageRef, what: &str) -> StoreError {
             message: format!("invalid manifest: {what}"),
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(config: &[u8], media_type: &str) -> ImageRecord {
+        let digest = crate::layout::sha256_digest(config);
+        ImageRecord {
+            version: RECORD_VERSION,
+            id: digest.clone(),
+            config_digest: None,
+            repo_tags: vec![],
+            repo_digests: vec![],
+            manifest_digest: digest,
+            manifest_media_type: pull::MEDIA_OCI_MANIFEST.into(),
+            manifest_size: 1,
+            index_digest: None,
+            config_media_type: media_type.into(),
+            config_size: config.len() as u64,
+            artifact_type: None,
+            layers: vec![],
+            size: 1,
+            user: None,
+            pinned: false,
+            annotations: BTreeMap::new(),
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn image_config_of_images_not_artifacts() {
+        let d = tempfile::tempdir().unwrap();
+        let store = ImageStore::open(StoreConfig::new(d.path())).unwrap();
+        let oci = br#"{"architecture":"amd64","os":"linux","config":{"Entrypoint":["/bin/sh"],"Env":["A=1"],"User":"1000","WorkingDir":"/w","StopSignal":"SIGINT","Volumes":{"/data":{}},"ExposedPorts":{"80/tcp":{}},"Labels":{"l":"v"}},"rootfs":{"type":"layers","diff_ids":[]}}"#;
+        // Docker's config media type, and no architecture: still a config.
+        let docker = br#"{"config":{"Cmd":["sh"],"Env":["B=2",3]},"rootfs":{"diff_ids":[]}}"#;
+        for blob in [&oci[..], &docker[..]] {
+            let digest = crate::layout::sha256_digest(blob);
+            store.layout().put_blob(&digest, blob).unwrap();
+        }
+
+        let c = store
+            .image_config(&record(oci, "application/vnd.oci.image.config.v1+json"))
+            .unwrap()
+            .unwrap();
+        let exec = c.config().clone().unwrap();
+        assert_eq!(exec.entrypoint().clone().unwrap(), vec!["/bin/sh"]);
+        assert_eq!(exec.env().clone().unwrap(), vec!["A=1"]);
+        assert_eq!(exec.user().as_deref(), Some("1000"));
+        assert_eq!(exec.working_dir().as_deref(), Some("/w"));
+        assert_eq!(exec.stop_signal().as_deref(), Some("SIGINT"));
+        assert_eq!(exec.volumes().clone().unwrap(), vec!["/data"]);
+        assert_eq!(exec.exposed_ports().clone().unwrap(), vec!["80/tcp"]);
+        assert_eq!(exec.labels().clone().unwrap()["l"], "v");
+
+        let docker_record = record(docker, "application/vnd.docker.container.image.v1+json");
+        let c = store.image_config(&docker_record).unwrap().unwrap();
+        let exec = c.config().clone().unwrap();
+        assert_eq!(exec.cmd().clone().unwrap(), vec!["sh"]);
+        assert_eq!(exec.env().clone().unwrap(), vec!["B=2"]);
+
+        // An artifact's config is no image config.
+        let artifact = record(oci, "application/vnd.oci.empty.v1+json");
+        assert!(store.image_config(&artifact).unwrap().is_none());
+
+        // A blob that is missing or not the size recorded is an error.
+        let mut wrong = docker_record.clone();
+        wrong.config_size += 1;
+        let e = store.image_config(&wrong).unwrap_err();
+        assert!(matches!(e, StoreError::Layout(_)), "{e}");
+        let missing = record(b"{}", "application/vnd.oci.image.config.v1+json");
+        let e = store.image_config(&missing).unwrap_err();
+        assert!(matches!(e, StoreError::Layout(_)), "{e}");
+    }
 }

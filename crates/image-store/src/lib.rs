@@ -9,7 +9,9 @@
 //! - `db`: image records in sled.
 //! - `unpack`, `artifact`: confined layer extraction, artifact content.
 //! - `usage`: ImageFsInfo's walk, with directory fds.
-//! - `store`: `ImageStore`, what the daemon's ImageService calls.
+//! - `store/`: `ImageStore`, what the daemon's ImageService calls (`mod.rs`:
+//!   lookups, configs, index.json; `pulls.rs`: pulling; `gc.rs`: removal,
+//!   GC, usage).
 
 pub mod artifact;
 pub mod auth;

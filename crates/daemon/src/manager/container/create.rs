@@ -16,33 +16,25 @@ use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument;
 
-/// The image config fields the spec needs, from the image's config blob.
+/// The image config fields the spec needs (`ImageStore::image_config`).
 fn image_config(images: &crius_image_store::ImageStore, rec: &ImageRecord) -> Result<ImageConfig> {
-    let blob = images
-        .layout()
-        .read_blob(&rec.id)
-        .map_err(|e| ManagerError::Internal(format!("reading config of image {}: {e}", rec.id)))?;
-    let v: serde_json::Value = serde_json::from_slice(&blob).map_err(|e| {
-        ManagerError::FailedPrecondition(format!("image {} has an invalid config: {e}", rec.id))
-    })?;
-    let c = &v["config"];
-    let strings = |k: &str| -> Vec<String> {
-        c[k].as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| x.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let string = |k: &str| c[k].as_str().unwrap_or("").to_string();
+    let cfg = images
+        .image_config(rec)
+        .map_err(|e| ManagerError::Internal(format!("reading config of image {}: {e}", rec.id)))?
+        .ok_or_else(|| {
+            ManagerError::FailedPrecondition(format!(
+                "{} is an OCI artifact, not a runnable image",
+                rec.id
+            ))
+        })?;
+    let c = cfg.config().clone().unwrap_or_default();
     Ok(ImageConfig {
-        entrypoint: strings("Entrypoint"),
-        cmd: strings("Cmd"),
-        env: strings("Env"),
-        working_dir: string("WorkingDir"),
-        user: string("User"),
-        stop_signal: string("StopSignal"),
+        entrypoint: c.entrypoint().clone().unwrap_or_default(),
+        cmd: c.cmd().clone().unwrap_or_default(),
+        env: c.env().clone().unwrap_or_default(),
+        working_dir: c.working_dir().clone().unwrap_or_default(),
+        user: c.user().clone().unwrap_or_default(),
+        stop_signal: c.stop_signal().clone().unwrap_or_default(),
     })
 }
 

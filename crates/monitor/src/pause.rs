@@ -16,16 +16,15 @@ use std::process::ExitCode;
 /// it is killed (SIGKILL, by the daemon). Reports `pid N` (N as the host
 /// sees it) on the sync fd.
 pub fn pause(mut it: impl Iterator<Item = String>) -> ExitCode {
-    let (id, sync_fd) = match crius_monitor_protocol::job::parse_pause(&mut it) {
+    // The pod id only names the process (`--id` in its command line, how
+    // the daemon recognises it): nothing here needs it.
+    let (_id, sync_fd) = match crius_monitor_protocol::job::parse_pause(&mut it) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("crius-monitor pause: {e}\n{}", super::USAGE);
             return ExitCode::from(2);
         }
     };
-    // The pod id names the process (`--id` in its command line): nothing
-    // else needs it.
-    let _ = id;
     // SAFETY: single-threaded; the parent only exits.
     match unsafe { fork() } {
         Ok(ForkResult::Parent { .. }) => return ExitCode::SUCCESS,

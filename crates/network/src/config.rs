@@ -12,6 +12,7 @@
 //! `prevResult` and `runtimeConfig`) added.
 
 use serde_json::{Map, Value};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// The extensions libcni reads, in the order CRI-O lists them.
@@ -238,16 +239,23 @@ pub fn load_dir(dir: &Path, default_network: &str) -> std::io::Result<Selection>
     let mut files = Vec::new();
     let mut too_large = Vec::new();
     for e in entries {
-        let e = e?;
-        let path = e.path();
-        if extension(&path).is_none() || !e.file_type()?.is_file() {
+        let path = e?.path();
+        // Symlinks are followed, as libcni does (the directory is the
+        // operator's); anything but a regular file is passed over.
+        if extension(&path).is_none() || !std::fs::metadata(&path)?.is_file() {
             continue;
         }
-        if e.metadata()?.len() > MAX_CONFIG_BYTES {
+        // Bounded by the read itself, not by an earlier size: the file
+        // may grow in between.
+        let mut bytes = Vec::new();
+        std::fs::File::open(&path)?
+            .take(MAX_CONFIG_BYTES + 1)
+            .read_to_end(&mut bytes)?;
+        if bytes.len() as u64 > MAX_CONFIG_BYTES {
             too_large.push((path, ConfigError::TooLarge));
-            continue;
+        } else {
+            files.push((path, bytes));
         }
-        files.push((path.clone(), std::fs::read(&path)?));
     }
     let mut s = select(&files, default_network);
     s.skipped.extend(too_large);
@@ -460,6 +468,12 @@ mod tests {
         std::fs::create_dir(d.path().join("05-dir.conf")).unwrap();
         let s = load_dir(d.path(), "").unwrap();
         assert_eq!(s.network.unwrap().name, "crius");
+        // A symlinked config is read, as libcni reads it.
+        let elsewhere = d.path().join("elsewhere");
+        std::fs::write(&elsewhere, r#"{"name":"linked","type":"bridge"}"#).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, d.path().join("01-linked.conf")).unwrap();
+        let s = load_dir(d.path(), "").unwrap();
+        assert_eq!(s.network.unwrap().name, "linked");
         assert_eq!(
             s.skipped,
             vec![(d.path().join("00-huge.conf"), ConfigError::TooLarge)]

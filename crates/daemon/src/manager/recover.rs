@@ -391,16 +391,12 @@ fn recover_unstarted(
         _ => {
             tracing::warn!(container = %rec.id, state = ?status, monitors = monitors.of(&rec.id).len(), "container was being started when crius stopped; undoing the start");
             monitors.kill(host, &rec.id);
-            host.runtime_delete(&handler_of(&rec), &rec.id);
+            host.runtime_delete(&rec.runtime_handler, &rec.id);
             host.remove_file(&pid_file);
             host.remove_file(&rec.exit_file);
             Outcome::Keep(rec)
         }
     }
-}
-
-fn handler_of(rec: &ContainerRecord) -> String {
-    rec.runtime_handler.clone()
 }
 
 #[cfg(test)]

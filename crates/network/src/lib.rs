@@ -1,14 +1,521 @@
-//! Pod networking through CNI (issue 16), built in slices.
+//! Pod networking through CNI (issue 16).
 //!
-//! - `config`: network configuration as libcni and CRI-O read it — the
-//!   `.conflist`, `.conf` and `.json` files of a config directory, the one
-//!   network used (the named default, or the first valid file in lexical
-//!   order), invalid files skipped with the reason, and which of a list's
-//!   plugin binaries are missing from the plugin directories. Pure but for
-//!   `config::load_dir`, which reads the directory.
+//! - `config`: network configuration as libcni and CRI-O read it (pure but
+//!   for `config::load_dir`).
+//! - `runtime`: what plugins are told about a pod — `CNI_ARGS`, the
+//!   `runtimeConfig` capabilities, each plugin's stdin (pure).
+//! - `result`: the pod's addresses in a result of any version, plugin
+//!   error objects (pure).
+//! - `version`: which protocol features a `cniVersion` allows (pure).
+//! - `exec`: running one plugin, bounded in output and time.
+//! - `cache`: the on-disk attachment records that make DEL and crash
+//!   recovery use what ADD used.
+//! - `watch`: the config directory's inotify watcher.
 //!
-//! Still to come here: invoking plugins (ADD, DEL, CHECK, STATUS, GC) in a
-//! pod's network namespace, the on-disk result cache, and watching the
-//! config directory.
+//! [`Cni`] ties them together: ADD, DEL, CHECK, STATUS and GC over the
+//! network currently selected. It holds no lock across a plugin call, so
+//! pods set up at once run their plugins at once (the plugins serialise
+//! what they must themselves, e.g. host-local's IPAM lock).
 
+pub mod cache;
 pub mod config;
+pub mod exec;
+pub mod result;
+pub mod runtime;
+pub mod version;
+pub mod watch;
+
+use cache::{Attachment, Cache, CachedNetwork};
+use config::{NetworkConfigList, Selection};
+use result::PodIp;
+use runtime::{ArgError, PodNetwork, IFNAME};
+use serde_json::{json, Map, Value};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use version::Version;
+
+/// Where crius finds networks and plugins, and keeps attachments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CniOptions {
+    pub config_dir: PathBuf,
+    /// Searched in order for a plugin's binary (`CNI_PATH`).
+    pub plugin_dirs: Vec<PathBuf>,
+    /// Empty: the first valid config file in lexical order.
+    pub default_network: String,
+    pub cache_dir: PathBuf,
+    /// How long one plugin call may take before it is killed.
+    pub plugin_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error(transparent)]
+    Arg(#[from] ArgError),
+    /// A plugin ran and failed: its own words.
+    #[error("CNI network {network:?}: plugin {plugin} failed ({command}): {message}")]
+    Plugin {
+        network: String,
+        plugin: String,
+        command: &'static str,
+        message: String,
+    },
+    /// Not ready to set up pods: no network, or plugins missing.
+    #[error("{0}")]
+    NotReady(String),
+    #[error(transparent)]
+    Exec(#[from] exec::ExecError),
+    #[error("CNI attachment cache: {0}")]
+    Cache(#[from] std::io::Error),
+}
+
+/// The `NetworkReady` condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    pub ready: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+pub const NOT_READY_REASON: &str = "NetworkPluginNotReady";
+
+/// What ADD gave the pod.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Added {
+    pub network: String,
+    pub ips: Vec<PodIp>,
+    pub result: Value,
+}
+
+/// The network selected now, and a generation that changes with it.
+struct Loaded {
+    selection: Selection,
+    generation: u64,
+}
+
+pub struct Cni {
+    opts: CniOptions,
+    cache: Cache,
+    current: RwLock<Arc<Loaded>>,
+    /// STATUS answers of CNI 1.1 plugins, reused for a few seconds
+    /// (kubelet asks every few seconds; a plugin exec per ask is waste).
+    status_memo: Mutex<Option<(Instant, u64, Readiness)>>,
+}
+
+const STATUS_MEMO: Duration = Duration::from_secs(5);
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// A plugin's environment: the daemon's own (plugins such as portmap run
+/// iptables from PATH), without CNI variables of its own, plus the call's.
+pub fn plugin_env(
+    base: impl Iterator<Item = (String, String)>,
+    call: &[(&str, String)],
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = base.filter(|(k, _)| !k.starts_with("CNI_")).collect();
+    env.extend(call.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    env
+}
+
+impl Cni {
+    /// Creates the config and cache directories (as containerd does: a
+    /// directory to watch) and loads the network once.
+    pub fn open(opts: CniOptions) -> std::io::Result<Arc<Cni>> {
+        std::fs::create_dir_all(&opts.config_dir)?;
+        let cache = Cache::open(&opts.cache_dir)?;
+        let cni = Arc::new(Cni {
+            opts,
+            cache,
+            current: RwLock::new(Arc::new(Loaded {
+                selection: Selection::default(),
+                generation: 0,
+            })),
+            status_memo: Mutex::new(None),
+        });
+        cni.reload();
+        Ok(cni)
+    }
+
+    pub fn options(&self) -> &CniOptions {
+        &self.opts
+    }
+
+    /// Rereads the config directory; logs a change of network and each
+    /// skipped file when what the directory offers changed.
+    pub fn reload(&self) {
+        let sel = match config::load_dir(&self.opts.config_dir, &self.opts.default_network) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(dir = %self.opts.config_dir.display(), error = %e, "reading the CNI config directory");
+                Selection::default()
+            }
+        };
+        let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
+        if cur.selection == sel {
+            return;
+        }
+        for (path, why) in &sel.skipped {
+            if !cur
+                .selection
+                .skipped
+                .iter()
+                .any(|(p, w)| p == path && w == why)
+            {
+                tracing::warn!(file = %path.display(), reason = %why, "CNI config file skipped");
+            }
+        }
+        match &sel.network {
+            Some(n) => tracing::info!(
+                network = %n.name,
+                file = %n.source.display(),
+                cni_version = %n.cni_version,
+                plugins = %n.plugins.iter().map(|p| p.kind.as_str()).collect::<Vec<_>>().join(","),
+                "CNI network selected"
+            ),
+            None => {
+                tracing::warn!(dir = %self.opts.config_dir.display(), "no CNI network configured")
+            }
+        }
+        *cur = Arc::new(Loaded {
+            selection: sel,
+            generation: cur.generation + 1,
+        });
+    }
+
+    /// The network pods are attached to now.
+    pub fn network(&self) -> Option<NetworkConfigList> {
+        read(&self.current).selection.network.clone()
+    }
+
+    fn find_plugin(&self, kind: &str) -> Option<PathBuf> {
+        self.opts
+            .plugin_dirs
+            .iter()
+            .map(|d| d.join(kind))
+            .find(|p| is_executable(p))
+    }
+
+    fn cni_path(&self) -> String {
+        self.opts
+            .plugin_dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(":")
+    }
+
+    /// NetworkReady: a network is configured, its plugin binaries are
+    /// present, and (CNI 1.1) its plugins answer STATUS with success.
+    pub fn status(&self) -> Readiness {
+        let loaded = read(&self.current).clone();
+        let Some(net) = &loaded.selection.network else {
+            let mut message = format!(
+                "no CNI network configuration in {}",
+                self.opts.config_dir.display()
+            );
+            if !self.opts.default_network.is_empty() {
+                message.push_str(&format!(
+                    " names network {:?} (cni_default_network)",
+                    self.opts.default_network
+                ));
+            }
+            for (p, why) in &loaded.selection.skipped {
+                message.push_str(&format!("; skipped {}: {why}", p.display()));
+            }
+            return not_ready(message);
+        };
+        let missing = config::missing_plugins(net, &self.opts.plugin_dirs, is_executable);
+        if !missing.is_empty() {
+            return not_ready(format!(
+                "CNI network {:?} ({}) needs plugins not found in {}: {}",
+                net.name,
+                net.source.display(),
+                self.cni_path(),
+                missing.join(", ")
+            ));
+        }
+        if !Version::parse(&net.cni_version).has_status_and_gc() {
+            return ready();
+        }
+        let mut memo = self.status_memo.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, gen, r)) = memo.as_ref() {
+            if *gen == loaded.generation && at.elapsed() < STATUS_MEMO {
+                return r.clone();
+            }
+        }
+        let r = self.plugin_status(net);
+        *memo = Some((Instant::now(), loaded.generation, r.clone()));
+        r
+    }
+
+    fn plugin_status(&self, net: &NetworkConfigList) -> Readiness {
+        for p in &net.plugins {
+            let Some(bin) = self.find_plugin(&p.kind) else {
+                return not_ready(format!("plugin {} not found", p.kind));
+            };
+            let env = plugin_env(
+                std::env::vars(),
+                &[
+                    ("CNI_COMMAND", "STATUS".into()),
+                    ("CNI_PATH", self.cni_path()),
+                ],
+            );
+            let stdin = runtime::plugin_stdin(net, p, None, &Map::new());
+            match exec::run(&bin, &env, &stdin, self.opts.plugin_timeout) {
+                Ok(out) if out.code == Some(0) => {}
+                Ok(out) => {
+                    return not_ready(format!(
+                        "CNI network {:?}: plugin {} is not ready (STATUS): {}",
+                        net.name,
+                        p.kind,
+                        result::plugin_error(&out.stdout, &out.stderr)
+                    ))
+                }
+                Err(e) => return not_ready(format!("CNI network {:?}: {e}", net.name)),
+            }
+        }
+        ready()
+    }
+
+    /// Attaches a pod to the network (ADD through the chain). None when no
+    /// network is configured. On failure, what was added is deleted again
+    /// and the error carries the plugin's own words.
+    pub fn add(&self, pod: &PodNetwork) -> Result<Option<Added>, NetError> {
+        let Some(net) = self.network() else {
+            return Ok(None);
+        };
+        let cni_args = runtime::cni_args(pod)?;
+        let caps = runtime::capability_args(pod);
+        let missing = config::missing_plugins(&net, &self.opts.plugin_dirs, is_executable);
+        if !missing.is_empty() {
+            return Err(NetError::NotReady(format!(
+                "CNI network {:?} needs plugins not found in {}: {}",
+                net.name,
+                self.cni_path(),
+                missing.join(", ")
+            )));
+        }
+        let mut att = Attachment {
+            kind: cache::KIND.into(),
+            container_id: pod.id.clone(),
+            if_name: IFNAME.into(),
+            netns: pod.netns.clone(),
+            network: CachedNetwork::from_list(&net),
+            cni_args,
+            capability_args: caps,
+            result: None,
+        };
+        // The intent first: a daemon killed inside ADD finds it and DELs.
+        self.cache.put(&att)?;
+        let mut prev: Option<Value> = None;
+        for p in &net.plugins {
+            match self.call(&att, &net, p, "ADD", prev.as_ref()) {
+                Ok(out) => {
+                    let v: Value = serde_json::from_slice(&out).map_err(|e| NetError::Plugin {
+                        network: net.name.clone(),
+                        plugin: p.kind.clone(),
+                        command: "ADD",
+                        message: format!("result is not JSON: {e}"),
+                    })?;
+                    prev = Some(v);
+                }
+                Err(e) => {
+                    // Partial results are what DEL is given.
+                    att.result = prev;
+                    if let Err(de) = self.del_attachment(&att) {
+                        tracing::error!(pod = %pod.id, error = %de, "undoing a failed CNI ADD (kept for retry)");
+                        let _ = self.cache.put(&att);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        att.result = prev.clone();
+        self.cache.put(&att)?;
+        let result = prev.unwrap_or(Value::Null);
+        Ok(Some(Added {
+            network: net.name.clone(),
+            ips: result::pod_ips(&result),
+            result,
+        }))
+    }
+
+    /// One plugin call for an attachment; Ok(stdout) on success.
+    fn call(
+        &self,
+        att: &Attachment,
+        net: &NetworkConfigList,
+        p: &config::PluginConfig,
+        command: &'static str,
+        prev: Option<&Value>,
+    ) -> Result<Vec<u8>, NetError> {
+        let bin = self.find_plugin(&p.kind).ok_or_else(|| NetError::Plugin {
+            network: net.name.clone(),
+            plugin: p.kind.clone(),
+            command,
+            message: format!("binary not found in {}", self.cni_path()),
+        })?;
+        // A namespace already gone is passed as none: plugins then release
+        // what they hold outside it (IPAM, host rules) and succeed.
+        let netns = if command == "DEL" && !att.netns.exists() {
+            String::new()
+        } else {
+            att.netns.display().to_string()
+        };
+        let env = plugin_env(
+            std::env::vars(),
+            &[
+                ("CNI_COMMAND", command.into()),
+                ("CNI_CONTAINERID", att.container_id.clone()),
+                ("CNI_NETNS", netns),
+                ("CNI_IFNAME", att.if_name.clone()),
+                ("CNI_ARGS", runtime::cni_args_string(&att.cni_args)),
+                ("CNI_PATH", self.cni_path()),
+            ],
+        );
+        let stdin = runtime::plugin_stdin(net, p, prev, &att.capability_args);
+        let t = Instant::now();
+        let out = exec::run(&bin, &env, &stdin, self.opts.plugin_timeout)?;
+        tracing::debug!(plugin = %p.kind, command, us = t.elapsed().as_micros() as u64, code = ?out.code, "CNI plugin called");
+        if out.code != Some(0) {
+            return Err(NetError::Plugin {
+                network: net.name.clone(),
+                plugin: p.kind.clone(),
+                command,
+                message: result::plugin_error(&out.stdout, &out.stderr),
+            });
+        }
+        Ok(out.stdout)
+    }
+
+    fn del_attachment(&self, att: &Attachment) -> Result<(), NetError> {
+        let net = att.network.to_list();
+        let prev = if Version::parse(&net.cni_version).del_has_prev_result() {
+            att.result.as_ref()
+        } else {
+            None
+        };
+        for p in net.plugins.iter().rev() {
+            self.call(att, &net, p, "DEL", prev)?;
+        }
+        self.cache.remove(&att.container_id, &att.if_name)?;
+        Ok(())
+    }
+
+    /// Detaches a pod (DEL through the chain, in reverse, with the config,
+    /// arguments and result ADD used). Nothing cached: nothing to do.
+    pub fn del(&self, container_id: &str) -> Result<(), NetError> {
+        match self.cache.get(container_id, IFNAME)? {
+            Some(att) => self.del_attachment(&att),
+            None => Ok(()),
+        }
+    }
+
+    /// The cached attachment of a pod, if any.
+    pub fn attachment(&self, container_id: &str) -> Option<Attachment> {
+        self.cache.get(container_id, IFNAME).ok().flatten()
+    }
+
+    /// CHECK (0.4.0 on, unless the network disables it): the plugins
+    /// confirm the pod's network is as ADD left it.
+    pub fn check(&self, container_id: &str) -> Result<(), NetError> {
+        let Some(att) = self.cache.get(container_id, IFNAME)? else {
+            return Ok(());
+        };
+        let net = att.network.to_list();
+        if !Version::parse(&net.cni_version).has_check() || net.disable_check {
+            return Ok(());
+        }
+        let Some(res) = att.result.clone() else {
+            return Ok(());
+        };
+        for p in &net.plugins {
+            self.call(&att, &net, p, "CHECK", Some(&res))?;
+        }
+        Ok(())
+    }
+
+    /// At start-up: every cached attachment whose pod is not among `live`
+    /// (it was being set up or torn down when the daemon died, or the host
+    /// rebooted) is deleted; then CNI 1.1 plugins are given GC with the
+    /// attachments that remain valid. Returns the ids detached.
+    pub fn gc(&self, live: &HashSet<String>) -> Vec<String> {
+        let (all, bad) = self.cache.list();
+        for (p, e) in bad {
+            tracing::warn!(file = %p.display(), error = %e, "unreadable CNI attachment record; left in place");
+        }
+        let mut detached = Vec::new();
+        let mut valid = Vec::new();
+        for att in all {
+            if live.contains(&att.container_id) {
+                valid.push(att);
+                continue;
+            }
+            match self.del_attachment(&att) {
+                Ok(()) => {
+                    tracing::info!(pod = %att.container_id, network = %att.network.name, "CNI attachment of a pod that is gone deleted");
+                    detached.push(att.container_id.clone());
+                }
+                Err(e) => {
+                    tracing::error!(pod = %att.container_id, error = %e, "deleting a stale CNI attachment (kept for the next start)")
+                }
+            }
+        }
+        if let Some(net) = self.network() {
+            if Version::parse(&net.cni_version).has_status_and_gc() && !net.disable_gc {
+                let list: Vec<Value> = valid
+                    .iter()
+                    .filter(|a| a.network.name == net.name)
+                    .map(|a| json!({"containerID": a.container_id, "ifname": a.if_name}))
+                    .collect();
+                for p in &net.plugins {
+                    let Some(bin) = self.find_plugin(&p.kind) else {
+                        continue;
+                    };
+                    let mut cfg = p.clone();
+                    cfg.raw.insert(
+                        "cni.dev/valid-attachments".into(),
+                        Value::Array(list.clone()),
+                    );
+                    let stdin = runtime::plugin_stdin(&net, &cfg, None, &Map::new());
+                    let env = plugin_env(
+                        std::env::vars(),
+                        &[("CNI_COMMAND", "GC".into()), ("CNI_PATH", self.cni_path())],
+                    );
+                    match exec::run(&bin, &env, &stdin, self.opts.plugin_timeout) {
+                        Ok(o) if o.code == Some(0) => {}
+                        Ok(o) => {
+                            tracing::warn!(plugin = %p.kind, error = %result::plugin_error(&o.stdout, &o.stderr), "CNI GC")
+                        }
+                        Err(e) => tracing::warn!(plugin = %p.kind, error = %e, "CNI GC"),
+                    }
+                }
+            }
+        }
+        detached
+    }
+}
+
+fn ready() -> Readiness {
+    Readiness {
+        ready: true,
+        reason: String::new(),
+        message: String::new(),
+    }
+}
+
+fn not_ready(message: String) -> Readiness {
+    Readiness {
+        ready: false,
+        reason: NOT_READY_REASON.into(),
+        message,
+    }
+}

@@ -91,6 +91,16 @@ pub struct Config {
     /// mirror gets only its own auth-file entry (or anonymous access), so a
     /// secret never reaches a host it was not issued for.
     pub mirror_pull_secrets: bool,
+    /// CNI network configurations (`.conflist`, `.conf`, `.json`), watched:
+    /// a network written after the daemon started is used without a restart.
+    pub cni_config_dir: PathBuf,
+    /// Directories searched, in order, for CNI plugin binaries (`CNI_PATH`).
+    pub cni_plugin_dirs: Vec<PathBuf>,
+    /// The network pods join, by name; empty: the first valid file in the
+    /// config directory in lexical order.
+    pub cni_default_network: String,
+    /// How long one CNI plugin call may take before it is killed.
+    pub cni_plugin_timeout_seconds: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +147,10 @@ impl Default for Config {
             max_image_bytes: crius_image_store::unpack::DEFAULT_MAX_IMAGE_BYTES,
             max_image_entries: crius_image_store::unpack::DEFAULT_MAX_IMAGE_ENTRIES,
             mirror_pull_secrets: false,
+            cni_config_dir: PathBuf::from("/etc/cni/net.d"),
+            cni_plugin_dirs: vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")],
+            cni_default_network: String::new(),
+            cni_plugin_timeout_seconds: 60,
         }
     }
 }
@@ -180,6 +194,7 @@ pub struct Overrides {
     pub log_format: Option<LogFormat>,
     pub registries_conf: Option<PathBuf>,
     pub auth_file: Option<PathBuf>,
+    pub cni_config_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -244,6 +259,9 @@ impl Config {
         }
         if let Some(v) = &o.auth_file {
             self.auth_file = v.clone();
+        }
+        if let Some(v) = &o.cni_config_dir {
+            self.cni_config_dir = v.clone();
         }
         self.normalized()
     }
@@ -313,6 +331,20 @@ impl Config {
                 reason: "must be positive".into(),
             });
         }
+        if !self.cni_default_network.is_empty()
+            && !crius_network::config::valid_name(&self.cni_default_network)
+        {
+            return Err(ConfigError::Invalid {
+                key: "cni_default_network",
+                reason: format!("{:?} is not a CNI network name", self.cni_default_network),
+            });
+        }
+        if self.cni_plugin_timeout_seconds == 0 {
+            return Err(ConfigError::Invalid {
+                key: "cni_plugin_timeout_seconds",
+                reason: "must be positive".into(),
+            });
+        }
         if self.root == self.runroot {
             return Err(ConfigError::Invalid {
                 key: "runroot",
@@ -354,6 +386,11 @@ mod tests {
             ("cgroup_parent = \"kubepods\"", "cgroup_parent"),
             ("pids_limit = -1", "pids_limit"),
             ("shm_size = 0", "shm_size"),
+            ("cni_default_network = \"a/b\"", "cni_default_network"),
+            (
+                "cni_plugin_timeout_seconds = 0",
+                "cni_plugin_timeout_seconds",
+            ),
         ] {
             let e = Config::from_toml_str(doc).unwrap_err();
             assert!(e.to_string().contains(key), "{doc}: {e}");
@@ -403,6 +440,10 @@ mod tests {
             max_image_bytes: 3,
             max_image_entries: 4,
             mirror_pull_secrets: true,
+            cni_config_dir: "/tmp/net.d".into(),
+            cni_plugin_dirs: vec!["/tmp/bin".into()],
+            cni_default_network: "pods".into(),
+            cni_plugin_timeout_seconds: 9,
         };
         assert_eq!(Config::from_toml_str(&c.to_toml()).unwrap(), c);
     }

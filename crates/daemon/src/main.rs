@@ -37,6 +37,9 @@ struct Cli {
     /// Global pull credentials (auth.json / docker config.json).
     #[arg(long, global = true, value_name = "FILE")]
     auth_file: Option<PathBuf>,
+    /// CNI network configuration directory (watched).
+    #[arg(long, global = true, value_name = "DIR")]
+    cni_config_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -60,6 +63,7 @@ fn effective_config(cli: &Cli) -> anyhow::Result<Config> {
         log_format: cli.log_format,
         registries_conf: cli.registries_conf.clone(),
         auth_file: cli.auth_file.clone(),
+        cni_config_dir: cli.cni_config_dir.clone(),
     })?)
 }
 

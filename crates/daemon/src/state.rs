@@ -53,6 +53,13 @@ pub struct PodRecord {
     pub pidns: Option<PathBuf>,
     #[serde(default)]
     pub pause_pid: i32,
+    /// The CNI network the pod is attached to ("" for none: host network,
+    /// or no network configured when it was run).
+    #[serde(default)]
+    pub network: String,
+    /// The pod's addresses from the CNI result, the primary first.
+    #[serde(default)]
+    pub ips: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -242,6 +249,8 @@ mod tests {
             cgroup_parent: "/kubepods".into(),
             pidns: None,
             pause_pid: 0,
+            network: "pods".into(),
+            ips: vec!["10.88.0.5".into()],
         };
         {
             let db = StateDb::open(&tmp.path().join("state")).unwrap();

@@ -57,7 +57,7 @@ pub fn resolv_conf(dns: Option<&DnsConfig>, host: &str) -> Result<String, Sandbo
 
 /// /etc/hosts: the host's for host-network pods, else the loopback names
 /// and the pod's hostname on 127.0.0.1 (pod IPs join with CNI).
-pub fn hosts(hostname: &str, host_network: bool, host: &str) -> String {
+pub fn hosts(hostname: &str, host_network: bool, host: &str, ips: &[String]) -> String {
     if host_network {
         return host.to_string();
     }
@@ -70,7 +70,14 @@ pub fn hosts(hostname: &str, host_network: bool, host: &str) -> String {
          fe00::2\tip6-allrouters\n",
     );
     if !hostname.is_empty() && hostname != "localhost" {
-        s.push_str(&format!("127.0.0.1\t{hostname}\n"));
+        // The pod's own addresses name it once it has a network (as
+        // kubelet's managed hosts file does); loopback until then.
+        if ips.is_empty() {
+            s.push_str(&format!("127.0.0.1\t{hostname}\n"));
+        }
+        for ip in ips {
+            s.push_str(&format!("{ip}\t{hostname}\n"));
+        }
     }
     s
 }
@@ -147,12 +154,16 @@ mod tests {
     #[test]
     fn hosts_table() {
         let host = "127.0.0.1 localhost\n10.0.0.5 node1\n";
-        assert_eq!(hosts("pod", true, host), host);
-        let h = hosts("web-0", false, host);
+        assert_eq!(hosts("pod", true, host, &[]), host);
+        let h = hosts("web-0", false, host, &[]);
         assert!(h.starts_with("127.0.0.1\tlocalhost\n"), "{h}");
         assert!(h.ends_with("127.0.0.1\tweb-0\n"), "{h}");
         assert!(!h.contains("node1"));
-        assert!(!hosts("", false, host).contains("\t\n"));
+        assert!(!hosts("", false, host, &[]).contains("\t\n"));
+        let ips = ["10.88.0.5".to_string(), "fd00::5".to_string()];
+        let h = hosts("web-0", false, host, &ips);
+        assert!(h.ends_with("10.88.0.5\tweb-0\nfd00::5\tweb-0\n"), "{h}");
+        assert!(!h.contains("127.0.0.1\tweb-0"), "{h}");
         assert_eq!(hostname_file("web-0"), "web-0\n");
     }
 }

@@ -118,6 +118,12 @@ impl Daemon {
         self.dir.path()
     }
 
+    /// The CNI config directory a daemon under test watches unless the
+    /// test names another.
+    pub fn cni_config_dir(&self) -> PathBuf {
+        self.dir.path().join("net.d")
+    }
+
     /// The command line this daemon runs with (without spawning it).
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(&self.builder.bin);
@@ -132,6 +138,17 @@ impl Daemon {
             .arg(&self.runroot)
             .args(&self.builder.args)
             .env_remove("RUST_LOG");
+        // A daemon under test reads no network the host has configured: its
+        // own directory, empty unless the test writes a network there.
+        let names_cni = self.builder.args.iter().any(|a| a == "--cni-config-dir")
+            || self
+                .builder
+                .config_toml
+                .as_deref()
+                .is_some_and(|t| t.contains("cni_config_dir"));
+        if !names_cni {
+            cmd.arg("--cni-config-dir").arg(self.cni_config_dir());
+        }
         if !self.builder.args.iter().any(|a| a == "--log-level") {
             cmd.args(["--log-level", "debug"]);
         }

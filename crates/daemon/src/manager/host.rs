@@ -72,6 +72,7 @@ pub(crate) trait Host: Send + Sync {
 pub(crate) struct RealHost {
     pub runtimes: Arc<Runtimes>,
     pub monitor: PathBuf,
+    pub network: Arc<crius_network::Cni>,
 }
 
 impl RealHost {
@@ -155,6 +156,11 @@ impl Host for RealHost {
     }
 
     fn teardown_pod(&self, rec: &PodRecord) -> Result<()> {
+        // At recovery a DEL that fails is retried by the CNI GC that ends
+        // recovery (and at each start after): the namespaces go anyway.
+        if let Err(e) = detach_network(&self.network, &rec.id) {
+            tracing::error!(pod = %rec.id, error = %e, "CNI DEL of a pod being cleaned up");
+        }
         teardown_pod(rec)
     }
 
@@ -165,6 +171,13 @@ impl Host for RealHost {
     fn now_ns(&self) -> i64 {
         super::now_ns()
     }
+}
+
+/// Detaches a pod from its CNI network (DEL with what ADD used, from the
+/// attachment cache); a pod never attached is nothing to do. Called while
+/// the pod's network namespace is still pinned.
+pub(crate) fn detach_network(net: &crius_network::Cni, pod_id: &str) -> Result<()> {
+    net.del(pod_id).map_err(ManagerError::from)
 }
 
 /// Tears down what a pod holds on the host: the pause process, pinned

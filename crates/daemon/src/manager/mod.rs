@@ -93,6 +93,19 @@ impl From<crius_sandbox::SandboxError> for ManagerError {
     }
 }
 
+impl From<crius_network::NetError> for ManagerError {
+    fn from(e: crius_network::NetError) -> Self {
+        use crius_network::NetError as N;
+        match e {
+            N::Arg(a) => ManagerError::InvalidArgument(format!("{a}")),
+            N::NotReady(m) => ManagerError::FailedPrecondition(m),
+            e @ (N::Plugin { .. } | N::Exec(_) | N::Cache(_)) => {
+                ManagerError::Internal(e.to_string())
+            }
+        }
+    }
+}
+
 impl From<crius_oci_runtime::runtime::RuntimeError> for ManagerError {
     fn from(e: crius_oci_runtime::runtime::RuntimeError) -> Self {
         ManagerError::Internal(e.to_string())
@@ -238,6 +251,9 @@ pub struct Manager {
     pub(crate) monitor_pool: Option<Arc<MonitorPool>>,
     /// Wakes the pools' refiller (see [`refiller`]).
     refill: std::sync::mpsc::Sender<()>,
+    /// Pod networking (CNI): the selected network, plugin calls, the
+    /// attachment cache.
+    pub(crate) network: Arc<crius_network::Cni>,
     /// Pod and container start-ups in flight (RunPodSandbox,
     /// CreateContainer, StartContainer): the pools refill between them.
     starting: Arc<AtomicUsize>,
@@ -411,6 +427,16 @@ impl Manager {
             .then(|| Arc::new(MonitorPool::new(&monitor, cfg.monitor_pool_size)));
         let starting = Arc::new(AtomicUsize::new(0));
         let refill = refiller(ns_pool.clone(), monitor_pool.clone(), starting.clone());
+        let network = crius_network::Cni::open(crius_network::CniOptions {
+            config_dir: cfg.cni_config_dir.clone(),
+            plugin_dirs: cfg.cni_plugin_dirs.clone(),
+            default_network: cfg.cni_default_network.clone(),
+            cache_dir: cfg.root.join("cni").join("results"),
+            plugin_timeout: std::time::Duration::from_secs(cfg.cni_plugin_timeout_seconds),
+        })
+        .map_err(|e| format!("CNI ({}): {e}", cfg.cni_config_dir.display()))?;
+        crius_network::watch::start(&network)
+            .map_err(|e| format!("watching {}: {e}", cfg.cni_config_dir.display()))?;
         let m = Arc::new(Manager {
             cfg,
             db: Arc::new(db),
@@ -418,7 +444,9 @@ impl Manager {
             host: host::RealHost {
                 runtimes: runtimes.clone(),
                 monitor: monitor.clone(),
+                network: network.clone(),
             },
+            network,
             runtimes,
             monitor,
             limits,

@@ -106,7 +106,21 @@ impl Manager {
             ctrs += 1;
         }
         self.sweep_orphans(&monitors);
-        tracing::info!(pods, containers = ctrs, "state recovered");
+        // Attachments of pods that are gone or not ready (killed inside
+        // RunPodSandbox or StopPodSandbox, a reboot) are deleted; the
+        // network's CNI 1.1 plugins get GC with the rest.
+        let live: std::collections::HashSet<String> = crate::sync::read(&self.pods)
+            .values()
+            .filter(|p| p.record().phase == PodPhase::Ready)
+            .map(|p| p.id.clone())
+            .collect();
+        let detached = self.network.gc(&live);
+        tracing::info!(
+            pods,
+            containers = ctrs,
+            cni_detached = detached.len(),
+            "state recovered"
+        );
         Ok(())
     }
 
@@ -155,6 +169,10 @@ impl Manager {
         for (id, path) in entries(self.cfg.runroot.join("pods")) {
             if !known_pods.contains(&id) {
                 tracing::warn!(pod = %id, "pod sandbox left without a record (crius stopped while creating it); removing");
+                // Its network first, while the namespace is still pinned.
+                if let Err(e) = super::host::detach_network(&self.network, &id) {
+                    tracing::error!(pod = %id, error = %e, "CNI DEL of an orphaned pod sandbox");
+                }
                 if let Err(e) = super::sandbox::teardown_orphan(&id, &path) {
                     tracing::error!(pod = %id, error = %e, "removing orphaned pod sandbox");
                 }
@@ -792,6 +810,8 @@ mod tests {
             cgroup_parent: "/crius".into(),
             pidns: pidns.then(|| "/run/crius/pods/p1/ns/pid".into()),
             pause_pid: if pidns { 9 } else { 0 },
+            network: String::new(),
+            ips: Vec::new(),
         }
     }
 

@@ -1,10 +1,12 @@
 //! Pod sandboxes: RunPodSandbox, StopPodSandbox, RemovePodSandbox,
 //! PodSandboxStatus, ListPodSandbox.
 
-use super::host::{remove_dir, teardown_pod as teardown};
+use super::host::{detach_network, remove_dir, teardown_pod as teardown};
 use super::{blocking, filters, ids, now_ns, validate, Manager, ManagerError, Pod, Result};
 use crate::state::{encode_config, PodPhase, PodRecord, RECORD_VERSION};
-use crius_cri_api::v1::{NamespaceMode, PodSandboxConfig, PodSandboxFilter};
+use crius_cri_api::v1::{NamespaceMode, PodSandboxConfig, PodSandboxFilter, Protocol};
+use crius_network::runtime::{Dns, PodNetwork, PortMapping};
+use crius_network::Cni;
 use crius_sandbox::{files, ns, shm};
 use std::path::Path;
 use std::sync::Arc;
@@ -62,6 +64,87 @@ pub fn pod_modes(c: &PodSandboxConfig) -> Result<(NamespaceMode, NamespaceMode, 
     Ok((net, ipc, pid))
 }
 
+/// What the pod's CNI plugins are told, checked before anything is set up
+/// (None for a host-network pod, which never touches CNI). The network
+/// namespace's path is filled in once it is pinned.
+pub fn pod_network(
+    id: &str,
+    config: &PodSandboxConfig,
+    cgroup_parent: &str,
+) -> Result<Option<PodNetwork>> {
+    let (net, _, _) = pod_modes(config)?;
+    if net == NamespaceMode::Node {
+        return Ok(None);
+    }
+    let m = config.metadata.clone().unwrap_or_default();
+    let mut port_mappings = Vec::new();
+    for (i, p) in config.port_mappings.iter().enumerate() {
+        let field = |f: &str| format!("config.port_mappings[{i}].{f}");
+        // Only a host port needs the network's help (containerd and CRI-O
+        // pass no others).
+        if p.host_port <= 0 {
+            continue;
+        }
+        let port = |f: &str, v: i32| {
+            u16::try_from(v).ok().filter(|v| *v > 0).ok_or_else(|| {
+                ManagerError::InvalidArgument(format!("{}: {v} is not a port (1-65535)", field(f)))
+            })
+        };
+        let protocol = match Protocol::try_from(p.protocol) {
+            Ok(Protocol::Tcp) => "tcp",
+            Ok(Protocol::Udp) => "udp",
+            Ok(Protocol::Sctp) => "sctp",
+            Err(_) => {
+                return Err(ManagerError::InvalidArgument(format!(
+                    "{}: unknown protocol {}",
+                    field("protocol"),
+                    p.protocol
+                )))
+            }
+        };
+        if !p.host_ip.is_empty() && p.host_ip.parse::<std::net::IpAddr>().is_err() {
+            return Err(ManagerError::InvalidArgument(format!(
+                "{}: {:?} is not an IP address",
+                field("host_ip"),
+                p.host_ip
+            )));
+        }
+        port_mappings.push(PortMapping {
+            host_port: port("host_port", p.host_port)?,
+            container_port: port("container_port", p.container_port)?,
+            protocol: protocol.into(),
+            host_ip: p.host_ip.clone(),
+        });
+    }
+    let annotations: std::collections::BTreeMap<String, String> = config
+        .annotations
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let bandwidth = crius_network::runtime::bandwidth_from_annotations(&annotations)
+        .map_err(|e| ManagerError::InvalidArgument(e.to_string()))?;
+    let dns = config.dns_config.as_ref().map(|d| Dns {
+        servers: d.servers.clone(),
+        searches: d.searches.clone(),
+        options: d.options.clone(),
+    });
+    let pod = PodNetwork {
+        id: id.to_string(),
+        netns: Default::default(),
+        name: m.name,
+        namespace: m.namespace,
+        uid: m.uid,
+        port_mappings,
+        bandwidth,
+        dns,
+        cgroup_path: cgroup_parent.to_string(),
+        annotations,
+    };
+    crius_network::runtime::cni_args(&pod)
+        .map_err(|e| ManagerError::InvalidArgument(format!("config.{e}")))?;
+    Ok(Some(pod))
+}
+
 /// The pause process's pid, next to the pod's files.
 pub const PAUSE_PID_FILE: &str = "pause.pid";
 
@@ -92,6 +175,7 @@ fn setup(
     monitor: &Path,
     runroot: &Path,
     pool: Option<&ns::NsPool>,
+    network: Option<(&Cni, PodNetwork)>,
 ) -> Result<()> {
     let (net, ipc, pid) = pod_modes(config)?;
     std::fs::create_dir_all(&rec.dir)
@@ -161,12 +245,32 @@ fn setup(
         )?;
         rec.pidns = Some(ns::pin_pid(&rec.dir.join("ns"), pause)?);
     }
+    let paused_at = t0.elapsed();
+    if let (Some((cni, mut pod)), Some(netns)) = (network, rec.netns.clone()) {
+        pod.netns = netns;
+        match cni.add(&pod)? {
+            Some(added) => {
+                rec.network = added.network;
+                rec.ips = crius_network::result::primary_first(&added.ips)
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect();
+                let host_hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+                files::write_atomic(
+                    &rec.dir.join("hosts"),
+                    files::hosts(&hostname, false, &host_hosts, &rec.ips).as_bytes(),
+                )?;
+            }
+            None => tracing::warn!("no CNI network is configured: the pod has loopback only"),
+        }
+    }
     crate::manager::test_hold("run-pod", runroot, &rec.dir);
     // Where RunPodSandbox's time goes (read by the CRI benchmark).
     tracing::debug!(
         files_and_shm_us = files_at.as_micros() as u64,
         namespaces_pinned_us = pinned_at.as_micros() as u64,
-        pause_us = (t0.elapsed() - pinned_at).as_micros() as u64,
+        pause_us = (paused_at - pinned_at).as_micros() as u64,
+        cni_us = (t0.elapsed() - paused_at).as_micros() as u64,
         "pod sandbox set up"
     );
     Ok(())
@@ -184,7 +288,7 @@ fn write_pod_files(
     files::write_atomic(&dir.join("resolv.conf"), resolv.as_bytes())?;
     files::write_atomic(
         &dir.join("hosts"),
-        files::hosts(hostname, host_net, &read("/etc/hosts")).as_bytes(),
+        files::hosts(hostname, host_net, &read("/etc/hosts"), &[]).as_bytes(),
     )?;
     files::write_atomic(
         &dir.join("hostname"),
@@ -246,6 +350,7 @@ impl Manager {
             .map_err(ManagerError::from)?;
         }
         let id = ids::new_id();
+        let pod_net = pod_network(&id, &config, &cgroup_parent)?;
         self.reserve(&key, &id).map_err(|holder| {
             ManagerError::AlreadyExists(format!(
                 "pod sandbox name {key:?} is reserved by pod {holder}"
@@ -271,6 +376,8 @@ impl Manager {
                 cgroup_parent,
                 pidns: None,
                 pause_pid: 0,
+                network: String::new(),
+                ips: Vec::new(),
             };
             let db = self.db.clone();
             let shm_size = self.cfg.shm_size;
@@ -278,6 +385,7 @@ impl Manager {
             let monitor = self.monitor.clone();
             let runroot = self.cfg.runroot.clone();
             let pool = self.ns_pool.clone();
+            let cni = self.network.clone();
             let result = blocking(move || {
                 // No record before the side effects: a daemon killed meanwhile
                 // finds the pod's directory without a record and tears it down
@@ -289,6 +397,7 @@ impl Manager {
                     &monitor,
                     &runroot,
                     pool.as_deref(),
+                    pod_net.map(|p| (&*cni, p)),
                 ) {
                     Ok(()) => {
                         rec.phase = PodPhase::Ready;
@@ -301,6 +410,11 @@ impl Manager {
                         Ok(rec)
                     }
                     Err(e) => {
+                        // A failed ADD undid itself; anything failing after
+                        // a good ADD leaves an attachment to delete.
+                        if let Err(de) = detach_network(&cni, &rec.id) {
+                            tracing::error!(error = %de, "CNI DEL after a failed RunPodSandbox (retried at the next start)");
+                        }
                         let _ = teardown(&rec);
                         let _ = remove_dir(&rec.dir);
                         let _ = db.delete_pod(&rec.id);
@@ -355,7 +469,11 @@ impl Manager {
         let mut rec = pod.record();
         let db = self.db.clone();
         let r2 = rec.clone();
+        let cni = self.network.clone();
         blocking(move || {
+            // DEL while the namespace is pinned; if it fails the pod stays
+            // as it was and kubelet's next StopPodSandbox tries again.
+            detach_network(&cni, &r2.id)?;
             teardown(&r2)?;
             if r2.phase != PodPhase::NotReady {
                 let mut r = r2;
@@ -387,7 +505,9 @@ impl Manager {
         // crius's own log directory for pods that named none goes with the
         // pod (a kubelet's log_directory is kubelet's to clean).
         let own_logs = self.cfg.root.join("pod-logs").join(&rec.id);
+        let cni = self.network.clone();
         blocking(move || {
+            detach_network(&cni, &rec.id)?;
             teardown(&rec)?;
             remove_dir(&rec.dir)?;
             remove_dir(&own_logs)?;
@@ -401,6 +521,27 @@ impl Manager {
         }
         tracing::info!(pod = %pod.id, "pod sandbox removed");
         Ok(())
+    }
+
+    /// The NetworkReady condition (a CNI 1.1 network's STATUS calls its
+    /// plugins, so off the async runtime).
+    pub async fn network_status(&self) -> crius_network::Readiness {
+        let cni = self.network.clone();
+        tokio::task::spawn_blocking(move || cni.status())
+            .await
+            .unwrap_or_else(|e| crius_network::Readiness {
+                ready: false,
+                reason: crius_network::NOT_READY_REASON.into(),
+                message: format!("checking the network: {e}"),
+            })
+    }
+
+    /// A pod's cached CNI attachment (config, arguments, result) for
+    /// verbose status.
+    pub fn network_attachment(&self, pod_id: &str) -> Option<serde_json::Value> {
+        self.network
+            .attachment(pod_id)
+            .and_then(|a| serde_json::to_value(a).ok())
     }
 
     pub fn pod_status(&self, query: &str) -> Result<(Arc<Pod>, PodRecord)> {

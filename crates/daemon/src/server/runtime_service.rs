@@ -67,8 +67,15 @@ fn pod_status(config: &PodSandboxConfig, r: &PodRecord) -> PodSandboxStatus {
         metadata: config.metadata.clone(),
         state: pod_state(r),
         created_at: r.created_at,
-        // Pod IPs come with CNI networking.
-        network: Some(PodSandboxNetworkStatus::default()),
+        network: Some(PodSandboxNetworkStatus {
+            ip: r.ips.first().cloned().unwrap_or_default(),
+            additional_ips: r
+                .ips
+                .iter()
+                .skip(1)
+                .map(|ip| PodIp { ip: ip.clone() })
+                .collect(),
+        }),
         linux: Some(LinuxPodSandboxStatus {
             namespaces: Some(Namespace { options: opts }),
         }),
@@ -165,7 +172,10 @@ pub fn version_response() -> VersionResponse {
 /// The node conditions kubelet gates on. Each one that is false says why:
 /// kubelet shows reason and message in the node's status, and an operator
 /// reads them to learn what is missing.
-pub fn conditions(runtime: (bool, String, String)) -> Vec<RuntimeCondition> {
+pub fn conditions(
+    runtime: (bool, String, String),
+    network: &crius_network::Readiness,
+) -> Vec<RuntimeCondition> {
     vec![
         RuntimeCondition {
             r#type: RUNTIME_READY.into(),
@@ -175,11 +185,9 @@ pub fn conditions(runtime: (bool, String, String)) -> Vec<RuntimeCondition> {
         },
         RuntimeCondition {
             r#type: NETWORK_READY.into(),
-            status: false,
-            reason: "NetworkPluginNotReady".into(),
-            message: "pod networking (CNI) is not built in this crius yet: pods get an \
-                      isolated network namespace with loopback only"
-                .into(),
+            status: network.ready,
+            reason: network.reason.clone(),
+            message: network.message.clone(),
         },
     ]
 }
@@ -219,7 +227,7 @@ cri_service! {
                 info = verbose_info(&self.config, &runtimes).map_err(|e| Status::internal(format!("encoding status: {e}")))?;
             }
             Ok(Response::new(StatusResponse {
-                status: Some(RuntimeStatus { conditions: conditions(self.manager.runtime_ready()) }),
+                status: Some(RuntimeStatus { conditions: conditions(self.manager.runtime_ready(), &self.manager.network_status().await) }),
                 info,
                 runtime_handlers: runtime_handlers(&runtimes),
                 features: Some(RuntimeFeatures {
@@ -241,7 +249,7 @@ cri_service! {
             // kubelet sends the node's pod CIDR; it matters to CNI plugins,
             // which read their own configuration (CRI-O ignores it too).
             let cidr = request.get_ref().runtime_config.as_ref().and_then(|c| c.network_config.as_ref()).map(|n| n.pod_cidr.clone()).unwrap_or_default();
-            tracing::debug!(pod_cidr = %cidr, "UpdateRuntimeConfig: recorded nothing (no CNI yet)");
+            tracing::info!(pod_cidr = %cidr, "UpdateRuntimeConfig: the node's pod CIDR (CNI plugins read their own configuration)");
             Ok(Response::new(UpdateRuntimeConfigResponse {}))
         }
 
@@ -275,6 +283,9 @@ cri_service! {
                     "shm": rec.shm,
                     "cgroupParent": rec.cgroup_parent,
                     "pausePid": rec.pause_pid,
+                    "network": rec.network,
+                    "ips": rec.ips,
+                    "cni": self.manager.network_attachment(&rec.id),
                 }))?);
             }
             Ok(Response::new(PodSandboxStatusResponse {
@@ -406,7 +417,14 @@ mod tests {
 
     #[test]
     fn every_false_condition_says_why() {
-        let c = conditions((false, "X".into(), "y".into()));
+        let c = conditions(
+            (false, "X".into(), "y".into()),
+            &crius_network::Readiness {
+                ready: false,
+                reason: "NetworkPluginNotReady".into(),
+                message: "no network".into(),
+            },
+        );
         let types: Vec<_> = c.iter().map(|c| c.r#type.as_str()).collect();
         assert_eq!(types, [RUNTIME_READY, NETWORK_READY]);
         for cond in c.iter().filter(|c| !c.status) {

@@ -21,7 +21,7 @@ BUILD_PACKAGES := pkg-config libssl-dev
 # crun), a registry (docker-registry), busybox-static for test images,
 # iproute2 (`ip`, the sandbox tests look into pinned namespaces), and gcc
 # with libc6-dev (the spec tests build a static setuid helper).
-APT_PACKAGES := $(BUILD_PACKAGES) runc crun docker-registry busybox-static iproute2 gcc libc6-dev
+APT_PACKAGES := $(BUILD_PACKAGES) runc crun docker-registry busybox-static iproute2 gcc libc6-dev containernetworking-plugins iptables python3
 # What the benchmarks compare crius with: skopeo (pull), conmon (monitor).
 BENCH_PACKAGES := skopeo conmon
 

@@ -5,6 +5,7 @@
 
 pub mod daemon;
 pub mod image;
+pub mod network;
 pub mod procs;
 pub mod registry;
 pub mod runtime;

@@ -536,6 +536,11 @@ impl Manager {
             })
     }
 
+    /// The CNI network pods join now, if any.
+    pub fn network_config(&self) -> Option<crius_network::config::NetworkConfigList> {
+        self.network.network()
+    }
+
     /// A pod's cached CNI attachment (config, arguments, result) for
     /// verbose status.
     pub fn network_attachment(&self, pod_id: &str) -> Option<serde_json::Value> {

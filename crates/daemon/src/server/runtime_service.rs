@@ -196,15 +196,26 @@ pub fn conditions(
 /// crictl merges these over its rendering of `status`, `runtimeHandlers`
 /// and `features` (and parses only values starting with `{` as JSON), so
 /// they must not reuse those names: the configuration under `config`, as
-/// CRI-O keeps it, and what the probes found under `probes`.
+/// CRI-O keeps it, what the probes found under `probes`, and the CNI
+/// network pods join now under `network`.
 pub fn verbose_info(
     config: &crate::config::Config,
     runtimes: &crate::runtimes::RuntimeInfo,
+    network: Option<&crius_network::config::NetworkConfigList>,
 ) -> serde_json::Result<HashMap<String, String>> {
     let probes = serde_json::json!({ "handlers": runtimes.probes, "host": runtimes.host });
+    let network = network.map(|n| {
+        serde_json::json!({
+            "name": n.name,
+            "file": n.source,
+            "cniVersion": n.cni_version,
+            "plugins": n.plugins.iter().map(|p| p.kind.as_str()).collect::<Vec<_>>(),
+        })
+    });
     Ok(HashMap::from([
         ("config".to_string(), serde_json::to_string(config)?),
         ("probes".to_string(), serde_json::to_string(&probes)?),
+        ("network".to_string(), serde_json::to_string(&network)?),
     ]))
 }
 
@@ -224,7 +235,7 @@ cri_service! {
             let runtimes = self.runtimes.current();
             let mut info = HashMap::new();
             if request.get_ref().verbose {
-                info = verbose_info(&self.config, &runtimes).map_err(|e| Status::internal(format!("encoding status: {e}")))?;
+                info = verbose_info(&self.config, &runtimes, self.manager.network_config().as_ref()).map_err(|e| Status::internal(format!("encoding status: {e}")))?;
             }
             Ok(Response::new(StatusResponse {
                 status: Some(RuntimeStatus { conditions: conditions(self.manager.runtime_ready(), &self.manager.network_status().await) }),

@@ -103,6 +103,7 @@ cleanup() {
 		[[ $cmd == *"$W/"* ]] && kill -KILL "$p" 2>/dev/null
 	done
 	cp "$W/images/registry.log" "$OUT/registry.log" 2>/dev/null
+	ip link del critest0 2>/dev/null
 	# Deepest first; lazily, so a busy mount cannot keep the rest mounted.
 	awk -v w="$W/" 'index($5, w) == 1 { print length($5), $5 }' /proc/self/mountinfo |
 		sort -rn | cut -d' ' -f2- | while read -r m; do umount -l "$m" 2>/dev/null; done
@@ -140,8 +141,21 @@ echo "run.sh: $(wc -l <"$W/images/images.txt") stand-in images on $REG"
 mkdir -p "$W/bin"
 cp "$CRIUS" "$W/bin/crius"
 cp "$(dirname "$CRIUS")/crius-monitor" "$W/bin/crius-monitor"
+# A pod network (CNI) of the run's own: bridge critest0 on 10.232.0.0/16,
+# its IPAM files under the work directory, host ports through portmap.
+mkdir -p "$W/net.d"
+cat >"$W/net.d/10-critest.conflist" <<-EOF
+	{"cniVersion": "1.0.0", "name": "critest", "plugins": [
+	  {"type": "loopback"},
+	  {"type": "bridge", "bridge": "critest0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+	   "ipam": {"type": "host-local", "dataDir": "$W/ipam",
+	            "ranges": [[{"subnet": "10.232.0.0/16"}]], "routes": [{"dst": "0.0.0.0/0"}]}},
+	  {"type": "portmap", "capabilities": {"portMappings": true}}
+	]}
+EOF
 cat >"$W/crius.toml" <<-EOF
 	listen = "$SOCK"
+	cni_config_dir = "$W/net.d"
 	root = "$W/root"
 	runroot = "$W/run"
 	registries_conf = "$W/registries.conf"

@@ -120,7 +120,11 @@ fn call(plugin: &str, command: &str, id: &str, netns: &str, stdin: &[u8]) -> Vec
 /// netns's removal (untimed).
 fn plugins_once(list: &crius_network::config::NetworkConfigList, tag: &str) -> Duration {
     let ns = format!("crius-bench-{tag}");
-    assert!(Command::new("ip").args(["netns", "add", &ns]).status().unwrap().success());
+    assert!(Command::new("ip")
+        .args(["netns", "add", &ns])
+        .status()
+        .unwrap()
+        .success());
     let netns = format!("/run/netns/{ns}");
     let id = format!("bench{tag}");
     let caps = serde_json::Map::new();
@@ -140,7 +144,11 @@ fn plugins_once(list: &crius_network::config::NetworkConfigList, tag: &str) -> D
 }
 
 /// MANY chains alone, `parallel` at a time (one thread each); seconds.
-fn plugins_many(list: &crius_network::config::NetworkConfigList, parallel: usize, tag: &str) -> f64 {
+fn plugins_many(
+    list: &crius_network::config::NetworkConfigList,
+    parallel: usize,
+    tag: &str,
+) -> f64 {
     let t = Instant::now();
     let mut next = 0;
     while next < MANY {
@@ -177,7 +185,10 @@ async fn wait_ready(c: &mut CriClient, want: bool) {
         if ready == want {
             return;
         }
-        assert!(Instant::now() < deadline, "NetworkReady never became {want}");
+        assert!(
+            Instant::now() < deadline,
+            "NetworkReady never became {want}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -185,7 +196,8 @@ async fn wait_ready(c: &mut CriClient, want: bool) {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let net = TestNetwork::new("bench", 30).unwrap();
-    let conflist = net.conflist(&[json!({"type": "portmap", "capabilities": {"portMappings": true}})]);
+    let conflist =
+        net.conflist(&[json!({"type": "portmap", "capabilities": {"portMappings": true}})]);
     let list = crius_network::config::parse(
         std::path::Path::new("bench.conflist"),
         conflist.as_bytes(),
@@ -261,7 +273,10 @@ async fn main() {
         .unwrap();
     let leaks = net.holdings().unwrap();
 
-    println!("network bench (RunPodSandbox p50 over {} pods each, interleaved)", ROUNDS * PER_ROUND);
+    println!(
+        "network bench (RunPodSandbox p50 over {} pods each, interleaved)",
+        ROUNDS * PER_ROUND
+    );
     println!("  pod on the CNI network (loopback, bridge, portmap)  {netp:8.2} ms");
     println!("  pod without a network (loopback only)                {lo:8.2} ms");
     println!("  hostNetwork pod                                      {host:8.2} ms");

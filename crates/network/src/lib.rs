@@ -289,6 +289,7 @@ impl Cni {
     /// network is configured. On failure, what was added is deleted again
     /// and the error carries the plugin's own words.
     pub fn add(&self, pod: &PodNetwork) -> Result<Option<Added>, NetError> {
+        let t0 = Instant::now();
         let Some(net) = self.network() else {
             return Ok(None);
         };
@@ -314,7 +315,8 @@ impl Cni {
             result: None,
         };
         // The intent first: a daemon killed inside ADD finds it and DELs.
-        self.cache.put(&att)?;
+        self.cache.put(&att, true)?;
+        let t_intent = t0.elapsed();
         let mut prev: Option<Value> = None;
         for p in &net.plugins {
             match self.call(&att, &net, p, "ADD", prev.as_ref()) {
@@ -332,14 +334,23 @@ impl Cni {
                     att.result = prev;
                     if let Err(de) = self.del_attachment(&att) {
                         tracing::error!(pod = %pod.id, error = %de, "undoing a failed CNI ADD (kept for retry)");
-                        let _ = self.cache.put(&att);
+                        let _ = self.cache.put_result(&att);
                     }
                     return Err(e);
                 }
             }
         }
+        let t_plugins = t0.elapsed();
         att.result = prev.clone();
-        self.cache.put(&att)?;
+        if att.result.is_some() {
+            self.cache.put_result(&att)?;
+        }
+        tracing::debug!(
+            intent_us = t_intent.as_micros() as u64,
+            plugins_us = (t_plugins - t_intent).as_micros() as u64,
+            result_us = (t0.elapsed() - t_plugins).as_micros() as u64,
+            "CNI ADD"
+        );
         let result = prev.unwrap_or(Value::Null);
         Ok(Some(Added {
             network: net.name.clone(),
@@ -384,7 +395,8 @@ impl Cni {
         let stdin = runtime::plugin_stdin(net, p, prev, &att.capability_args);
         let t = Instant::now();
         let out = exec::run(&bin, &env, &stdin, self.opts.plugin_timeout)?;
-        tracing::debug!(plugin = %p.kind, command, us = t.elapsed().as_micros() as u64, code = ?out.code, "CNI plugin called");
+        let ran = t.elapsed();
+        tracing::debug!(plugin = %p.kind, command, us = ran.as_micros() as u64, code = ?out.code, "CNI plugin called");
         if out.code != Some(0) {
             return Err(NetError::Plugin {
                 network: net.name.clone(),

@@ -219,7 +219,7 @@ fn setup(
             NsSetup::Pending(ns::start_pin(&ns_dir, &kinds, Some(&hostname))?)
         }
     };
-    write_pod_files(&rec.dir, config, &hostname, host_net)?;
+    write_pod_files(&rec.dir, config, &hostname)?;
     if !host_ipc {
         let p = rec.dir.join("shm");
         shm::mount_shm(&p, shm_size)?;
@@ -255,15 +255,16 @@ fn setup(
                     .iter()
                     .map(|a| a.to_string())
                     .collect();
-                let host_hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
-                files::write_atomic(
-                    &rec.dir.join("hosts"),
-                    files::hosts(&hostname, false, &host_hosts, &rec.ips).as_bytes(),
-                )?;
             }
             None => tracing::warn!("no CNI network is configured: the pod has loopback only"),
         }
     }
+    // Written once, with the pod's addresses when it has a network.
+    let host_hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    files::write_atomic(
+        &rec.dir.join("hosts"),
+        files::hosts(&hostname, host_net, &host_hosts, &rec.ips).as_bytes(),
+    )?;
     crate::manager::test_hold("run-pod", runroot, &rec.dir);
     // Where RunPodSandbox's time goes (read by the CRI benchmark).
     tracing::debug!(
@@ -276,20 +277,12 @@ fn setup(
     Ok(())
 }
 
-/// resolv.conf, hosts, hostname and the log directory.
-fn write_pod_files(
-    dir: &Path,
-    config: &PodSandboxConfig,
-    hostname: &str,
-    host_net: bool,
-) -> Result<()> {
+/// resolv.conf, hostname and the log directory (hosts waits for the
+/// pod's addresses).
+fn write_pod_files(dir: &Path, config: &PodSandboxConfig, hostname: &str) -> Result<()> {
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
     let resolv = files::resolv_conf(config.dns_config.as_ref(), &read("/etc/resolv.conf"))?;
     files::write_atomic(&dir.join("resolv.conf"), resolv.as_bytes())?;
-    files::write_atomic(
-        &dir.join("hosts"),
-        files::hosts(hostname, host_net, &read("/etc/hosts"), &[]).as_bytes(),
-    )?;
     files::write_atomic(
         &dir.join("hostname"),
         files::hostname_file(hostname).as_bytes(),

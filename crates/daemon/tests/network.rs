@@ -536,3 +536,100 @@ async fn a_hundred_pods_ten_at_a_time_release_every_address() {
     assert_clean(&net);
     assert_eq!(cached_attachments(&e), 0);
 }
+
+/// A CNI 1.1 plugin, scripted: STATUS fails while `<dir>/unready` exists;
+/// every call is logged to `<dir>/calls` (command, container id, and for
+/// GC the valid attachments); ADD returns an address of its own.
+fn v11_plugin(net: &TestNetwork, dir: &Path) {
+    net.script_plugin(
+        "crt-v11",
+        &format!(
+            r#"#!/usr/bin/env python3
+import json, os, sys
+d = {dir:?}
+conf = json.load(sys.stdin)
+cmd = os.environ.get("CNI_COMMAND", "")
+extra = conf.get("cni.dev/valid-attachments") if cmd == "GC" else None
+with open(os.path.join(d, "calls"), "a") as f:
+    f.write(json.dumps([cmd, os.environ.get("CNI_CONTAINERID", ""), extra]) + "\n")
+if cmd == "STATUS" and os.path.exists(os.path.join(d, "unready")):
+    print(json.dumps({{"cniVersion": "1.1.0", "code": 50, "msg": "the plugin's daemon is starting"}}))
+    sys.exit(1)
+if cmd == "ADD":
+    print(json.dumps({{"cniVersion": "1.1.0", "interfaces": [{{"name": "eth0", "sandbox": os.environ["CNI_NETNS"]}}],
+                      "ips": [{{"address": "10.231.18.5/24", "interface": 0}}]}}))
+"#,
+            dir = dir.display().to_string()
+        ),
+    )
+    .unwrap();
+}
+
+fn calls(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("calls"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cni_1_1_status_gc_and_check() {
+    let net = TestNetwork::new("v11", 18).unwrap();
+    let d = tempfile::tempdir().unwrap();
+    v11_plugin(&net, d.path());
+    std::fs::write(d.path().join("unready"), b"").unwrap();
+    let mut e = net_env(&net).await;
+    let conflist =
+        json!({"cniVersion": "1.1.0", "name": net.name, "plugins": [{"type": "crt-v11"}]})
+            .to_string();
+    net.install(&e.daemon.cni_config_dir(), "10-v11.conflist", &conflist)
+        .unwrap();
+    let mut c = e.client().await;
+    // STATUS says not ready, in the plugin's words.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let cond = loop {
+        let cond = network_ready(&mut c).await;
+        if cond.message.contains("starting") || Instant::now() > deadline {
+            break cond;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!cond.status, "{cond:?}");
+    assert!(
+        cond.message.contains("the plugin's daemon is starting"),
+        "{cond:?}"
+    );
+    std::fs::remove_file(d.path().join("unready")).unwrap();
+    wait_network_ready(&mut c, true).await;
+
+    let p = run_pod(&mut c, pod_config("modern", &e.logs), "").await;
+    assert_eq!(pod_ips(&mut c, &p).await.0, "10.231.18.5");
+
+    // A restart: GC is given the attachments still valid (this pod's), and
+    // the live pod's network is CHECKed.
+    e.daemon.stop().await.unwrap();
+    e.daemon.start().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let all = calls(d.path());
+        let gc = all.iter().find(|c| c[0] == "GC");
+        let check = all.iter().find(|c| c[0] == "CHECK" && c[1] == p.as_str());
+        if let (Some(gc), Some(_)) = (gc, check) {
+            assert_eq!(gc[2], json!([{"containerID": p, "ifname": "eth0"}]), "{gc}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no GC or CHECK after restart: {all:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut c = e.client().await;
+    stop_pod(&mut c, &p).await.unwrap();
+    remove_pod(&mut c, &p).await;
+    assert!(calls(d.path())
+        .iter()
+        .any(|c| c[0] == "DEL" && c[1] == p.as_str()));
+    assert_eq!(cached_attachments(&e), 0);
+}

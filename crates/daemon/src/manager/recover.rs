@@ -115,6 +115,7 @@ impl Manager {
             .map(|p| p.id.clone())
             .collect();
         let detached = self.network.gc(&live);
+        self.check_networks(live);
         tracing::info!(
             pods,
             containers = ctrs,
@@ -122,6 +123,27 @@ impl Manager {
             "state recovered"
         );
         Ok(())
+    }
+
+    /// CNI CHECK of every live pod's network (networks of CNI 0.4.0 on
+    /// that do not disable it), after a restart, on a thread of its own so
+    /// serving does not wait: a pod whose network is no longer what ADD
+    /// left (a veth deleted by hand, an address flushed) is logged with the
+    /// plugin's words.
+    fn check_networks(&self, live: std::collections::HashSet<String>) {
+        if live.is_empty() {
+            return;
+        }
+        let cni = self.network.clone();
+        let _ = std::thread::Builder::new()
+            .name("crius-cni-check".into())
+            .spawn(move || {
+                for id in live {
+                    if let Err(e) = cni.check(&id) {
+                        tracing::warn!(pod = %id, error = %e, "CNI CHECK: the pod's network is not as ADD left it");
+                    }
+                }
+            });
     }
 
     fn apply_pod(&self, outcome: (String, Outcome<PodRecord>)) -> Result<Option<PodRecord>> {

@@ -605,6 +605,18 @@ async fn cni_1_1_status_gc_and_check() {
 
     let p = run_pod(&mut c, pod_config("modern", &e.logs), "").await;
     assert_eq!(pod_ips(&mut c, &p).await.0, "10.231.18.5");
+    // A host-network pod never reaches the plugins.
+    let mut hc = pod_config("on-host", &e.logs);
+    pod_namespaces(&mut hc).network = NamespaceMode::Node as i32;
+    let h = run_pod(&mut c, hc, "").await;
+    assert_eq!(pod_ips(&mut c, &h).await.0, "");
+    stop_pod(&mut c, &h).await.unwrap();
+    remove_pod(&mut c, &h).await;
+    assert!(
+        !calls(d.path()).iter().any(|c| c[1] == h.as_str()),
+        "{:?}",
+        calls(d.path())
+    );
 
     // A restart: GC is given the attachments still valid (this pod's), and
     // the live pod's network is CHECKed.

@@ -101,6 +101,12 @@ pub struct Config {
     pub cni_default_network: String,
     /// How long one CNI plugin call may take before it is killed.
     pub cni_plugin_timeout_seconds: u64,
+    /// With no CNI network configured, run pods that do not share the
+    /// host's network with loopback only. Off (as containerd and CRI-O
+    /// behave): RunPodSandbox fails with FAILED_PRECONDITION until a network
+    /// is configured, and kubelet retries — a pod started while a network
+    /// daemonset is being replaced never comes up Ready without a network.
+    pub allow_pods_without_network: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,6 +157,7 @@ impl Default for Config {
             cni_plugin_dirs: vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")],
             cni_default_network: String::new(),
             cni_plugin_timeout_seconds: 60,
+            allow_pods_without_network: false,
         }
     }
 }
@@ -195,6 +202,8 @@ pub struct Overrides {
     pub registries_conf: Option<PathBuf>,
     pub auth_file: Option<PathBuf>,
     pub cni_config_dir: Option<PathBuf>,
+    /// `--allow-pods-without-network` (only turns it on).
+    pub allow_pods_without_network: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -262,6 +271,9 @@ impl Config {
         }
         if let Some(v) = &o.cni_config_dir {
             self.cni_config_dir = v.clone();
+        }
+        if o.allow_pods_without_network {
+            self.allow_pods_without_network = true;
         }
         self.normalized()
     }
@@ -444,6 +456,7 @@ mod tests {
             cni_plugin_dirs: vec!["/tmp/bin".into()],
             cni_default_network: "pods".into(),
             cni_plugin_timeout_seconds: 9,
+            allow_pods_without_network: true,
         };
         assert_eq!(Config::from_toml_str(&c.to_toml()).unwrap(), c);
     }

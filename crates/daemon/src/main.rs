@@ -40,6 +40,10 @@ struct Cli {
     /// CNI network configuration directory (watched).
     #[arg(long, global = true, value_name = "DIR")]
     cni_config_dir: Option<PathBuf>,
+    /// Run pods on loopback only while no CNI network is configured
+    /// (crictl experiments, tests); see `allow_pods_without_network`.
+    #[arg(long, global = true)]
+    allow_pods_without_network: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -64,6 +68,7 @@ fn effective_config(cli: &Cli) -> anyhow::Result<Config> {
         registries_conf: cli.registries_conf.clone(),
         auth_file: cli.auth_file.clone(),
         cni_config_dir: cli.cni_config_dir.clone(),
+        allow_pods_without_network: cli.allow_pods_without_network,
     })?)
 }
 

@@ -49,8 +49,12 @@ async fn wait_network_ready(c: &mut CriClient, want: bool) -> RuntimeCondition {
 /// A daemon whose plugin path is the test network's scripts, then the
 /// host's plugins.
 async fn net_env(net: &TestNetwork) -> Env {
+    net_env_with(net, "").await
+}
+
+async fn net_env_with(net: &TestNetwork, extra: &str) -> Env {
     env(&format!(
-        "cni_plugin_dirs = [{:?}, \"/usr/lib/cni\"]\n",
+        "cni_plugin_dirs = [{:?}, \"/usr/lib/cni\"]\n{extra}",
         net.plugin_dir.display().to_string()
     ))
     .await
@@ -116,6 +120,20 @@ async fn stop_pod(c: &mut CriClient, pod: &str) -> Result<(), tonic::Status> {
         .map(|_| ())
 }
 
+fn portmap() -> serde_json::Value {
+    json!({"type": "portmap", "capabilities": {"portMappings": true}})
+}
+
+/// A TCP host port mapping, as kubelet sends a pod's hostPort.
+fn host_port(pc: &mut PodSandboxConfig, container_port: i32, host_port: i32) {
+    pc.port_mappings = vec![PortMapping {
+        protocol: Protocol::Tcp as i32,
+        container_port,
+        host_port,
+        host_ip: String::new(),
+    }];
+}
+
 fn cached_attachments(e: &Env) -> usize {
     std::fs::read_dir(e.daemon.root.join("cni/results"))
         .map(|r| r.count())
@@ -127,6 +145,19 @@ fn assert_clean(net: &TestNetwork) {
     assert_eq!(h, Holdings::default(), "network {} leaked", net.name);
 }
 
+/// After a restart the stale attachments are deleted in the background:
+/// waits (10 s at most) until nothing of the network is left.
+async fn wait_clean(net: &TestNetwork, e: &Env) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(net.holdings().unwrap().is_empty() && cached_attachments(e) == 0) {
+        if Instant::now() > deadline {
+            assert_clean(net);
+            assert_eq!(cached_attachments(e), 0);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn two_pods_reach_each_other_a_host_port_reaches_a_pod_and_ips_match() {
     let net = TestNetwork::new("reach", 11).unwrap();
@@ -135,7 +166,7 @@ async fn two_pods_reach_each_other_a_host_port_reaches_a_pod_and_ips_match() {
         &e,
         &net,
         &net.conflist(&[
-            json!({"type": "portmap", "capabilities": {"portMappings": true}}),
+            portmap(),
             json!({"type": "firewall"}),
             json!({"type": "tuning", "sysctl": {"net.core.somaxconn": "512"}}),
             json!({"type": "bandwidth", "capabilities": {"bandwidth": true}}),
@@ -143,14 +174,9 @@ async fn two_pods_reach_each_other_a_host_port_reaches_a_pod_and_ips_match() {
     )
     .await;
     let mut c = e.client().await;
-    let host_port = 18011;
+    let hport = 18011;
     let mut pa = pod_config("net-a", &e.logs);
-    pa.port_mappings = vec![PortMapping {
-        protocol: Protocol::Tcp as i32,
-        container_port: 8080,
-        host_port,
-        host_ip: String::new(),
-    }];
+    host_port(&mut pa, 8080, hport);
     pa.dns_config = Some(DnsConfig {
         servers: vec!["10.231.11.53".into()],
         searches: vec!["svc.test".into()],
@@ -223,7 +249,7 @@ async fn two_pods_reach_each_other_a_host_port_reaches_a_pod_and_ips_match() {
     let gw = net.gateway();
     let body = tokio::task::spawn_blocking(move || {
         use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect((gw.as_str(), host_port as u16)).unwrap();
+        let mut s = std::net::TcpStream::connect((gw.as_str(), hport as u16)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
         let mut out = String::new();
@@ -274,7 +300,8 @@ async fn two_pods_reach_each_other_a_host_port_reaches_a_pod_and_ips_match() {
 #[tokio::test(flavor = "multi_thread")]
 async fn network_ready_follows_the_config_directory() {
     let net = TestNetwork::new("ready", 12).unwrap();
-    let e = net_env(&net).await;
+    // The default: no network, no pod (kubelet retries).
+    let e = net_env_with(&net, "allow_pods_without_network = false\n").await;
     let mut c = e.client().await;
     let dir = e.daemon.cni_config_dir();
     let cond = wait_network_ready(&mut c, false).await;
@@ -283,11 +310,29 @@ async fn network_ready_follows_the_config_directory() {
         cond.message.contains(&dir.display().to_string()),
         "{cond:?}"
     );
-    // Without a network a pod still runs, on loopback only.
-    let p = run_pod(&mut c, pod_config("lonely", &e.logs), "").await;
-    assert_eq!(pod_ips(&mut c, &p).await.0, "");
-    stop_pod(&mut c, &p).await.unwrap();
-    remove_pod(&mut c, &p).await;
+    let err = c
+        .runtime
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod_config("lonely", &e.logs)),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+    assert!(err.message().contains(&dir.display().to_string()), "{err}");
+    // A host-network pod needs none.
+    let mut hc = pod_config("on-host", &e.logs);
+    pod_namespaces(&mut hc).network = NamespaceMode::Node as i32;
+    let h = run_pod(&mut c, hc, "").await;
+    stop_pod(&mut c, &h).await.unwrap();
+    remove_pod(&mut c, &h).await;
+    assert_eq!(
+        std::fs::read_dir(e.daemon.runroot.join("pods"))
+            .unwrap()
+            .count(),
+        0,
+        "a refused pod left its directory"
+    );
 
     // A network whose plugin is not installed: not ready, naming it.
     let mut missing: serde_json::Value = serde_json::from_str(&net.conflist(&[])).unwrap();
@@ -345,20 +390,12 @@ async fn a_failed_add_fails_the_pod_with_the_plugins_words_and_leaves_nothing() 
     install(
         &e,
         &net,
-        &net.conflist(&[
-            json!({"type": "portmap", "capabilities": {"portMappings": true}}),
-            json!({"type": "crt-fail"}),
-        ]),
+        &net.conflist(&[portmap(), json!({"type": "crt-fail"})]),
     )
     .await;
     let mut c = e.client().await;
     let mut pc = pod_config("doomed", &e.logs);
-    pc.port_mappings = vec![PortMapping {
-        protocol: Protocol::Tcp as i32,
-        container_port: 80,
-        host_port: 18013,
-        host_ip: String::new(),
-    }];
+    host_port(&mut pc, 80, 18013);
     let err = c
         .runtime
         .run_pod_sandbox(RunPodSandboxRequest {
@@ -433,19 +470,11 @@ async fn kill_9_inside_add_or_del_leaks_no_veth_ipam_or_iptables_rule() {
     install(
         &e,
         &net,
-        &net.conflist(&[
-            json!({"type": "portmap", "capabilities": {"portMappings": true}}),
-            json!({"type": "crt-hold"}),
-        ]),
+        &net.conflist(&[portmap(), json!({"type": "crt-hold"})]),
     )
     .await;
     let mut pc = pod_config("crashy", &e.logs);
-    pc.port_mappings = vec![PortMapping {
-        protocol: Protocol::Tcp as i32,
-        container_port: 80,
-        host_port: 18016,
-        host_ip: String::new(),
-    }];
+    host_port(&mut pc, 80, 18016);
 
     // Inside ADD: bridge and portmap have run, the last plugin holds.
     std::fs::write(holds.path().join("hold-add"), b"").unwrap();
@@ -471,8 +500,7 @@ async fn kill_9_inside_add_or_del_leaks_no_veth_ipam_or_iptables_rule() {
     e.daemon.start().await.unwrap();
     let mut c = e.client().await;
     assert!(list_pods(&mut c).await.is_empty());
-    assert_clean(&net);
-    assert_eq!(cached_attachments(&e), 0);
+    wait_clean(&net, &e).await;
 
     // Inside DEL: the holding plugin is the first DEL'd, so bridge and
     // portmap still hold everything when the daemon dies.
@@ -500,12 +528,7 @@ async fn kill_9_inside_add_or_del_leaks_no_veth_ipam_or_iptables_rule() {
 async fn a_hundred_pods_ten_at_a_time_release_every_address() {
     let net = TestNetwork::new("many", 17).unwrap();
     let e = net_env(&net).await;
-    install(
-        &e,
-        &net,
-        &net.conflist(&[json!({"type": "portmap", "capabilities": {"portMappings": true}})]),
-    )
-    .await;
+    install(&e, &net, &net.conflist(&[portmap()])).await;
     let c = e.client().await;
     for batch in 0..10 {
         let runs = (0..10).map(|i| {

@@ -45,6 +45,10 @@ pub enum ConfigError {
     },
     #[error("larger than {MAX_CONFIG_BYTES} bytes")]
     TooLarge,
+    /// A dangling symlink, a file that vanished, no permission: this file
+    /// is skipped, the rest of the directory still counts.
+    #[error("unreadable: {0}")]
+    Unreadable(String),
 }
 
 /// One network: a chain of plugins, as a `.conflist` describes it (or a
@@ -237,28 +241,37 @@ pub fn load_dir(dir: &Path, default_network: &str) -> std::io::Result<Selection>
         Err(e) => return Err(e),
     };
     let mut files = Vec::new();
-    let mut too_large = Vec::new();
+    let mut unusable = Vec::new();
     for e in entries {
         let path = e?.path();
-        // Symlinks are followed, as libcni does (the directory is the
-        // operator's); anything but a regular file is passed over.
-        if extension(&path).is_none() || !std::fs::metadata(&path)?.is_file() {
+        if extension(&path).is_none() {
             continue;
         }
-        // Bounded by the read itself, not by an earlier size: the file
-        // may grow in between.
-        let mut bytes = Vec::new();
-        std::fs::File::open(&path)?
-            .take(MAX_CONFIG_BYTES + 1)
-            .read_to_end(&mut bytes)?;
-        if bytes.len() as u64 > MAX_CONFIG_BYTES {
-            too_large.push((path, ConfigError::TooLarge));
-        } else {
-            files.push((path, bytes));
+        // Symlinks are followed, as libcni does (the directory is the
+        // operator's); anything but a regular file is passed over.
+        let read = || -> std::io::Result<Option<Vec<u8>>> {
+            if !std::fs::metadata(&path)?.is_file() {
+                return Ok(None);
+            }
+            // Bounded by the read itself, not by an earlier size: the file
+            // may grow in between.
+            let mut bytes = Vec::new();
+            std::fs::File::open(&path)?
+                .take(MAX_CONFIG_BYTES + 1)
+                .read_to_end(&mut bytes)?;
+            Ok(Some(bytes))
+        };
+        match read() {
+            Ok(None) => {}
+            Ok(Some(b)) if b.len() as u64 > MAX_CONFIG_BYTES => {
+                unusable.push((path, ConfigError::TooLarge))
+            }
+            Ok(Some(b)) => files.push((path, b)),
+            Err(e) => unusable.push((path, ConfigError::Unreadable(e.to_string()))),
         }
     }
     let mut s = select(&files, default_network);
-    s.skipped.extend(too_large);
+    s.skipped.extend(unusable);
     Ok(s)
 }
 
@@ -477,6 +490,19 @@ mod tests {
         assert_eq!(
             s.skipped,
             vec![(d.path().join("00-huge.conf"), ConfigError::TooLarge)]
+        );
+        // A dangling symlink is skipped; the directory still offers the rest.
+        std::os::unix::fs::symlink(d.path().join("gone"), d.path().join("00-dangling.conflist"))
+            .unwrap();
+        let s = load_dir(d.path(), "").unwrap();
+        assert_eq!(s.network.unwrap().name, "linked");
+        assert!(
+            s.skipped
+                .iter()
+                .any(|(p, e)| p.ends_with("00-dangling.conflist")
+                    && matches!(e, ConfigError::Unreadable(_))),
+            "{:?}",
+            s.skipped
         );
     }
 }

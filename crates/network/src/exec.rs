@@ -1,10 +1,16 @@
 //! Running one plugin binary: config on stdin, the CNI variables in its
 //! environment, its result (or error) from stdout, bounded in size and in
 //! time. One poll loop over stdin, stdout, stderr and a pidfd, so a plugin
-//! that never reads its stdin or never exits cannot hold the caller; the
-//! kill on timeout goes through the pidfd, so it can never reach another
-//! process that reused the pid.
+//! that never reads its stdin or never exits cannot hold the caller.
+//!
+//! A plugin leads a process group of its own: on timeout the whole group
+//! is killed (an IPAM plugin it runs too), while the leader is not yet
+//! reaped, so the group id cannot have been reused. And it dies with the
+//! thread that started it (PR_SET_PDEATHSIG): a daemon killed mid-ADD does
+//! not leave a plugin finishing its work after the restarted daemon's
+//! recovery has undone it.
 
+use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
@@ -45,18 +51,11 @@ fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-fn pidfd_kill(pidfd: &OwnedFd) {
-    // SAFETY: a signal sent through a pidfd we own; a reaped process's
-    // pidfd yields ESRCH, never another process.
-    unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            libc::SIGKILL,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
+/// Kills the plugin's process group. Called only before the leader is
+/// reaped: its pid, the group's id, cannot have been reused.
+fn kill_group(pid: u32) {
+    // SAFETY: kill(2) with a negative pid signals that process group.
+    unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
 }
 
 fn nonblocking(fd: &impl AsRawFd) -> std::io::Result<()> {
@@ -91,23 +90,34 @@ fn drain(r: &mut impl Read, into: &mut Vec<u8>, max: usize) -> std::io::Result<b
 /// `timeout`.
 pub fn run(
     plugin: &Path,
-    env: &[(String, String)],
+    env: &[(OsString, OsString)],
     stdin: &[u8],
     timeout: Duration,
 ) -> Result<Output, ExecError> {
+    use std::os::unix::process::CommandExt;
     let name = plugin.display().to_string();
     let io = |source| ExecError::Io {
         plugin: name.clone(),
         source,
     };
-    let mut child = Command::new(plugin)
-        .env_clear()
+    let mut cmd = Command::new(plugin);
+    cmd.env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn()
-        .map_err(io)?;
+        .process_group(0);
+    // SAFETY: the closure runs between fork and exec and makes one
+    // async-signal-safe syscall (prctl); it allocates nothing.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(io)?;
     let result = pump(&mut child, stdin, timeout);
     match result {
         Ok((stdout, stderr)) => {
@@ -119,7 +129,7 @@ pub fn run(
             })
         }
         Err(e) => {
-            let _ = child.kill();
+            kill_group(child.id());
             let _ = child.wait();
             match e {
                 None => Err(ExecError::TimedOut {
@@ -166,7 +176,6 @@ fn pump(
     while !exited || sout.is_some() || serr.is_some() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            pidfd_kill(&pidfd);
             return Err(None);
         }
         let mut fds = Vec::with_capacity(4);
@@ -211,7 +220,11 @@ fn pump(
                     let Some(f) = sin.as_mut() else { continue };
                     match f.write(&input[written..]) {
                         Ok(n) => written += n,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                            ) => {}
                         // The plugin closed its stdin: it read what it wanted.
                         Err(_) => written = input.len(),
                     }
@@ -275,7 +288,7 @@ mod tests {
             d.path(),
             "cat; echo \"$CNI_COMMAND\"; echo oops >&2; exit 3",
         );
-        let env = [("CNI_COMMAND".to_string(), "ADD".to_string())];
+        let env = [(OsString::from("CNI_COMMAND"), OsString::from("ADD"))];
         let out = run(&p, &env, b"{\"x\":1}\n", Duration::from_secs(10)).unwrap();
         assert_eq!(out.code, Some(3));
         assert_eq!(out.stdout, b"{\"x\":1}\nADD\n");
@@ -299,6 +312,32 @@ mod tests {
         let e = run(&p, &[], b"", Duration::from_millis(300)).unwrap_err();
         assert!(matches!(e, ExecError::TimedOut { .. }), "{e}");
         assert!(t.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_timeout_kills_the_plugins_children_too() {
+        let d = tempfile::tempdir().unwrap();
+        let marker = d.path().join("child.pid");
+        let p = script(
+            d.path(),
+            &format!("sleep 30 & echo $! > {}; wait", marker.display()),
+        );
+        let e = run(&p, &[], b"", Duration::from_millis(500)).unwrap_err();
+        assert!(matches!(e, ExecError::TimedOut { .. }), "{e}");
+        let pid: i32 = std::fs::read_to_string(&marker)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        // Gone, or a zombie awaiting its (killed) parent's reaper.
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let alive = state
+            .rsplit(')')
+            .next()
+            .and_then(|s| s.split_whitespace().next())
+            .is_some_and(|st| st != "Z");
+        assert!(!alive, "the plugin's child survived: {state}");
     }
 
     #[test]

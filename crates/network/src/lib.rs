@@ -31,6 +31,7 @@ use result::PodIp;
 use runtime::{ArgError, PodNetwork, IFNAME};
 use serde_json::{json, Map, Value};
 use std::collections::HashSet;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -101,6 +102,9 @@ pub struct Cni {
     /// STATUS answers of CNI 1.1 plugins, reused for a few seconds
     /// (kubelet asks every few seconds; a plugin exec per ask is waste).
     status_memo: Mutex<Option<(Instant, u64, Readiness)>>,
+    /// ADDs hold it shared; the CNI 1.1 GC at start-up holds it alone, so
+    /// no attachment is being made while plugins are told which are valid.
+    gc_lock: RwLock<()>,
 }
 
 const STATUS_MEMO: Duration = Duration::from_secs(5);
@@ -117,11 +121,16 @@ fn is_executable(p: &Path) -> bool {
 /// A plugin's environment: the daemon's own (plugins such as portmap run
 /// iptables from PATH), without CNI variables of its own, plus the call's.
 pub fn plugin_env(
-    base: impl Iterator<Item = (String, String)>,
+    base: impl Iterator<Item = (OsString, OsString)>,
     call: &[(&str, String)],
-) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = base.filter(|(k, _)| !k.starts_with("CNI_")).collect();
-    env.extend(call.iter().map(|(k, v)| (k.to_string(), v.clone())));
+) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = base
+        .filter(|(k, _)| !k.as_encoded_bytes().starts_with(b"CNI_"))
+        .collect();
+    env.extend(
+        call.iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v))),
+    );
     env
 }
 
@@ -139,6 +148,7 @@ impl Cni {
                 generation: 0,
             })),
             status_memo: Mutex::new(None),
+            gc_lock: RwLock::new(()),
         });
         cni.reload();
         Ok(cni)
@@ -245,15 +255,20 @@ impl Cni {
         if !Version::parse(&net.cni_version).has_status_and_gc() {
             return ready();
         }
-        let mut memo = self.status_memo.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((at, gen, r)) = memo.as_ref() {
+        if let Some((at, gen, r)) = self.memo().as_ref() {
             if *gen == loaded.generation && at.elapsed() < STATUS_MEMO {
                 return r.clone();
             }
         }
+        // No lock across the plugin calls: two Status RPCs at once may both
+        // ask, neither waits for the other.
         let r = self.plugin_status(net);
-        *memo = Some((Instant::now(), loaded.generation, r.clone()));
+        *self.memo() = Some((Instant::now(), loaded.generation, r.clone()));
         r
+    }
+
+    fn memo(&self) -> std::sync::MutexGuard<'_, Option<(Instant, u64, Readiness)>> {
+        self.status_memo.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn plugin_status(&self, net: &NetworkConfigList) -> Readiness {
@@ -262,7 +277,7 @@ impl Cni {
                 return not_ready(format!("plugin {} not found", p.kind));
             };
             let env = plugin_env(
-                std::env::vars(),
+                std::env::vars_os(),
                 &[
                     ("CNI_COMMAND", "STATUS".into()),
                     ("CNI_PATH", self.cni_path()),
@@ -285,16 +300,13 @@ impl Cni {
         ready()
     }
 
-    /// Attaches a pod to the network (ADD through the chain). None when no
-    /// network is configured. On failure, what was added is deleted again
-    /// and the error carries the plugin's own words.
-    pub fn add(&self, pod: &PodNetwork) -> Result<Option<Added>, NetError> {
-        let t0 = Instant::now();
+    /// Whether a pod could be attached now: a network is selected and its
+    /// plugin binaries are present (checked by RunPodSandbox before it sets
+    /// anything up). Ok(false): no network is configured.
+    pub fn can_add(&self) -> Result<bool, NetError> {
         let Some(net) = self.network() else {
-            return Ok(None);
+            return Ok(false);
         };
-        let cni_args = runtime::cni_args(pod)?;
-        let caps = runtime::capability_args(pod);
         let missing = config::missing_plugins(&net, &self.opts.plugin_dirs, is_executable);
         if !missing.is_empty() {
             return Err(NetError::NotReady(format!(
@@ -304,6 +316,24 @@ impl Cni {
                 missing.join(", ")
             )));
         }
+        Ok(true)
+    }
+
+    /// Attaches a pod to the network (ADD through the chain). None when no
+    /// network is configured. On failure, what was added is deleted again
+    /// and the error carries the plugin's own words.
+    pub fn add(&self, pod: &PodNetwork) -> Result<Option<Added>, NetError> {
+        let t0 = Instant::now();
+        // Shared with other ADDs; only the start-up GC excludes them.
+        let _gc = self.gc_lock.read().unwrap_or_else(|p| p.into_inner());
+        if !self.can_add()? {
+            return Ok(None);
+        }
+        let Some(net) = self.network() else {
+            return Ok(None);
+        };
+        let cni_args = runtime::cni_args(pod)?;
+        let caps = runtime::capability_args(pod);
         let mut att = Attachment {
             kind: cache::KIND.into(),
             container_id: pod.id.clone(),
@@ -319,16 +349,18 @@ impl Cni {
         let t_intent = t0.elapsed();
         let mut prev: Option<Value> = None;
         for p in &net.plugins {
-            match self.call(&att, &net, p, "ADD", prev.as_ref()) {
-                Ok(out) => {
-                    let v: Value = serde_json::from_slice(&out).map_err(|e| NetError::Plugin {
+            let called = self
+                .call(&att, &net, p, "ADD", prev.as_ref())
+                .and_then(|out| {
+                    serde_json::from_slice::<Value>(&out).map_err(|e| NetError::Plugin {
                         network: net.name.clone(),
                         plugin: p.kind.clone(),
                         command: "ADD",
                         message: format!("result is not JSON: {e}"),
-                    })?;
-                    prev = Some(v);
-                }
+                    })
+                });
+            match called {
+                Ok(v) => prev = Some(v),
                 Err(e) => {
                     // Partial results are what DEL is given.
                     att.result = prev;
@@ -382,7 +414,7 @@ impl Cni {
             att.netns.display().to_string()
         };
         let env = plugin_env(
-            std::env::vars(),
+            std::env::vars_os(),
             &[
                 ("CNI_COMMAND", command.into()),
                 ("CNI_CONTAINERID", att.container_id.clone()),
@@ -455,22 +487,36 @@ impl Cni {
         Ok(())
     }
 
-    /// At start-up: every cached attachment whose pod is not among `live`
-    /// (it was being set up or torn down when the daemon died, or the host
-    /// rebooted) is deleted; then CNI 1.1 plugins are given GC with the
-    /// attachments that remain valid. Returns the ids detached.
-    pub fn gc(&self, live: &HashSet<String>) -> Vec<String> {
+    /// At start-up, before serving: the cached attachments whose pods are
+    /// not among `live` (being set up or torn down when the daemon died,
+    /// or the host rebooted). Only reads the cache; [`Cni::collect`]
+    /// deletes them.
+    pub fn stale(&self, live: &HashSet<String>) -> Stale {
         let (all, bad) = self.cache.list();
-        for (p, e) in bad {
+        for (p, e) in &bad {
             tracing::warn!(file = %p.display(), error = %e, "unreadable CNI attachment record; left in place");
         }
+        Stale {
+            attachments: all
+                .into_iter()
+                .filter(|a| !live.contains(&a.container_id))
+                .collect(),
+            unreadable: bad.len(),
+        }
+    }
+
+    /// After serving began (plugins may need pods of this node that only
+    /// a serving runtime can run): DEL of each stale attachment, then CNI
+    /// 1.1 GC with the attachments that remain valid. Returns the ids
+    /// detached.
+    pub fn collect(&self, stale: Stale) -> Vec<String> {
         let mut detached = Vec::new();
-        let mut valid = Vec::new();
-        for att in all {
-            if live.contains(&att.container_id) {
-                valid.push(att);
-                continue;
-            }
+        let gone: HashSet<String> = stale
+            .attachments
+            .iter()
+            .map(|a| a.container_id.clone())
+            .collect();
+        for att in stale.attachments {
             match self.del_attachment(&att) {
                 Ok(()) => {
                     tracing::info!(pod = %att.container_id, network = %att.network.name, "CNI attachment of a pod that is gone deleted");
@@ -481,39 +527,60 @@ impl Cni {
                 }
             }
         }
-        if let Some(net) = self.network() {
-            if Version::parse(&net.cni_version).has_status_and_gc() && !net.disable_gc {
-                let list: Vec<Value> = valid
-                    .iter()
-                    .filter(|a| a.network.name == net.name)
-                    .map(|a| json!({"containerID": a.container_id, "ifname": a.if_name}))
-                    .collect();
-                for p in &net.plugins {
-                    let Some(bin) = self.find_plugin(&p.kind) else {
-                        continue;
-                    };
-                    let mut cfg = p.clone();
-                    cfg.raw.insert(
-                        "cni.dev/valid-attachments".into(),
-                        Value::Array(list.clone()),
-                    );
-                    let stdin = runtime::plugin_stdin(&net, &cfg, None, &Map::new());
-                    let env = plugin_env(
-                        std::env::vars(),
-                        &[("CNI_COMMAND", "GC".into()), ("CNI_PATH", self.cni_path())],
-                    );
-                    match exec::run(&bin, &env, &stdin, self.opts.plugin_timeout) {
-                        Ok(o) if o.code == Some(0) => {}
-                        Ok(o) => {
-                            tracing::warn!(plugin = %p.kind, error = %result::plugin_error(&o.stdout, &o.stderr), "CNI GC")
-                        }
-                        Err(e) => tracing::warn!(plugin = %p.kind, error = %e, "CNI GC"),
-                    }
+        let Some(net) = self.network() else {
+            return detached;
+        };
+        if !Version::parse(&net.cni_version).has_status_and_gc() || net.disable_gc {
+            return detached;
+        }
+        if stale.unreadable > 0 {
+            // An attachment that cannot be read cannot be named valid: GC
+            // could free a live pod's address. Skipped until it is fixed.
+            tracing::warn!(
+                unreadable = stale.unreadable,
+                "CNI GC skipped: unreadable attachment records"
+            );
+            return detached;
+        }
+        // Alone: no ADD is between writing its record and finishing.
+        let _gc = self.gc_lock.write().unwrap_or_else(|p| p.into_inner());
+        let (now, _) = self.cache.list();
+        let list: Vec<Value> = now
+            .iter()
+            .filter(|a| a.network.name == net.name && !gone.contains(&a.container_id))
+            .map(|a| json!({"containerID": a.container_id, "ifname": a.if_name}))
+            .collect();
+        for p in &net.plugins {
+            let Some(bin) = self.find_plugin(&p.kind) else {
+                continue;
+            };
+            let mut cfg = p.clone();
+            cfg.raw.insert(
+                "cni.dev/valid-attachments".into(),
+                Value::Array(list.clone()),
+            );
+            let stdin = runtime::plugin_stdin(&net, &cfg, None, &Map::new());
+            let env = plugin_env(
+                std::env::vars_os(),
+                &[("CNI_COMMAND", "GC".into()), ("CNI_PATH", self.cni_path())],
+            );
+            match exec::run(&bin, &env, &stdin, self.opts.plugin_timeout) {
+                Ok(o) if o.code == Some(0) => {}
+                Ok(o) => {
+                    tracing::warn!(plugin = %p.kind, error = %result::plugin_error(&o.stdout, &o.stderr), "CNI GC")
                 }
+                Err(e) => tracing::warn!(plugin = %p.kind, error = %e, "CNI GC"),
             }
         }
         detached
     }
+}
+
+/// Attachments to delete at start-up (see [`Cni::stale`]).
+#[derive(Debug, Default)]
+pub struct Stale {
+    pub attachments: Vec<Attachment>,
+    unreadable: usize,
 }
 
 fn ready() -> Readiness {

@@ -149,6 +149,16 @@ impl Daemon {
         if !names_cni {
             cmd.arg("--cni-config-dir").arg(self.cni_config_dir());
         }
+        // Tests of everything but networking run pods without one; the
+        // network tests say otherwise in their config.
+        let names_fallback = self
+            .builder
+            .config_toml
+            .as_deref()
+            .is_some_and(|t| t.contains("allow_pods_without_network"));
+        if !names_fallback {
+            cmd.arg("--allow-pods-without-network");
+        }
         if !self.builder.args.iter().any(|a| a == "--log-level") {
             cmd.args(["--log-level", "debug"]);
         }

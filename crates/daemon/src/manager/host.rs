@@ -72,7 +72,6 @@ pub(crate) trait Host: Send + Sync {
 pub(crate) struct RealHost {
     pub runtimes: Arc<Runtimes>,
     pub monitor: PathBuf,
-    pub network: Arc<crius_network::Cni>,
 }
 
 impl RealHost {
@@ -156,11 +155,8 @@ impl Host for RealHost {
     }
 
     fn teardown_pod(&self, rec: &PodRecord) -> Result<()> {
-        // At recovery a DEL that fails is retried by the CNI GC that ends
-        // recovery (and at each start after): the namespaces go anyway.
-        if let Err(e) = detach_network(&self.network, &rec.id) {
-            tracing::error!(pod = %rec.id, error = %e, "CNI DEL of a pod being cleaned up");
-        }
+        // Its CNI attachment is deleted by the GC recovery starts once the
+        // records are settled (off the path to serving).
         teardown_pod(rec)
     }
 

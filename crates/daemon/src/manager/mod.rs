@@ -444,7 +444,6 @@ impl Manager {
             host: host::RealHost {
                 runtimes: runtimes.clone(),
                 monitor: monitor.clone(),
-                network: network.clone(),
             },
             network,
             runtimes,

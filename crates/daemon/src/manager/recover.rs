@@ -114,30 +114,39 @@ impl Manager {
             .filter(|p| p.record().phase == PodPhase::Ready)
             .map(|p| p.id.clone())
             .collect();
-        let detached = self.network.gc(&live);
-        self.check_networks(live);
+        let stale = self.network.stale(&live);
         tracing::info!(
             pods,
             containers = ctrs,
-            cni_detached = detached.len(),
+            cni_stale = stale.attachments.len(),
             "state recovered"
         );
+        self.collect_networks(stale, live);
         Ok(())
     }
 
-    /// CNI CHECK of every live pod's network (networks of CNI 0.4.0 on
-    /// that do not disable it), after a restart, on a thread of its own so
-    /// serving does not wait: a pod whose network is no longer what ADD
-    /// left (a veth deleted by hand, an address flushed) is logged with the
-    /// plugin's words.
-    fn check_networks(&self, live: std::collections::HashSet<String>) {
-        if live.is_empty() {
+    /// On a thread of its own, so serving does not wait for plugins (which
+    /// may need pods of this node that only a serving runtime can run):
+    /// DEL of the attachments of pods that are gone or not ready, CNI 1.1
+    /// GC, then CHECK of every live pod's network (CNI 0.4.0 on, unless the
+    /// network disables it) — a pod whose network is no longer what ADD
+    /// left is logged with the plugin's words.
+    fn collect_networks(
+        &self,
+        stale: crius_network::Stale,
+        live: std::collections::HashSet<String>,
+    ) {
+        if stale.attachments.is_empty() && live.is_empty() && self.network.network().is_none() {
             return;
         }
         let cni = self.network.clone();
         let _ = std::thread::Builder::new()
-            .name("crius-cni-check".into())
+            .name("crius-cni-gc".into())
             .spawn(move || {
+                let detached = cni.collect(stale);
+                if !detached.is_empty() {
+                    tracing::info!(count = detached.len(), "CNI attachments of pods that are gone deleted");
+                }
                 for id in live {
                     if let Err(e) = cni.check(&id) {
                         tracing::warn!(pod = %id, error = %e, "CNI CHECK: the pod's network is not as ADD left it");
@@ -191,10 +200,6 @@ impl Manager {
         for (id, path) in entries(self.cfg.runroot.join("pods")) {
             if !known_pods.contains(&id) {
                 tracing::warn!(pod = %id, "pod sandbox left without a record (crius stopped while creating it); removing");
-                // Its network first, while the namespace is still pinned.
-                if let Err(e) = super::host::detach_network(&self.network, &id) {
-                    tracing::error!(pod = %id, error = %e, "CNI DEL of an orphaned pod sandbox");
-                }
                 if let Err(e) = super::sandbox::teardown_orphan(&id, &path) {
                     tracing::error!(pod = %id, error = %e, "removing orphaned pod sandbox");
                 }

@@ -344,6 +344,15 @@ impl Manager {
         }
         let id = ids::new_id();
         let pod_net = pod_network(&id, &config, &cgroup_parent)?;
+        // Before anything is set up: a network to join, with its plugins.
+        if pod_net.is_some() && !self.network.can_add()? && !self.cfg.allow_pods_without_network {
+            return Err(ManagerError::FailedPrecondition(format!(
+                "no CNI network is configured in {} (NetworkReady is false); \
+                 pods that do not share the host's network need one \
+                 (allow_pods_without_network runs them with loopback only)",
+                self.cfg.cni_config_dir.display()
+            )));
+        }
         self.reserve(&key, &id).map_err(|holder| {
             ManagerError::AlreadyExists(format!(
                 "pod sandbox name {key:?} is reserved by pod {holder}"
@@ -468,15 +477,18 @@ impl Manager {
             // as it was and kubelet's next StopPodSandbox tries again.
             detach_network(&cni, &r2.id)?;
             teardown(&r2)?;
-            if r2.phase != PodPhase::NotReady {
+            if r2.phase != PodPhase::NotReady || !r2.ips.is_empty() {
                 let mut r = r2;
                 r.phase = PodPhase::NotReady;
+                // Released: another pod may have them by now.
+                r.ips.clear();
                 db.put_pod(&r)?;
             }
             Ok(())
         })
         .await?;
         rec.phase = PodPhase::NotReady;
+        rec.ips.clear();
         pod.set(rec);
         tracing::info!(pod = %pod.id, "pod sandbox stopped");
         Ok(())

@@ -135,12 +135,7 @@ pub struct StateDb {
 
 impl StateDb {
     pub fn open(path: &Path) -> Result<Self, StateError> {
-        // sled's default page cache is 1 GiB; these databases hold a few
-        // thousand small records, so a few MiB keep them all cached.
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(8 << 20)
-            .open()?;
+        let db = crius_image_store::db::open_sled(path)?;
         Ok(StateDb {
             pods: db.open_tree("pods")?,
             containers: db.open_tree("containers")?,

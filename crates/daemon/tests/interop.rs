@@ -83,7 +83,7 @@ async fn reference_built_client_interoperates() {
     assert_eq!(types, ["RuntimeReady", "NetworkReady"]);
     assert_eq!(
         r["status"]["info_keys"],
-        serde_json::json!(["config", "probes"])
+        serde_json::json!(["config", "network", "probes"])
     );
     // Field 18 and its nested message decode in a client built from the reference.
     let handlers = r["status"]["handlers"].as_array().unwrap();

@@ -131,14 +131,38 @@ fn encode(r: &ImageRecord) -> Vec<u8> {
     serde_json::to_vec(r).unwrap_or_default()
 }
 
-impl Db {
-    pub fn open(path: &Path) -> Result<Self, DbError> {
-        // sled's default page cache is 1 GiB; these databases hold a few
-        // thousand small records, so a few MiB keep them all cached.
-        let db = sled::Config::new()
+/// Opens a sled database as crius keeps them: a page cache of a few MiB
+/// (sled's default is 1 GiB; these hold a few thousand small records).
+///
+/// sled's lock on the database is held for up to two seconds more before
+/// giving up: the caller holds the root's lock, so no other daemon uses
+/// the database, but a process a daemon that just exited was spawning can
+/// still hold a copy of its descriptor until it execs (posix_spawn's
+/// vfork suspends only the spawning thread; the others may exit the
+/// process meanwhile).
+pub fn open_sled(path: &Path) -> sled::Result<sled::Db> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match sled::Config::new()
             .path(path)
             .cache_capacity(8 << 20)
-            .open()?;
+            .open()
+        {
+            // sled reports its lock as an `Other` error naming it.
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
+impl Db {
+    pub fn open(path: &Path) -> Result<Self, DbError> {
+        let db = open_sled(path)?;
         Ok(Db {
             images: db.open_tree("images")?,
             tags: db.open_tree("tags")?,

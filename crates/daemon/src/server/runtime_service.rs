@@ -204,14 +204,17 @@ pub fn verbose_info(
     network: Option<&crius_network::config::NetworkConfigList>,
 ) -> serde_json::Result<HashMap<String, String>> {
     let probes = serde_json::json!({ "handlers": runtimes.probes, "host": runtimes.host });
-    let network = network.map(|n| {
-        serde_json::json!({
+    // An object either way (crictl parses only values that start with `{`).
+    let network = match network {
+        Some(n) => serde_json::json!({
+            "configDir": config.cni_config_dir,
             "name": n.name,
             "file": n.source,
             "cniVersion": n.cni_version,
             "plugins": n.plugins.iter().map(|p| p.kind.as_str()).collect::<Vec<_>>(),
-        })
-    });
+        }),
+        None => serde_json::json!({ "configDir": config.cni_config_dir, "name": null }),
+    };
     Ok(HashMap::from([
         ("config".to_string(), serde_json::to_string(config)?),
         ("probes".to_string(), serde_json::to_string(&probes)?),

@@ -117,7 +117,19 @@ pub fn run(
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(io)?;
+    // A binary being written (a daemonset copying in a new plugin, or a
+    // descriptor for writing it that a forked child still holds until it
+    // execs) cannot be run yet: ETXTBSY passes within milliseconds.
+    let mut tries = 0;
+    let mut child = loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 20 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(5 * tries));
+            }
+            other => break other.map_err(io)?,
+        }
+    };
     let result = pump(&mut child, stdin, timeout);
     match result {
         Ok((stdout, stderr)) => {

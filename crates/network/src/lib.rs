@@ -517,6 +517,10 @@ impl Cni {
             .map(|a| a.container_id.clone())
             .collect();
         for att in stale.attachments {
+            let killed = exec::kill_leftovers(&att.container_id, Duration::from_secs(5));
+            if killed > 0 {
+                tracing::warn!(pod = %att.container_id, killed, "CNI plugins a stopped daemon left running killed before DEL");
+            }
             match self.del_attachment(&att) {
                 Ok(()) => {
                     tracing::info!(pod = %att.container_id, network = %att.network.name, "CNI attachment of a pod that is gone deleted");

@@ -242,15 +242,8 @@ impl Cni {
             }
             return not_ready(message);
         };
-        let missing = config::missing_plugins(net, &self.opts.plugin_dirs, is_executable);
-        if !missing.is_empty() {
-            return not_ready(format!(
-                "CNI network {:?} ({}) needs plugins not found in {}: {}",
-                net.name,
-                net.source.display(),
-                self.cni_path(),
-                missing.join(", ")
-            ));
+        if let Some(m) = self.missing_plugins(net) {
+            return not_ready(m);
         }
         if !Version::parse(&net.cni_version).has_status_and_gc() {
             return ready();
@@ -300,23 +293,32 @@ impl Cni {
         ready()
     }
 
-    /// Whether a pod could be attached now: a network is selected and its
-    /// plugin binaries are present (checked by RunPodSandbox before it sets
-    /// anything up). Ok(false): no network is configured.
-    pub fn can_add(&self) -> Result<bool, NetError> {
-        let Some(net) = self.network() else {
-            return Ok(false);
-        };
-        let missing = config::missing_plugins(&net, &self.opts.plugin_dirs, is_executable);
-        if !missing.is_empty() {
-            return Err(NetError::NotReady(format!(
-                "CNI network {:?} needs plugins not found in {}: {}",
+    /// Why `net` cannot be used now: the plugin binaries found in none of
+    /// the plugin directories, and where they were looked for.
+    fn missing_plugins(&self, net: &NetworkConfigList) -> Option<String> {
+        let missing = config::missing_plugins(net, &self.opts.plugin_dirs, is_executable);
+        (!missing.is_empty()).then(|| {
+            format!(
+                "CNI network {:?} ({}) needs plugins not found in {}: {}",
                 net.name,
+                net.source.display(),
                 self.cni_path(),
                 missing.join(", ")
-            )));
+            )
+        })
+    }
+
+    /// The network a pod would be attached to now, if its plugin binaries
+    /// are present (RunPodSandbox checks before it sets anything up).
+    /// Ok(None): no network is configured.
+    pub fn usable_network(&self) -> Result<Option<NetworkConfigList>, NetError> {
+        let Some(net) = self.network() else {
+            return Ok(None);
+        };
+        match self.missing_plugins(&net) {
+            Some(m) => Err(NetError::NotReady(m)),
+            None => Ok(Some(net)),
         }
-        Ok(true)
     }
 
     /// Attaches a pod to the network (ADD through the chain). None when no
@@ -326,10 +328,7 @@ impl Cni {
         let t0 = Instant::now();
         // Shared with other ADDs; only the start-up GC excludes them.
         let _gc = self.gc_lock.read().unwrap_or_else(|p| p.into_inner());
-        if !self.can_add()? {
-            return Ok(None);
-        }
-        let Some(net) = self.network() else {
+        let Some(net) = self.usable_network()? else {
             return Ok(None);
         };
         let cni_args = runtime::cni_args(pod)?;

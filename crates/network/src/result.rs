@@ -117,15 +117,6 @@ pub fn plugin_error(stdout: &[u8], stderr: &[u8]) -> String {
     }
 }
 
-/// A CNI error code a plugin returns from STATUS when it cannot yet add
-/// pods (50: unavailable; 51: unavailable, do not retry).
-pub fn error_code(stdout: &[u8]) -> Option<u64> {
-    serde_json::from_slice::<Value>(stdout)
-        .ok()?
-        .get("code")?
-        .as_u64()
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -185,7 +176,5 @@ mod tests {
         for (out, err, want) in table {
             assert_eq!(plugin_error(out, err), want);
         }
-        assert_eq!(error_code(br#"{"code":50,"msg":"x"}"#), Some(50));
-        assert_eq!(error_code(b"junk"), None);
     }
 }

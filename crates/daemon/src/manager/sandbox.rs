@@ -345,7 +345,10 @@ impl Manager {
         let id = ids::new_id();
         let pod_net = pod_network(&id, &config, &cgroup_parent)?;
         // Before anything is set up: a network to join, with its plugins.
-        if pod_net.is_some() && !self.network.can_add()? && !self.cfg.allow_pods_without_network {
+        if pod_net.is_some()
+            && self.network.usable_network()?.is_none()
+            && !self.cfg.allow_pods_without_network
+        {
             return Err(ManagerError::FailedPrecondition(format!(
                 "no CNI network is configured in {} (NetworkReady is false); \
                  pods that do not share the host's network need one \

@@ -107,6 +107,21 @@ pub struct Config {
     /// is configured, and kubelet retries — a pod started while a network
     /// daemonset is being replaced never comes up Ready without a network.
     pub allow_pods_without_network: bool,
+    /// The streaming server (the URLs Exec, Attach and PortForward return):
+    /// the address it listens on, and its port (0: an ephemeral port).
+    /// kubelet proxies every stream, so loopback is enough on a node.
+    pub stream_address: String,
+    pub stream_port: u16,
+    /// TLS for the streaming server: a certificate and key (PEM); with a
+    /// CA, clients must present a certificate it signed. Empty: plain HTTP.
+    pub stream_tls_cert: PathBuf,
+    pub stream_tls_key: PathBuf,
+    pub stream_tls_ca: PathBuf,
+    /// How long a streaming URL may wait to be used (it is good once).
+    pub stream_token_ttl_seconds: u64,
+    /// A session with nothing moving either way for this long is closed
+    /// (0: never), as kubelet's `--streaming-connection-idle-timeout`.
+    pub stream_idle_timeout_seconds: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,6 +173,13 @@ impl Default for Config {
             cni_default_network: String::new(),
             cni_plugin_timeout_seconds: 60,
             allow_pods_without_network: false,
+            stream_address: "127.0.0.1".into(),
+            stream_port: 0,
+            stream_tls_cert: PathBuf::new(),
+            stream_tls_key: PathBuf::new(),
+            stream_tls_ca: PathBuf::new(),
+            stream_token_ttl_seconds: 60,
+            stream_idle_timeout_seconds: 4 * 3600,
         }
     }
 }
@@ -357,6 +379,45 @@ impl Config {
                 reason: "must be positive".into(),
             });
         }
+        if self.stream_address.parse::<std::net::IpAddr>().is_err() {
+            return Err(ConfigError::Invalid {
+                key: "stream_address",
+                reason: format!("{:?} is not an IP address", self.stream_address),
+            });
+        }
+        let tls = [
+            ("stream_tls_cert", &self.stream_tls_cert),
+            ("stream_tls_key", &self.stream_tls_key),
+            ("stream_tls_ca", &self.stream_tls_ca),
+        ];
+        for (key, path) in tls {
+            if !path.as_os_str().is_empty() && !path.is_absolute() {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: format!(
+                        "must be an absolute path, got {:?}",
+                        path.display().to_string()
+                    ),
+                });
+            }
+        }
+        let (cert, key, ca) = (
+            !self.stream_tls_cert.as_os_str().is_empty(),
+            !self.stream_tls_key.as_os_str().is_empty(),
+            !self.stream_tls_ca.as_os_str().is_empty(),
+        );
+        if cert != key || (ca && !cert) {
+            return Err(ConfigError::Invalid {
+                key: if cert { "stream_tls_key" } else { "stream_tls_cert" },
+                reason: "TLS needs both stream_tls_cert and stream_tls_key (stream_tls_ca only with them)".into(),
+            });
+        }
+        if self.stream_token_ttl_seconds == 0 {
+            return Err(ConfigError::Invalid {
+                key: "stream_token_ttl_seconds",
+                reason: "must be positive".into(),
+            });
+        }
         if self.root == self.runroot {
             return Err(ConfigError::Invalid {
                 key: "runroot",
@@ -403,6 +464,15 @@ mod tests {
                 "cni_plugin_timeout_seconds = 0",
                 "cni_plugin_timeout_seconds",
             ),
+            ("stream_address = \"localhost\"", "stream_address"),
+            ("stream_tls_cert = \"/c.pem\"", "stream_tls_key"),
+            ("stream_tls_key = \"/k.pem\"", "stream_tls_cert"),
+            ("stream_tls_ca = \"/ca.pem\"", "stream_tls_cert"),
+            (
+                "stream_tls_cert = \"c.pem\"\nstream_tls_key = \"/k.pem\"",
+                "stream_tls_cert",
+            ),
+            ("stream_token_ttl_seconds = 0", "stream_token_ttl_seconds"),
         ] {
             let e = Config::from_toml_str(doc).unwrap_err();
             assert!(e.to_string().contains(key), "{doc}: {e}");
@@ -457,6 +527,13 @@ mod tests {
             cni_default_network: "pods".into(),
             cni_plugin_timeout_seconds: 9,
             allow_pods_without_network: true,
+            stream_address: "::1".into(),
+            stream_port: 10010,
+            stream_tls_cert: "/etc/crius/stream.pem".into(),
+            stream_tls_key: "/etc/crius/stream.key".into(),
+            stream_tls_ca: "/etc/crius/ca.pem".into(),
+            stream_token_ttl_seconds: 30,
+            stream_idle_timeout_seconds: 0,
         };
         assert_eq!(Config::from_toml_str(&c.to_toml()).unwrap(), c);
     }

@@ -9,4 +9,5 @@ pub mod manager;
 pub mod runtimes;
 pub mod server;
 pub mod state;
+pub mod streaming;
 pub mod sync;

@@ -3,7 +3,8 @@
 //!
 //! - A container job: `--runtime R --id ID --runtime-root DIR --bundle DIR
 //!   --log FILE --exit-file FILE --pid-file FILE [--sync-fd N]
-//!   [--max-line BYTES] [--tty] [--start] [--runtime-arg ARG]...`, on the
+//!   [--max-line BYTES] [--tty] [--stdin] [--stdin-once] [--start]
+//!   [--runtime-arg ARG]...`, on the
 //!   command line or, for a standby, on its job pipe (each argument ending
 //!   with a NUL). `--runtime` and `--id` lead: they are what a standby
 //!   writes into its command line (see [`TITLE_ROOM`]), and what
@@ -51,6 +52,14 @@ pub struct Job {
     /// The container has a terminal: the runtime hands the monitor the pty
     /// master over a console socket, logged as stdout.
     pub tty: bool,
+    /// The container keeps its stdin open (CRI `stdin`): without a
+    /// terminal it is a pipe whose write end the monitor holds, fed by
+    /// attach clients; otherwise it is /dev/null. With a terminal, attach
+    /// clients' stdin goes to the pty only with this.
+    pub stdin: bool,
+    /// CRI `stdin_once`: the container's stdin is closed once the first
+    /// attach client detaches (sends end of stdin or disconnects).
+    pub stdin_once: bool,
     /// Start the container too (`run --detach`), not only create it.
     pub start: bool,
 }
@@ -87,6 +96,12 @@ impl Job {
         }
         if self.tty {
             a.push("--tty".into());
+        }
+        if self.stdin {
+            a.push("--stdin".into());
+        }
+        if self.stdin_once {
+            a.push("--stdin-once".into());
         }
         if self.start {
             a.push("--start".into());
@@ -134,6 +149,8 @@ impl Job {
                         .map_err(|_| "--max-line: not a number".to_string())?
                 }
                 "--tty" => a.tty = true,
+                "--stdin" => a.stdin = true,
+                "--stdin-once" => a.stdin_once = true,
                 "--start" => a.start = true,
                 other => return Err(format!("unknown argument {other}")),
             }
@@ -207,17 +224,24 @@ pub struct ExecJob {
     pub pid_file: PathBuf,
     /// The runtime and its arguments.
     pub argv: Vec<OsString>,
+    /// Where the stop pipe is: None, fd 0 (ExecSync: the process gets
+    /// /dev/null); a streaming exec's stdin is the process's own, so its
+    /// stop pipe comes on another descriptor.
+    pub stop_fd: Option<i32>,
 }
 
 impl ExecJob {
-    /// `exec --pid-file FILE -- RUNTIME ARGS...`
+    /// `exec --pid-file FILE [--stop-fd N] -- RUNTIME ARGS...`
     pub fn to_args(&self) -> Vec<OsString> {
         let mut a: Vec<OsString> = vec![
             EXEC.into(),
             "--pid-file".into(),
             self.pid_file.clone().into(),
-            "--".into(),
         ];
+        if let Some(fd) = self.stop_fd {
+            a.extend(["--stop-fd".into(), fd.to_string().into()]);
+        }
+        a.push("--".into());
         a.extend(self.argv.iter().cloned());
         a
     }
@@ -225,9 +249,13 @@ impl ExecJob {
     /// The arguments after `exec`.
     pub fn parse(mut it: impl Iterator<Item = String>) -> Option<ExecJob> {
         let mut pid_file = None;
+        let mut stop_fd = None;
         loop {
             match it.next().as_deref() {
                 Some("--pid-file") => pid_file = it.next().map(PathBuf::from),
+                Some("--stop-fd") => {
+                    stop_fd = Some(it.next()?.parse::<i32>().ok().filter(|f| *f > 2)?)
+                }
                 Some("--") => break,
                 _ => return None,
             }
@@ -236,6 +264,7 @@ impl ExecJob {
         (!argv.is_empty()).then_some(ExecJob {
             pid_file: pid_file?,
             argv,
+            stop_fd,
         })
     }
 }
@@ -267,12 +296,24 @@ mod tests {
         )
         .unwrap();
         assert_eq!((a.sync_fd, a.tty, a.start), (None, true, false));
+        assert!(!a.stdin && !a.stdin_once);
         let a = Job::parse(
             v("--runtime /r --id c1 --bundle /b --log /l --exit-file /e --pid-file /p --start")
                 .into_iter(),
         )
         .unwrap();
         assert!(a.start && !a.tty);
+        let flags = "--runtime /r --id c1 --bundle /b --log /l --exit-file /e --pid-file /p";
+        let cases: &[(&str, (bool, bool, bool))] = &[
+            ("", (false, false, false)),
+            ("--stdin", (true, false, false)),
+            ("--stdin --stdin-once", (true, true, false)),
+            ("--stdin-once --tty --stdin", (true, true, true)),
+        ];
+        for (extra, want) in cases {
+            let a = Job::parse(v(&format!("{flags} {extra}")).into_iter()).unwrap();
+            assert_eq!((a.stdin, a.stdin_once, a.tty), *want, "{extra}");
+        }
         assert!(Job::parse(v("--sync-fd x").into_iter())
             .unwrap_err()
             .contains("--sync-fd"));
@@ -299,6 +340,8 @@ mod tests {
             sync_fd: None,
             max_line: 100,
             tty: true,
+            stdin: true,
+            stdin_once: true,
             start: true,
         };
         let args = job.to_args();
@@ -306,6 +349,15 @@ mod tests {
         assert_eq!(job.title_len(), "--runtime /usr/bin/runc --id abc ".len());
         let back = Job::parse(decode_nul(encode_nul(&args)).unwrap().into_iter()).unwrap();
         assert_eq!(back, job);
+        // Each flag on its own survives the round trip too.
+        for (stdin, stdin_once) in [(true, false), (false, true), (false, false)] {
+            let job = Job {
+                stdin,
+                stdin_once,
+                ..job.clone()
+            };
+            assert_eq!(Job::parse(job.to_args().into_iter()).unwrap(), job);
+        }
     }
 
     #[test]
@@ -334,17 +386,29 @@ mod tests {
         assert_eq!(parse_pause(a.into_iter().skip(1)), Ok(("pod1".into(), 1)));
         assert!(parse_pause(v("--id p").into_iter()).is_err());
         assert!(parse_pause(v("--bogus").into_iter()).is_err());
-        let e = ExecJob {
-            pid_file: "/x/pid".into(),
-            argv: vec!["runc".into(), "exec".into(), "c1".into()],
-        };
-        let args: Vec<String> = e
-            .to_args()
-            .into_iter()
-            .map(|a| a.into_string().unwrap())
-            .collect();
-        assert_eq!(args[0], EXEC);
-        assert_eq!(ExecJob::parse(args.into_iter().skip(1)), Some(e));
+        for stop_fd in [None, Some(3)] {
+            let e = ExecJob {
+                pid_file: "/x/pid".into(),
+                argv: vec!["runc".into(), "exec".into(), "c1".into()],
+                stop_fd,
+            };
+            let args: Vec<String> = e
+                .to_args()
+                .into_iter()
+                .map(|a| a.into_string().unwrap())
+                .collect();
+            assert_eq!(args[0], EXEC);
+            assert_eq!(ExecJob::parse(args.into_iter().skip(1)), Some(e));
+        }
+        // The stop pipe never replaces stdio.
+        assert_eq!(
+            ExecJob::parse(v("--pid-file /p --stop-fd 1 -- runc").into_iter()),
+            None
+        );
+        assert_eq!(
+            ExecJob::parse(v("--pid-file /p --stop-fd x -- runc").into_iter()),
+            None
+        );
         assert_eq!(ExecJob::parse(v("--pid-file /p --").into_iter()), None);
         assert_eq!(ExecJob::parse(v("-- runc").into_iter()), None);
         assert_eq!(ExecJob::parse(v("--bogus").into_iter()), None);

@@ -13,12 +13,13 @@
 //! - [`crilog`], [`time`]: the CRI log records a monitor writes, and the
 //!   RFC 3339 timestamps both sides write and read.
 //!
-//! Attach (a per-container socket the monitor keeps for clients joining
-//! its stdio) will be specified here too: its path beside the container's
-//! files and its framing.
+//! - [`attach`]: the per-container socket the monitor keeps for clients
+//!   joining the container's stdio (CRI Attach): its path beside the
+//!   container's files and its framing.
 //!
 //! No dependencies beyond std: the monitor lives as long as its container.
 
+pub mod attach;
 pub mod crilog;
 pub mod exitfile;
 pub mod identity;

@@ -33,7 +33,12 @@ fn usage() -> ExitCode {
 }
 
 pub fn exec(mut args: impl Iterator<Item = String>) -> ExitCode {
-    let Some(ExecJob { pid_file, argv }) = ExecJob::parse(&mut args) else {
+    let Some(ExecJob {
+        pid_file,
+        argv,
+        stop_fd,
+    }) = ExecJob::parse(&mut args)
+    else {
         return usage();
     };
     let program = &argv[0];
@@ -58,11 +63,34 @@ pub fn exec(mut args: impl Iterator<Item = String>) -> ExitCode {
             return ExitCode::from(125);
         }
     };
+    // The stop pipe: fd 0 for ExecSync (the process gets /dev/null), or
+    // its own descriptor for a streaming exec, whose stdin is the
+    // process's own. It must not reach the runtime or the process.
+    let stop: std::fs::File = match stop_fd {
+        // SAFETY: the daemon passed this descriptor for this purpose
+        // alone; nothing else in this process owns it.
+        Some(fd) => unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) },
+        None => match std::io::stdin().as_fd().try_clone_to_owned() {
+            Ok(fd) => std::fs::File::from(fd),
+            Err(e) => {
+                eprintln!("crius-monitor exec: stdin: {e}");
+                return ExitCode::from(125);
+            }
+        },
+    };
+    let _ = nix::fcntl::fcntl(
+        &stop,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
     // std empties the signal mask in the child: the runtime (and the
     // process it execs) inherits nothing blocked.
     let child = Command::new(program)
         .args(&argv[1..])
-        .stdin(Stdio::null())
+        .stdin(if stop_fd.is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .process_group(0)
         .spawn();
     let child = match child {
@@ -76,12 +104,22 @@ pub fn exec(mut args: impl Iterator<Item = String>) -> ExitCode {
         }
     };
     let runtime = Pid::from_raw(child.id() as i32);
-    // The daemon's end of our stdin: readable (EOF) when it wants a stop.
-    let stdin = std::io::stdin();
+    // The daemon's end of the stop pipe: readable (EOF) when it wants a stop.
+    let stdin = stop;
     let mut daemon_gone = false;
     let mut status: Option<WaitStatus> = None;
+    // Orphans reaped so far: a detached exec's process (`exec --detach`,
+    // used with a terminal) is re-parented to us when the runtime exits,
+    // and may have exited by the time we look for it.
+    let mut reaped: std::collections::HashMap<i32, WaitStatus> = std::collections::HashMap::new();
+    let mut detached: Option<i32> = None;
     loop {
-        if let Some(s) = status {
+        if let Some(target) = detached {
+            if let Some(s) = reaped.get(&target) {
+                reap_now();
+                return ExitCode::from(code_of(*s));
+            }
+        } else if let Some(s) = status {
             // The runtime ended. A runtime killed by a signal leaves its
             // process running with nobody reading its output: stop it.
             if matches!(s, WaitStatus::Signaled(..)) {
@@ -89,11 +127,23 @@ pub fn exec(mut args: impl Iterator<Item = String>) -> ExitCode {
                 reap_all(Duration::from_secs(5));
                 return ExitCode::from(STOPPED);
             }
+            // A runtime that returned at once (detached) leaves the
+            // process to us: its status is the exec's.
+            let own = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+                .filter(|p| {
+                    reaped.contains_key(p)
+                        || proctree::parent_of(*p) == Some(std::process::id() as i32)
+                });
+            if matches!(s, WaitStatus::Exited(_, 0)) {
+                if let Some(p) = own {
+                    detached = Some(p);
+                    continue;
+                }
+            }
             reap_now();
-            return ExitCode::from(match s {
-                WaitStatus::Exited(_, code) => code as u8,
-                _ => STOPPED,
-            });
+            return ExitCode::from(code_of(s));
         }
         if daemon_gone {
             stop_tree(&pid_file, runtime);
@@ -121,7 +171,7 @@ pub fn exec(mut args: impl Iterator<Item = String>) -> ExitCode {
         if ready(&fds[0]) {
             let mut buf = [0u8; 64];
             // Anything but data is a stop; data is ignored.
-            match stdin.lock().read(&mut buf) {
+            match (&stdin).read(&mut buf) {
                 Ok(n) if n > 0 => {}
                 _ => daemon_gone = true,
             }
@@ -135,11 +185,24 @@ pub fn exec(mut args: impl Iterator<Item = String>) -> ExitCode {
                     Ok(s) => {
                         if s.pid() == Some(runtime) {
                             status = Some(s);
+                        } else if let Some(p) = s.pid() {
+                            if reaped.len() < 4096 {
+                                reaped.insert(p.as_raw(), s);
+                            }
                         }
                     }
                 }
             }
         }
+    }
+}
+
+/// An exit status as a shell reports it: the code, or 128 + the signal.
+fn code_of(s: WaitStatus) -> u8 {
+    match s {
+        WaitStatus::Exited(_, code) => code as u8,
+        WaitStatus::Signaled(_, sig, _) => 128u8.saturating_add(sig as u8),
+        _ => STOPPED,
     }
 }
 

@@ -6,4 +6,4 @@
 
 pub mod proctree;
 
-pub use crius_monitor_protocol::{crilog, exitfile, job, report};
+pub use crius_monitor_protocol::{attach, crilog, exitfile, job, report};

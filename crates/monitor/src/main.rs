@@ -10,6 +10,11 @@
 //! SIGUSR1 reopens the log (ReopenContainerLog). No async runtime: a poll
 //! loop over two pipes and a signalfd keeps it small.
 //!
+//! Every container also gets an attach socket beside its pid file (see
+//! `attach`): clients receive its output as it is logged and, with
+//! `--stdin`, feed its stdin (a pipe the monitor holds the write end of,
+//! or the pty).
+//!
 //! `crius-monitor standby` is started ahead of any container: it detaches,
 //! sets itself up, says `ready <pid>` on fd 1, then reads its job from fd 0
 //! to end of file: the same arguments as the command line, NUL-separated.
@@ -18,12 +23,14 @@
 //! shut down or died) makes it exit quietly having created nothing. Its
 //! command line is rewritten to name the job (see `title`).
 
+use crius_monitor_protocol::attach::{STDERR as ATTACH_STDERR, STDOUT as ATTACH_STDOUT};
 use crius_monitor_protocol::crilog::{LineSplitter, Stream};
 use crius_monitor_protocol::exitfile;
 use crius_monitor_protocol::job::{self, decode_nul, Job, NO_JOB, TITLE_REQUIRED};
 use crius_monitor_protocol::report::Report;
 use crius_monitor_protocol::time::now_rfc3339_nano;
 
+mod attach;
 mod exec;
 mod pause;
 mod title;
@@ -40,7 +47,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: crius-monitor --runtime PATH --runtime-root DIR --id ID --bundle DIR \
---log FILE --exit-file FILE --pid-file FILE --sync-fd N [--max-line BYTES] [--tty] [--start] [--runtime-arg ARG]...
+--log FILE --exit-file FILE --pid-file FILE --sync-fd N [--max-line BYTES] [--tty] [--stdin] [--stdin-once] [--start] [--runtime-arg ARG]...
        crius-monitor standby [ROOM]   (job on fd 0, reports on fd 1)
        crius-monitor pause --id POD --sync-fd N
        crius-monitor exec --pid-file FILE -- RUNTIME ARGS...   (stop: end of file on fd 0)";
@@ -237,15 +244,55 @@ fn run(args: &Job, set_up: SetUp, sync: &mut Option<File>) -> Result<(), String>
     } = set_up;
     let mut log =
         open_log(&args.log).map_err(|e| format!("opening log {}: {e}", args.log.display()))?;
+    // Bound before the runtime runs (and before the console thread: the
+    // bind sets the umask), so it is there once the daemon hears of the
+    // container. Dropped on any error below, which removes it.
+    let mut attach = attach::Attach::bind(&args.pid_file)?;
+    // Without a terminal, `--stdin` makes the container's stdin a pipe;
+    // the monitor keeps the write end (CLOEXEC: the runtime gets only the
+    // read end, as its fd 0).
+    let stdin = if args.stdin && !args.tty {
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| format!("stdin pipe: {e}"))?;
+        attach.set_stdin(w, args.stdin_once)?;
+        Stdio::from(r)
+    } else {
+        Stdio::null()
+    };
 
     // With a terminal the runtime hands us the pty master over a console
     // socket during create; accept it on a thread while create runs.
+    // Its directory may be deeper than a socket address holds (under the
+    // default root it is), so the socket is bound through /proc/self/fd
+    // and the runtime is given the same place through our /proc/<pid>.
     let console = if args.tty {
         let path = args.pid_file.with_extension("console.sock");
-        let _ = std::fs::remove_file(&path);
-        let listener = std::os::unix::net::UnixListener::bind(&path)
+        let dir = path.parent().unwrap_or(std::path::Path::new("/"));
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let dirfd = nix::fcntl::open(
+            dir,
+            nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_CLOEXEC
+                | nix::fcntl::OFlag::O_DIRECTORY,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| format!("console socket directory {}: {e}", dir.display()))?;
+        let local = PathBuf::from(format!("/proc/self/fd/{}/{name}", dirfd.as_raw_fd()));
+        let remote = PathBuf::from(format!(
+            "/proc/{}/fd/{}/{name}",
+            std::process::id(),
+            dirfd.as_raw_fd()
+        ));
+        let _ = std::fs::remove_file(&local);
+        let listener = std::os::unix::net::UnixListener::bind(&local)
             .map_err(|e| format!("console socket {}: {e}", path.display()))?;
-        Some((path, std::thread::spawn(move || receive_pty(listener))))
+        Some((
+            (local, remote, dirfd),
+            std::thread::spawn(move || receive_pty(listener)),
+        ))
     } else {
         None
     };
@@ -261,8 +308,8 @@ fn run(args: &Job, set_up: SetUp, sync: &mut Option<File>) -> Result<(), String>
         .arg(&args.bundle)
         .arg("--pid-file")
         .arg(&args.pid_file);
-    if let Some((path, _)) = &console {
-        cmd.arg("--console-socket").arg(path);
+    if let Some(((_, remote, _), _)) = &console {
+        cmd.arg("--console-socket").arg(remote);
     }
     cmd.arg(&args.id);
     // The runtime, and through it the container, starts with a clean signal
@@ -286,16 +333,17 @@ fn run(args: &Job, set_up: SetUp, sync: &mut Option<File>) -> Result<(), String>
         });
     }
     let status = cmd
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(Stdio::from(out_w))
         .stderr(Stdio::from(err_w))
         .status()
         .map_err(|e| format!("running {}: {e}", args.runtime.display()))?;
-    // The Command owns the pipes' write ends: drop it, or the monitor holds
-    // them itself and never sees EOF when the container exits.
+    // The Command owns the pipes' write ends (and the stdin pipe's read
+    // end): drop it, or the monitor holds them itself and never sees EOF
+    // when the container exits (nor EPIPE when it closes its stdin).
     drop(cmd);
     let pty = match console {
-        Some((path, receiver)) if status.success() => {
+        Some(((path, _, _dirfd), receiver)) if status.success() => {
             let _ = std::fs::remove_file(&path);
             Some(
                 receiver
@@ -303,7 +351,7 @@ fn run(args: &Job, set_up: SetUp, sync: &mut Option<File>) -> Result<(), String>
                     .map_err(|_| "console receiver panicked".to_string())??,
             )
         }
-        Some((path, _)) => {
+        Some(((path, _, _dirfd), _)) => {
             // Unblock the receiver thread; it exits with an error we ignore.
             let _ = std::os::unix::net::UnixStream::connect(&path);
             let _ = std::fs::remove_file(&path);
@@ -349,17 +397,30 @@ fn run(args: &Job, set_up: SetUp, sync: &mut Option<File>) -> Result<(), String>
     // With a terminal, stdout and stderr both arrive on the pty master,
     // logged as stdout (as kubelet expects for tty containers).
     let (out_r, err_r) = match pty {
-        Some(master) => (master, None),
+        Some(master) => {
+            // Attach writes stdin to and resizes the pty through
+            // descriptors of its own (CLOEXEC, like the master).
+            let dup = |m: &OwnedFd| m.try_clone().map_err(|e| format!("dup pty: {e}"));
+            attach.set_pty(dup(&master)?);
+            if args.stdin {
+                attach.set_stdin(dup(&master)?, args.stdin_once)?;
+            }
+            (master, None)
+        }
         None => (out_r, Some(err_r)),
     };
-    let code = pump(args, pid, out_r, err_r, &sigfd, &mut log)?;
-    exitfile::write(&args.exit_file, code, &now_rfc3339_nano())
-        .map_err(|e| format!("writing exit file {}: {e}", args.exit_file.display()))
+    let code = pump(args, pid, out_r, err_r, &sigfd, &mut log, &mut attach)?;
+    let written = exitfile::write(&args.exit_file, code, &now_rfc3339_nano())
+        .map_err(|e| format!("writing exit file {}: {e}", args.exit_file.display()));
+    // After the exit file: a client told EXIT finds the container exited.
+    attach.finish(code);
+    written
 }
 
-/// Copies output into the log until the container has exited and its
-/// pipes are closed (bounded: a descendant that keeps them open after the
-/// container exited gets two seconds). Returns the exit code.
+/// Copies output into the log, and to attach clients, until the container
+/// has exited and its pipes are closed (bounded: a descendant that keeps
+/// them open after the container exited gets two seconds), serving attach
+/// clients meanwhile. Returns the exit code.
 fn pump(
     args: &Job,
     pid: i32,
@@ -367,6 +428,7 @@ fn pump(
     err_r: Option<OwnedFd>,
     sigfd: &SignalFd,
     log: &mut File,
+    attach: &mut attach::Attach,
 ) -> Result<i32, String> {
     let mut splitters = [
         LineSplitter::new(Stream::Stdout, args.max_line),
@@ -392,15 +454,19 @@ fn pump(
                 PollFlags::POLLIN,
             ));
         }
+        let base = fds.len();
+        let mut tokens = Vec::new();
+        attach.poll_fds(&mut fds, &mut tokens);
         match poll(&mut fds, PollTimeout::from(200u16)) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(format!("poll: {e}")),
         }
-        let ready: Vec<bool> = fds
+        let revents: Vec<PollFlags> = fds
             .iter()
-            .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+            .map(|f| f.revents().unwrap_or(PollFlags::empty()))
             .collect();
         drop(fds);
+        let ready: Vec<bool> = revents[..base].iter().map(|r| !r.is_empty()).collect();
         if ready[0] {
             while let Ok(Some(si)) = sigfd.read_signal() {
                 if si.ssi_signo == Signal::SIGUSR1 as u32 {
@@ -431,7 +497,16 @@ fn pump(
             }
             let n = match pipes[*i].as_mut().map(|f| f.read(&mut buf)) {
                 Some(Ok(n)) => n,
-                Some(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                // WouldBlock: the pty master is non-blocking once attach
+                // writes stdin to it (the flag is shared with its dup).
+                Some(Err(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock
+                    ) =>
+                {
+                    continue
+                }
                 _ => 0,
             };
             let ts = now_rfc3339_nano();
@@ -444,7 +519,15 @@ fn pump(
             }
             // A full disk must not kill the monitor: the exit code matters more.
             let _ = log.write_all(&record);
+            // With a terminal everything arrives on the master: stdout.
+            let kind = if *i == 0 {
+                ATTACH_STDOUT
+            } else {
+                ATTACH_STDERR
+            };
+            attach.broadcast(kind, &buf[..n]);
         }
+        attach.handle(&tokens, &revents[base..]);
     }
     let ts = now_rfc3339_nano();
     record.clear();

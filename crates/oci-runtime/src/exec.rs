@@ -86,6 +86,7 @@ impl OciRuntime {
         let job = ExecJob {
             pid_file: pid_file.clone(),
             argv,
+            stop_fd: None,
         };
         let mut child = Command::new(&self.monitor)
             .args(job.to_args())
@@ -203,6 +204,7 @@ pub struct ExecSync<'a> {
 }
 
 /// Removes an exec's scratch files when the exec is over.
+#[derive(Debug)]
 struct ScratchFiles(Vec<Option<PathBuf>>);
 
 impl Drop for ScratchFiles {
@@ -219,4 +221,75 @@ fn exec_scratch_path(dir: &Path, id: &str) -> PathBuf {
     static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     dir.join(format!(".exec-{id}-{}-{n}.pid", std::process::id()))
+}
+
+/// A streaming exec, ready to spawn: `crius-monitor exec` (the exec's
+/// subreaper, as for ExecSync) and its arguments. The monitor takes its
+/// stop pipe on [`STREAM_STOP_FD`] so that its stdin, stdout and stderr
+/// are the process's own. Dropping it removes the scratch files.
+#[derive(Debug)]
+pub struct StreamExec {
+    pub monitor: PathBuf,
+    pub args: Vec<std::ffi::OsString>,
+    _scratch: ScratchFiles,
+}
+
+/// The descriptor a streaming exec's monitor reads its stop pipe from:
+/// end of file on it (the session ended, the client went away, the
+/// daemon died) stops and reaps the exec'd process tree.
+pub const STREAM_STOP_FD: i32 = 3;
+
+impl OciRuntime {
+    /// Prepares `argv` to run in container `id` as the container's own
+    /// process does (`process`, from its config.json), with a terminal
+    /// when `console_socket` is given: the runtime sends the pty's master
+    /// there.
+    pub fn prepare_stream_exec(
+        &self,
+        id: &str,
+        argv: &[String],
+        process: &serde_json::Value,
+        scratch: &Path,
+        console_socket: Option<&Path>,
+    ) -> Result<StreamExec, RuntimeError> {
+        let pid_file = exec_scratch_path(scratch, id);
+        let mut p = process.clone();
+        p["args"] = serde_json::json!(argv);
+        p["terminal"] = serde_json::json!(console_socket.is_some());
+        if let Some(o) = p.as_object_mut() {
+            o.remove("consoleSize");
+        }
+        let process_file = pid_file.with_extension("process.json");
+        std::fs::write(&process_file, serde_json::to_vec(&p).unwrap_or_default()).map_err(
+            |source| RuntimeError::Io {
+                what: "writing the exec process".into(),
+                source,
+            },
+        )?;
+        let scratch_files = ScratchFiles(vec![Some(pid_file.clone()), Some(process_file.clone())]);
+        let mut rt = self.argv();
+        rt.extend(["exec".into(), "--pid-file".into(), pid_file.clone().into()]);
+        if let Some(sock) = console_socket {
+            // A runtime hands over a pty only when it detaches: the process
+            // is then re-parented to the monitor (a subreaper), which
+            // reports its status as the exec's.
+            rt.extend([
+                "--detach".into(),
+                "--tty".into(),
+                "--console-socket".into(),
+                sock.into(),
+            ]);
+        }
+        rt.extend(["--process".into(), process_file.into(), id.into()]);
+        let job = ExecJob {
+            pid_file,
+            argv: rt,
+            stop_fd: Some(STREAM_STOP_FD),
+        };
+        Ok(StreamExec {
+            monitor: self.monitor.clone(),
+            args: job.to_args(),
+            _scratch: scratch_files,
+        })
+    }
 }

@@ -12,6 +12,25 @@ use crius_monitor_protocol::report::Report;
 use std::io::Read;
 use std::path::PathBuf;
 
+/// A container's stdio as CRI configures it: a terminal, and a stdin the
+/// monitor holds (for Attach), closed after the first attach with
+/// `stdin_once`. A plain `bool` means a terminal or not, no stdin.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stdio {
+    pub tty: bool,
+    pub stdin: bool,
+    pub stdin_once: bool,
+}
+
+impl From<bool> for Stdio {
+    fn from(tty: bool) -> Self {
+        Stdio {
+            tty,
+            ..Default::default()
+        }
+    }
+}
+
 impl OciRuntime {
     /// Creates the container under a new, detached monitor; returns the
     /// container's pid once the runtime has created it.
@@ -21,9 +40,9 @@ impl OciRuntime {
         id: &str,
         files: &ContainerFiles,
         max_log_line: usize,
-        tty: bool,
+        stdio: impl Into<Stdio>,
     ) -> Result<Created, RuntimeError> {
-        self.prepare_create(None, id, files, max_log_line, tty)?
+        self.prepare_create(None, id, files, max_log_line, stdio)?
             .launch()
     }
 
@@ -38,9 +57,9 @@ impl OciRuntime {
         id: &str,
         files: &ContainerFiles,
         max_log_line: usize,
-        tty: bool,
+        stdio: impl Into<Stdio>,
     ) -> Result<PendingLaunch, RuntimeError> {
-        self.prepare(pool, id, files, max_log_line, tty, false)
+        self.prepare(pool, id, files, max_log_line, stdio.into(), false)
     }
 
     /// Like [`OciRuntime::prepare_create`], but the monitor creates and
@@ -53,9 +72,9 @@ impl OciRuntime {
         id: &str,
         files: &ContainerFiles,
         max_log_line: usize,
-        tty: bool,
+        stdio: impl Into<Stdio>,
     ) -> Result<PendingLaunch, RuntimeError> {
-        self.prepare(pool, id, files, max_log_line, tty, true)
+        self.prepare(pool, id, files, max_log_line, stdio.into(), true)
     }
 
     fn prepare(
@@ -64,7 +83,7 @@ impl OciRuntime {
         id: &str,
         files: &ContainerFiles,
         max_log_line: usize,
-        tty: bool,
+        stdio: Stdio,
         start: bool,
     ) -> Result<PendingLaunch, RuntimeError> {
         let op = if start { "run" } else { "create" };
@@ -72,7 +91,7 @@ impl OciRuntime {
             what: "creating runtime root".into(),
             source,
         })?;
-        let job = self.job(id, files, max_log_line, tty, start);
+        let job = self.job(id, files, max_log_line, stdio, start);
         // The monitor's command line leads with `--runtime R --id ID`, in
         // the room a standby keeps for it.
         if job.title_len() > TITLE_ROOM {
@@ -103,7 +122,7 @@ impl OciRuntime {
         id: &str,
         files: &ContainerFiles,
         max_log_line: usize,
-        tty: bool,
+        stdio: Stdio,
         start: bool,
     ) -> Job {
         Job {
@@ -117,7 +136,9 @@ impl OciRuntime {
             pid_file: files.pid_file.clone(),
             sync_fd: None,
             max_line: max_log_line,
-            tty,
+            tty: stdio.tty,
+            stdin: stdio.stdin,
+            stdin_once: stdio.stdin_once,
             start,
         }
     }

@@ -94,12 +94,12 @@ pub async fn serve_spdy(
         forwards.spawn(async move {
             let port = match data.header("port").map(|p| check_port(&params, p)) {
                 Some(Ok(p)) => p,
-                Some(Err(e)) => return fail(&error, &params, 0, &e).await,
-                None => return fail(&error, &params, 0, "no port header").await,
+                Some(Err(e)) => return fail(&data, &error, &params, 0, &e).await,
+                None => return fail(&data, &error, &params, 0, "no port header").await,
             };
             let conn = match backend.connect(params.pod_id.clone(), port).await {
                 Ok(c) => c,
-                Err(e) => return fail(&error, &params, port, &e.to_string()).await,
+                Err(e) => return fail(&data, &error, &params, port, &e.to_string()).await,
             };
             splice(conn, data, act).await;
             let _ = error.writer.close().await;
@@ -109,7 +109,9 @@ pub async fn serve_spdy(
     session.shutdown(Duration::from_millis(500)).await;
 }
 
-async fn fail(error: &Stream, params: &PortForwardParams, port: u16, msg: &str) {
+/// Reports a connection that could not be made on its error stream, and
+/// ends its data stream: a client waiting on it would wait forever.
+async fn fail(data: &Stream, error: &Stream, params: &PortForwardParams, port: u16, msg: &str) {
     let text = format!(
         "error forwarding port {port} to pod {}: {msg}",
         params.pod_id
@@ -117,6 +119,7 @@ async fn fail(error: &Stream, params: &PortForwardParams, port: u16, msg: &str) 
     tracing::debug!("{text}");
     let _ = error.writer.write(Bytes::from(text)).await;
     let _ = error.writer.close().await;
+    let _ = data.writer.close().await;
 }
 
 /// Copies between a connection and a data stream, half-closing each side
@@ -258,7 +261,13 @@ pub async fn serve_ws<S>(
                     }
                 }
             };
-            tokio::join!(to_pod, from_pod);
+            // The channel protocol has no half-close from the client: the
+            // port is done when the pod's side is.
+            tokio::pin!(to_pod);
+            tokio::select! {
+                _ = from_pod => {}
+                _ = &mut to_pod => {}
+            }
         }));
     }
     let reader = async {
@@ -272,7 +281,7 @@ pub async fn serve_ws<S>(
             act.touch();
             // Input on an error channel means nothing; data goes to its
             // port's connection.
-            if c % 2 == 0 {
+            if c.is_multiple_of(2) {
                 if let Some(Some(tx)) = inputs.get((c / 2) as usize) {
                     if !data.is_empty() && tx.send(Bytes::from(data)).await.is_err() {
                         inputs[(c / 2) as usize] = None;

@@ -159,6 +159,16 @@ fn pump_resize(mut s: mpsc::Receiver<Bytes>, tx: mpsc::Sender<TermSize>) {
     });
 }
 
+/// The streams of one SPDY session, by type.
+#[derive(Default)]
+struct Slots {
+    error: Option<Stream>,
+    stdin: Option<Stream>,
+    stdout: Option<Stream>,
+    stderr: Option<Stream>,
+    resize: Option<Stream>,
+}
+
 /// An exec or attach over SPDY: the session is already upgraded.
 pub async fn serve_spdy(
     mut session: Session,
@@ -170,32 +180,22 @@ pub async fn serve_spdy(
     let (stdin, stdout, stderr, tty) = cmd.wants();
     let resize_wanted = tty && protocol != "v2.channel.k8s.io" && protocol != "channel.k8s.io";
     let json = protocol == "v4.channel.k8s.io";
-    let (mut s_err, mut s_in, mut s_out, mut s_errout, mut s_resize): (
-        Option<Stream>,
-        Option<Stream>,
-        Option<Stream>,
-        Option<Stream>,
-        Option<Stream>,
-    ) = (None, None, None, None, None);
+    let mut got = Slots::default();
     let deadline = tokio::time::Instant::now() + limits.stream_creation;
-    let complete = |e: &Option<Stream>,
-                    i: &Option<Stream>,
-                    o: &Option<Stream>,
-                    x: &Option<Stream>,
-                    r: &Option<Stream>| {
-        e.is_some()
-            && (!stdin || i.is_some())
-            && (!stdout || o.is_some())
-            && (!stderr || x.is_some())
-            && (!resize_wanted || r.is_some())
+    let complete = |g: &Slots| {
+        g.error.is_some()
+            && (!stdin || g.stdin.is_some())
+            && (!stdout || g.stdout.is_some())
+            && (!stderr || g.stderr.is_some())
+            && (!resize_wanted || g.resize.is_some())
     };
-    while !complete(&s_err, &s_in, &s_out, &s_errout, &s_resize) {
+    while !complete(&got) {
         let s = match tokio::time::timeout_at(deadline, session.incoming.recv()).await {
             Ok(Some(s)) => s,
             Ok(None) => return,
             Err(_) => {
                 tracing::debug!("streaming: the client did not open its streams in time");
-                if let Some(e) = &s_err {
+                if let Some(e) = &got.error {
                     let msg = Outcome::Failed(
                         "timed out waiting for the client to create streams".into(),
                     );
@@ -210,11 +210,11 @@ pub async fn serve_spdy(
             }
         };
         let slot = match s.header("streamtype") {
-            Some("error") => &mut s_err,
-            Some("stdin") if stdin => &mut s_in,
-            Some("stdout") if stdout => &mut s_out,
-            Some("stderr") if stderr => &mut s_errout,
-            Some("resize") if tty => &mut s_resize,
+            Some("error") => &mut got.error,
+            Some("stdin") if stdin => &mut got.stdin,
+            Some("stdout") if stdout => &mut got.stdout,
+            Some("stderr") if stderr => &mut got.stderr,
+            Some("resize") if tty => &mut got.resize,
             _ => {
                 let _ = s.writer.reset(crate::spdy::frame::RST_REFUSED_STREAM).await;
                 continue;
@@ -226,6 +226,13 @@ pub async fn serve_spdy(
         }
         *slot = Some(s);
     }
+    let Slots {
+        error: s_err,
+        stdin: s_in,
+        stdout: s_out,
+        stderr: s_errout,
+        resize: s_resize,
+    } = got;
     let Some(s_err) = s_err else { return };
     let act = Activity::default();
     act.touch();

@@ -136,14 +136,13 @@ where
     });
     tokio::spawn(async move {
         while let Some(Ok(m)) = stream.next().await {
-            match m {
-                Message::Binary(b) => {
-                    if wr.write_all(&b).await.is_err() {
-                        break;
-                    }
-                }
-                Message::Close(_) => break,
-                _ => {}
+            let stop = match m {
+                Message::Binary(b) => wr.write_all(&b).await.is_err(),
+                Message::Close(_) => true,
+                _ => false,
+            };
+            if stop {
+                break;
             }
         }
         let _ = wr.shutdown().await;

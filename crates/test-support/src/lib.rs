@@ -9,6 +9,7 @@ pub mod network;
 pub mod procs;
 pub mod registry;
 pub mod runtime;
+pub mod stream;
 pub mod token;
 
 pub use crius_cri_api::{v1 as cri, CriClient};

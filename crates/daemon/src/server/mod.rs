@@ -144,6 +144,14 @@ impl Server {
                 None
             }
         };
+        let streams = Arc::new(
+            crate::streaming::start(&config, manager.clone())
+                .await
+                .map_err(|e| ServerError::Io {
+                    what: "starting the streaming server".into(),
+                    source: std::io::Error::other(e.to_string()),
+                })?,
+        );
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let router = tonic::transport::Server::builder()
             .layer(trace::RpcTraceLayer)
@@ -152,6 +160,7 @@ impl Server {
                     config.clone(),
                     runtimes.clone(),
                     manager.clone(),
+                    streams,
                 ))
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),

@@ -28,15 +28,29 @@ pub struct RuntimeServiceImpl {
     config: Arc<Config>,
     runtimes: Arc<Runtimes>,
     manager: Arc<Manager>,
+    streams: Arc<crius_streaming::server::Server>,
 }
 
 impl RuntimeServiceImpl {
-    pub fn new(config: Arc<Config>, runtimes: Arc<Runtimes>, manager: Arc<Manager>) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        runtimes: Arc<Runtimes>,
+        manager: Arc<Manager>,
+        streams: Arc<crius_streaming::server::Server>,
+    ) -> Self {
         Self {
             config,
             runtimes,
             manager,
+            streams,
         }
+    }
+
+    /// The single-use URL for a request already checked.
+    fn stream_url(&self, req: crius_streaming::Request) -> Result<String, Status> {
+        self.streams
+            .url(req)
+            .map_err(|e| Status::resource_exhausted(e.to_string()))
     }
 }
 
@@ -390,11 +404,54 @@ cri_service! {
             let out = self.manager.exec_sync(&req.container_id, req.cmd, req.timeout).await.map_err(manager_error)?;
             Ok(Response::new(ExecSyncResponse { stdout: out.stdout, stderr: out.stderr, exit_code: out.exit_code }))
         }
+
+        async fn exec(&self, request: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
+            let req = request.into_inner();
+            if req.container_id.is_empty() {
+                return Err(Status::invalid_argument("container_id is empty"));
+            }
+            let p = crius_streaming::ExecParams {
+                container_id: req.container_id,
+                cmd: req.cmd,
+                tty: req.tty,
+                stdin: req.stdin,
+                stdout: req.stdout,
+                stderr: req.stderr,
+            };
+            self.manager.check_exec(&p).await.map_err(manager_error)?;
+            // The full id: a prefix could name another container by the
+            // time the URL is used.
+            let p = crius_streaming::ExecParams { container_id: self.manager.container_status(&p.container_id).await.map_err(manager_error)?.0.id.clone(), ..p };
+            Ok(Response::new(ExecResponse { url: self.stream_url(crius_streaming::Request::Exec(p))? }))
+        }
+
+        async fn attach(&self, request: Request<AttachRequest>) -> Result<Response<AttachResponse>, Status> {
+            let req = request.into_inner();
+            if req.container_id.is_empty() {
+                return Err(Status::invalid_argument("container_id is empty"));
+            }
+            let p = crius_streaming::AttachParams {
+                container_id: req.container_id,
+                tty: req.tty,
+                stdin: req.stdin,
+                stdout: req.stdout,
+                stderr: req.stderr,
+            };
+            self.manager.check_attach(&p).await.map_err(manager_error)?;
+            let p = crius_streaming::AttachParams { container_id: self.manager.container_status(&p.container_id).await.map_err(manager_error)?.0.id.clone(), ..p };
+            Ok(Response::new(AttachResponse { url: self.stream_url(crius_streaming::Request::Attach(p))? }))
+        }
+
+        async fn port_forward(&self, request: Request<PortForwardRequest>) -> Result<Response<PortForwardResponse>, Status> {
+            let req = request.into_inner();
+            if req.pod_sandbox_id.is_empty() {
+                return Err(Status::invalid_argument("pod_sandbox_id is empty"));
+            }
+            let p = self.manager.check_port_forward(&req.pod_sandbox_id, &req.port).map_err(manager_error)?;
+            Ok(Response::new(PortForwardResponse { url: self.stream_url(crius_streaming::Request::PortForward(p))? }))
+        }
     }
     not_built {
-        Exec => exec(ExecRequest) -> ExecResponse;
-        Attach => attach(AttachRequest) -> AttachResponse;
-        PortForward => port_forward(PortForwardRequest) -> PortForwardResponse;
         ContainerStats => container_stats(ContainerStatsRequest) -> ContainerStatsResponse;
         ListContainerStats => list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse;
         PodSandboxStats => pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse;

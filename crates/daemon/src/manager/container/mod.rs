@@ -12,6 +12,7 @@ mod remove;
 mod start;
 mod status;
 mod stop;
+pub mod stream;
 mod update;
 
 pub use exec::{EXEC_OUTPUT_CAP, EXEC_SCRATCH_DIR};

@@ -46,7 +46,12 @@ impl Manager {
         }
         let runtime = self.runtime(&rec.runtime_handler)?;
         let pool = self.monitor_pool.clone();
-        let (tty, files) = (c.config.tty, files_of(&rec));
+        let stdio = crius_oci_runtime::launch::Stdio {
+            tty: c.config.tty,
+            stdin: c.config.stdin,
+            stdin_once: c.config.stdin_once,
+        };
+        let files = files_of(&rec);
         let db = self.db.clone();
         let c2 = c.clone();
         let mut r = rec.clone();
@@ -57,7 +62,7 @@ impl Manager {
             let started = now_ns();
             let t = Instant::now();
             let launched = runtime
-                .prepare_run(pool.as_deref(), id, &files, MAX_LOG_LINE, tty)
+                .prepare_run(pool.as_deref(), id, &files, MAX_LOG_LINE, stdio)
                 .and_then(|p| p.launch())
                 .map(|l| (l.pid, l.monitor_pid));
             match launched {

@@ -162,7 +162,7 @@ async fn exec_with_a_terminal_and_resize() {
 
 #[tokio::test]
 async fn requests_are_checked_and_urls_are_good_once() {
-    let env = env("stream_token_ttl_seconds = 1\n").await;
+    let env = env("stream_token_ttl_seconds = 1\nstream_idle_timeout_seconds = 2\n").await;
     let mut c = env.client().await;
     let (pod, id) = sleeper(&mut c, &env, "exec-tokens").await;
     // Bad requests change nothing and name what is wrong.
@@ -242,6 +242,35 @@ async fn requests_are_checked_and_urls_are_good_once() {
             Some(404),
             "{t:?} {e:?}"
         );
+    }
+    // A session where nothing moves is closed after the idle timeout, and
+    // its exec stopped.
+    for t in BOTH {
+        let url = exec_url(&mut c, &id, &["sleep", "1000"], out_err())
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let f = stream::run(&url, t, out_err(), None).await.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(10), "{t:?}");
+        let status = String::from_utf8_lossy(&f.error).into_owned();
+        assert!(status.contains("idle"), "{t:?}: {status}");
+        assert_eq!(f.exit_code(), None, "{t:?}");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ps = exec(&mut c, &id, &["pidof", "sleep"]).await;
+        if String::from_utf8_lossy(&ps.stdout)
+            .split_whitespace()
+            .count()
+            == 1
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "idle execs left running: {ps:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // A container that has exited gets no URL.
     stop(&mut c, &id, 0).await;

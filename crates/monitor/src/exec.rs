@@ -231,6 +231,21 @@ fn stop_tree(pid_file: &std::path::Path, runtime: Pid) {
         }
     }
     let _ = killpg(runtime, Signal::SIGKILL);
+    // Whatever else descends from us (we are a subreaper that runs this
+    // exec alone): the exec's tree when its pid file is gone or was never
+    // written, and anything re-parented to us meanwhile.
+    let rest = proctree::collect(
+        me,
+        |p| {
+            if p != me {
+                let _ = kill(Pid::from_raw(p), Signal::SIGSTOP);
+            }
+        },
+        proctree::proc_children,
+    );
+    for p in rest.iter().filter(|p| **p != me) {
+        let _ = kill(Pid::from_raw(*p), Signal::SIGKILL);
+    }
 }
 
 /// Reaps the zombies there are now, without waiting.

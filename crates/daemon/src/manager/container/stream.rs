@@ -231,9 +231,18 @@ impl Manager {
             outputs.push(tokio::spawn(copy_out(r, err_to)));
         }
         drop((stdout, stderr));
-        let status = child
-            .wait()
+        // The monitor is waited for on a task of its own that keeps the
+        // scratch files (its pid file) until it has exited: when this
+        // session is dropped, the monitor stops the exec by that pid file.
+        let (exited_tx, exited) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            drop(prepared);
+            let _ = exited_tx.send(status);
+        });
+        let status = exited
             .await
+            .map_err(|_| ManagerError::Internal("waiting for the exec".into()))?
             .map_err(|e| ManagerError::Internal(format!("waiting for the exec: {e}")))?;
         // Output a background process still holds is given a moment, then
         // the session ends without it (as ExecSync does).

@@ -28,7 +28,6 @@ const ROUNDS: usize = 20;
 const BIG_ROUNDS: usize = 5;
 const BIG: usize = 100 << 20;
 const DOWNLOAD: usize = 256 << 20;
-const PORT: u16 = 18181;
 
 fn median(mut v: Vec<Duration>) -> f64 {
     v.sort();
@@ -59,7 +58,13 @@ async fn stream_exec(c: &mut CriClient, id: &str, cmd: &[&str], t: Transport) ->
         .into_inner()
         .url;
     let f = stream::run(&url, t, out_only(), None).await.unwrap();
-    assert_eq!(f.exit_code(), Some(0), "{:?}", f.error);
+    assert_eq!(
+        f.exit_code(),
+        Some(0),
+        "{:?} {}",
+        cmd,
+        String::from_utf8_lossy(&f.stderr)
+    );
     (start.elapsed(), f.stdout.len())
 }
 
@@ -75,7 +80,12 @@ async fn exec_sync(c: &mut CriClient, id: &str, cmd: &[&str]) -> Duration {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(r.exit_code, 0);
+    assert_eq!(
+        r.exit_code,
+        0,
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
     start.elapsed()
 }
 
@@ -105,6 +115,12 @@ fn bare_runc(root: &std::path::Path, id: &str, cmd: &[&str]) -> (Duration, usize
     (start.elapsed(), n)
 }
 
+/// A port of this run's own: a server a crashed earlier run left behind
+/// must not answer for this one.
+fn port() -> u16 {
+    20000 + (std::process::id() % 20000) as u16
+}
+
 fn get_request() -> Vec<u8> {
     b"GET /big HTTP/1.0\r\nHost: x\r\n\r\n".to_vec()
 }
@@ -123,7 +139,7 @@ async fn forward(c: &mut CriClient, pod: &str, t: Transport) -> (Duration, usize
         .url;
     let mut f = Forward::open(&url, t).await.unwrap();
     let (got, err) = f
-        .connect(PORT)
+        .connect(port())
         .await
         .unwrap()
         .request(&get_request())
@@ -135,7 +151,7 @@ async fn forward(c: &mut CriClient, pod: &str, t: Transport) -> (Duration, usize
 
 fn direct() -> (Duration, usize) {
     let start = Instant::now();
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", PORT)).unwrap();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port())).unwrap();
     s.write_all(&get_request()).unwrap();
     let mut buf = vec![0u8; 1 << 16];
     let mut n = 0;
@@ -216,7 +232,8 @@ async fn main() {
         .into_inner()
         .pod_sandbox_id;
     let script = format!(
-        "mkdir -p /w && head -c {DOWNLOAD} /dev/zero > /w/big && httpd -p 127.0.0.1:{PORT} -h /w && echo ready && exec sleep 100000"
+        "mkdir -p /w && head -c {DOWNLOAD} /dev/zero > /w/big && httpd -p 127.0.0.1:{} -h /w && echo ready && exec sleep 100000",
+        port()
     );
     let id = c
         .runtime
@@ -247,7 +264,7 @@ async fn main() {
         .await
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", PORT)).is_err() {
+    while std::net::TcpStream::connect(("127.0.0.1", port())).is_err() {
         assert!(Instant::now() < deadline, "httpd never listened");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -316,6 +333,18 @@ async fn main() {
     let mibs = |ms: f64| (DOWNLOAD as f64 / (1 << 20) as f64) / (ms / 1e3);
     let (f_spdy, f_ws, f_direct) = (median(fspdy), median(fws), median(fdirect));
 
+    c.runtime
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap();
+    c.runtime
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap();
     println!("streaming (medians; exec of `true` n={ROUNDS}, 100 MiB and 256 MiB n={BIG_ROUNDS})");
     println!("  exec `true`            SPDY {t_spdy:7.2} ms   WebSocket {t_ws:7.2} ms   ExecSync {t_sync:7.2} ms   bare runc exec {t_bare:7.2} ms");
     println!(

@@ -56,8 +56,12 @@ async fn exec_stream(
 
 /// A pod with a long-running container: (pod, container).
 async fn sleeper(c: &mut CriClient, env: &Env, name: &str) -> (String, String) {
+    sleeper_on(c, env, name, "").await
+}
+
+async fn sleeper_on(c: &mut CriClient, env: &Env, name: &str, handler: &str) -> (String, String) {
     let pc = pod_config(name, &env.logs);
-    let pod = run_pod(c, pc.clone(), "").await;
+    let pod = run_pod(c, pc.clone(), handler).await;
     let id = created(c, &pod, &pc, ("sleeper", &env.image), &["sleep", "100000"]).await;
     start(c, &id).await;
     (pod, id)
@@ -131,8 +135,16 @@ async fn exec_streams_exit_codes_and_stdin() {
 async fn exec_with_a_terminal_and_resize() {
     let env = env("").await;
     let mut c = env.client().await;
-    let (_pod, id) = sleeper(&mut c, &env, "exec-tty").await;
-    for (t, (w, h)) in BOTH.into_iter().zip([(123u16, 45u16), (99, 33)]) {
+    // The runtime hands over the pty of a detached exec: runc and crun.
+    let (_pod, runc) = sleeper_on(&mut c, &env, "exec-tty", "runc").await;
+    let (_pod, crun) = sleeper_on(&mut c, &env, "exec-tty-crun", "crun").await;
+    let cases = [
+        (&runc, Transport::Spdy, (123u16, 45u16)),
+        (&runc, Transport::WebSocket, (99, 33)),
+        (&crun, Transport::Spdy, (111, 22)),
+        (&crun, Transport::WebSocket, (100, 10)),
+    ];
+    for (id, t, (w, h)) in cases {
         let s = Streams {
             stdin: true,
             stdout: true,

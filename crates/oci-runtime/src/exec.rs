@@ -225,19 +225,16 @@ fn exec_scratch_path(dir: &Path, id: &str) -> PathBuf {
 
 /// A streaming exec, ready to spawn: `crius-monitor exec` (the exec's
 /// subreaper, as for ExecSync) and its arguments. The monitor takes its
-/// stop pipe on [`STREAM_STOP_FD`] so that its stdin, stdout and stderr
-/// are the process's own. Dropping it removes the scratch files.
+/// stop pipe on a descriptor of its own (`--stop-fd`) so that its stdin,
+/// stdout and stderr are the process's. End of file on that pipe (the
+/// session ended, the client went away, the daemon died) stops and reaps
+/// the exec'd process tree. Dropping it removes the scratch files.
 #[derive(Debug)]
 pub struct StreamExec {
     pub monitor: PathBuf,
     pub args: Vec<std::ffi::OsString>,
     _scratch: ScratchFiles,
 }
-
-/// The descriptor a streaming exec's monitor reads its stop pipe from:
-/// end of file on it (the session ended, the client went away, the
-/// daemon died) stops and reaps the exec'd process tree.
-pub const STREAM_STOP_FD: i32 = 3;
 
 impl OciRuntime {
     /// Prepares `argv` to run in container `id` as the container's own
@@ -251,6 +248,7 @@ impl OciRuntime {
         process: &serde_json::Value,
         scratch: &Path,
         console_socket: Option<&Path>,
+        stop_fd: i32,
     ) -> Result<StreamExec, RuntimeError> {
         let pid_file = exec_scratch_path(scratch, id);
         let mut p = process.clone();
@@ -284,7 +282,7 @@ impl OciRuntime {
         let job = ExecJob {
             pid_file,
             argv: rt,
-            stop_fd: Some(STREAM_STOP_FD),
+            stop_fd: Some(stop_fd),
         };
         Ok(StreamExec {
             monitor: self.monitor.clone(),

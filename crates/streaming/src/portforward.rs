@@ -142,7 +142,7 @@ async fn splice(conn: tokio::net::TcpStream, data: Stream, act: Activity) {
         let _ = wr.shutdown().await;
     };
     let from_pod = async move {
-        let mut buf = vec![0u8; 32 * 1024];
+        let mut buf = vec![0u8; 128 * 1024];
         loop {
             match rd.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
@@ -247,7 +247,7 @@ pub async fn serve_ws<S>(
                 let _ = wr.shutdown().await;
             };
             let from_pod = async {
-                let mut buf = vec![0u8; 32 * 1024];
+                let mut buf = vec![0u8; 128 * 1024];
                 loop {
                     match rd.read(&mut buf).await {
                         Ok(0) | Err(_) => break,

@@ -19,8 +19,10 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
-/// Data frames written are at most this long (what spdystream writes).
-pub const MAX_DATA: usize = 32 * 1024;
+/// Data frames written are at most this long. spdystream writes 32 KiB
+/// and reads up to 16 MiB; larger frames cost fewer headers, copies and
+/// wake-ups per byte.
+pub const MAX_DATA: usize = 128 * 1024;
 /// Streams open at once in one session; more are refused.
 pub const MAX_STREAMS: usize = 1024;
 

@@ -7,8 +7,22 @@ use crius_oci_runtime::exec::{ExecOutput, ExecSync};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// ExecSync output kept per stream.
-pub const EXEC_OUTPUT_CAP: usize = 16 * 1024 * 1024;
+/// ExecSync output kept, both streams together: the response must fit a
+/// 16 MiB gRPC message (kubelet's limit, and the server's), with room for
+/// the rest of it.
+pub const EXEC_OUTPUT_CAP: usize = 16 * 1024 * 1024 - 64 * 1024;
+
+/// Trims stdout and stderr to `cap` bytes together: stderr keeps at least
+/// half the room when it needs it (it says what went wrong), stdout the
+/// rest.
+pub fn fit_output(stdout: &mut Vec<u8>, stderr: &mut Vec<u8>, cap: usize) {
+    if stdout.len() + stderr.len() <= cap {
+        return;
+    }
+    let err_room = stderr.len().min(cap / 2);
+    stdout.truncate(cap - err_room);
+    stderr.truncate(cap - stdout.len());
+}
 /// Where a container's exec scratch files (pid, process spec) live, in its
 /// directory.
 pub const EXEC_SCRATCH_DIR: &str = "exec";
@@ -56,6 +70,8 @@ impl Manager {
                 .map_err(|e| ManagerError::Internal(e.to_string()))
         })
         .await?;
+        let mut out = out;
+        fit_output(&mut out.stdout, &mut out.stderr, EXEC_OUTPUT_CAP);
         if out.timed_out {
             return Err(ManagerError::DeadlineExceeded(format!(
                 "command {cmd:?} in container {} timed out after {timeout}s",
@@ -103,5 +119,26 @@ struct CancelOnDrop(Arc<std::sync::atomic::AtomicBool>);
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fit_output;
+
+    #[test]
+    fn output_fits_one_message() {
+        for (o, e, want) in [
+            (10, 10, (10, 10)),
+            (100, 0, (64, 0)),
+            (0, 100, (0, 64)),
+            (100, 100, (32, 32)),
+            (100, 10, (54, 10)),
+            (10, 100, (10, 54)),
+        ] {
+            let (mut so, mut se) = (vec![1u8; o], vec![2u8; e]);
+            fit_output(&mut so, &mut se, 64);
+            assert_eq!((so.len(), se.len()), want, "{o} {e}");
+        }
     }
 }

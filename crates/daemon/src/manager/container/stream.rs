@@ -14,7 +14,6 @@ use crate::manager::{Manager, ManagerError, Result};
 use crate::state::ContainerPhase;
 use bytes::Bytes;
 use crius_monitor_protocol::attach as wire;
-use crius_oci_runtime::exec::STREAM_STOP_FD;
 use crius_streaming::{AttachParams, ExecParams, Io, Outcome, TermSize};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
@@ -92,6 +91,8 @@ impl Manager {
         } else {
             None
         };
+        let (stop_r, stop_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| ManagerError::Internal(format!("pipe: {e}")))?;
         let prepared = runtime
             .prepare_stream_exec(
                 &c.id,
@@ -99,10 +100,9 @@ impl Manager {
                 &spec["process"],
                 &scratch,
                 console.as_ref().map(|s| s.path.as_path()),
+                stop_r.as_raw_fd(),
             )
             .map_err(|e| ManagerError::Internal(e.to_string()))?;
-        let (stop_r, stop_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| ManagerError::Internal(format!("pipe: {e}")))?;
         let mut cmd = tokio::process::Command::new(&prepared.monitor);
         cmd.args(&prepared.args)
             .stdin(if p.stdin && !p.tty {
@@ -114,18 +114,17 @@ impl Manager {
             // runtime's own complaints still arrive here.
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
-        let stop_fd: RawFd = stop_r.as_raw_fd();
-        // SAFETY: between fork and exec only dup2, which is
-        // async-signal-safe; fd 3 then lacks CLOEXEC and reaches the
-        // monitor, the only one of our descriptors that does.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::dup2(stop_fd, STREAM_STOP_FD) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        // The stop pipe's read end reaches the monitor as itself (its
+        // number is in the job), inherited: no pre_exec hook, which would
+        // make the spawn fork the whole daemon (~3 ms) instead of
+        // posix_spawn. Another spawn racing this one may inherit the read
+        // end too; that is harmless (only the write end, CLOEXEC and held
+        // here alone, decides when the monitor stops).
+        nix::fcntl::fcntl(
+            &stop_r,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+        )
+        .map_err(|e| ManagerError::Internal(format!("stop pipe: {e}")))?;
         let mut child = cmd
             .spawn()
             .map_err(|e| ManagerError::Internal(format!("running crius-monitor exec: {e}")))?;
@@ -201,7 +200,7 @@ impl Manager {
             let pty = pty.clone();
             let tx = stdout.clone();
             outputs.push(tokio::spawn(async move {
-                let mut buf = vec![0u8; 32 * 1024];
+                let mut buf = vec![0u8; 128 * 1024];
                 // EIO once every holder of the terminal's slave is gone.
                 while let Ok(n) = pty.read(&mut buf).await {
                     if n == 0 {
@@ -399,7 +398,7 @@ impl Manager {
 }
 
 async fn copy_out<R: tokio::io::AsyncRead + Unpin>(mut r: R, tx: Option<mpsc::Sender<Bytes>>) {
-    let mut buf = vec![0u8; 32 * 1024];
+    let mut buf = vec![0u8; 128 * 1024];
     loop {
         match r.read(&mut buf).await {
             Ok(0) | Err(_) => return,

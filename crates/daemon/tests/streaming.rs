@@ -151,7 +151,7 @@ async fn exec_with_a_terminal_and_resize() {
             stderr: false,
             tty: true,
         };
-        let url = exec_url(&mut c, &id, &["sh"], s).await.unwrap();
+        let url = exec_url(&mut c, id, &["sh"], s).await.unwrap();
         let r = stream::connect(&url, t, s).await.unwrap();
         r.resize(w, h).await.unwrap();
         // Give the resize a moment before the shell asks.

@@ -12,8 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
@@ -322,12 +320,7 @@ pub async fn serve_ws<S>(
                     }
                 }
                 WsOut::Close => {
-                    let _ = sink
-                        .send(Message::Close(Some(CloseFrame {
-                            code: CloseCode::Normal,
-                            reason: "".into(),
-                        })))
-                        .await;
+                    let _ = sink.send(ws::normal_close()).await;
                     let _ = sink.flush().await;
                     return;
                 }

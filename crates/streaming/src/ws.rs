@@ -106,6 +106,15 @@ pub fn decode(msg: &Message, f: Framing) -> Option<(u8, Vec<u8>)> {
     }
 }
 
+/// A normal closure (1000): what client-go reads as the end of the
+/// session, every stream at end of file.
+pub fn normal_close() -> Message {
+    Message::Close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+        code: tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal,
+        reason: "".into(),
+    }))
+}
+
 /// Turns a WebSocket whose binary messages carry a byte stream (client-go's
 /// SPDY tunnel) back into a byte stream. The pumps end with either side.
 pub fn tunnel<S>(ws: WebSocketStream<S>) -> tokio::io::DuplexStream

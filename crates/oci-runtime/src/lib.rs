@@ -30,6 +30,7 @@ pub mod rootfs;
 pub mod runtime;
 pub mod spec;
 pub mod standby;
+pub mod stats;
 
 pub use error::RuntimeError;
 pub use handlers::{HandlerConfig, RuntimeHandlers};

@@ -250,6 +250,8 @@ pub struct Manager {
     ns_pool: Option<Arc<crius_sandbox::ns::NsPool>>,
     /// Monitors started ahead of StartContainer (None: pool size 0).
     pub(crate) monitor_pool: Option<Arc<MonitorPool>>,
+    /// What container stats keep between calls (CPU samples, layer usage).
+    pub(crate) stats_cache: Arc<Mutex<container::stats::StatsCache>>,
     /// Wakes the pools' refiller (see [`refiller`]).
     refill: std::sync::mpsc::Sender<()>,
     /// Pod networking (CNI): the selected network, plugin calls, the
@@ -456,6 +458,7 @@ impl Manager {
             volume_users: Mutex::new(HashMap::new()),
             ns_pool,
             monitor_pool,
+            stats_cache: Arc::default(),
             refill,
             starting,
         });

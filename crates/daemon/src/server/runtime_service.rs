@@ -405,6 +405,16 @@ cri_service! {
             Ok(Response::new(ExecSyncResponse { stdout: out.stdout, stderr: out.stderr, exit_code: out.exit_code }))
         }
 
+        async fn container_stats(&self, request: Request<ContainerStatsRequest>) -> Result<Response<ContainerStatsResponse>, Status> {
+            let stats = self.manager.container_stats(&request.get_ref().container_id).await.map_err(manager_error)?;
+            Ok(Response::new(ContainerStatsResponse { stats: Some(stats) }))
+        }
+
+        async fn list_container_stats(&self, request: Request<ListContainerStatsRequest>) -> Result<Response<ListContainerStatsResponse>, Status> {
+            let stats = self.manager.list_container_stats(request.get_ref().filter.as_ref()).await;
+            Ok(Response::new(ListContainerStatsResponse { stats }))
+        }
+
         async fn exec(&self, request: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
             let req = request.into_inner();
             if req.container_id.is_empty() {
@@ -452,8 +462,6 @@ cri_service! {
         }
     }
     not_built {
-        ContainerStats => container_stats(ContainerStatsRequest) -> ContainerStatsResponse;
-        ListContainerStats => list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse;
         PodSandboxStats => pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse;
         ListPodSandboxStats => list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse;
         CheckpointContainer => checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse;

@@ -10,6 +10,7 @@ mod create;
 mod exec;
 mod remove;
 mod start;
+pub mod stats;
 mod status;
 mod stop;
 pub mod stream;

@@ -42,6 +42,7 @@ impl Manager {
         })
         .await?;
         crate::sync::write(&self.containers).remove(&c.id);
+        self.forget_stats(&c.id);
         if let Ok(key) = container_key(&c.pod_id, &c.config) {
             self.release(&key, &c.id);
         }

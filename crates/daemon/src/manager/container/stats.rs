@@ -1,0 +1,187 @@
+//! ContainerStats and ListContainerStats: each container's cgroup read by
+//! path (`crius_oci_runtime::stats`), CPU in nanocores from the previous
+//! sample, and the writable layer's usage, walked at most once per
+//! [`LAYER_TTL`] per container (kubelet polls every 10 s; a walk per call
+//! would cost a tree walk for every list).
+//!
+//! A container not started yet has no cgroup: it is listed with
+//! timestamps and no figures, as kubelet expects of created containers.
+
+use crate::manager::filters;
+use crate::manager::{blocking, Ctr, Manager, Result};
+use crate::state::ContainerPhase;
+use crius_cri_api::v1::{
+    ContainerAttributes, ContainerStats, ContainerStatsFilter, CpuUsage, FilesystemIdentifier,
+    FilesystemUsage, MemoryUsage, UInt64Value,
+};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a writable layer's measured usage is reused.
+pub const LAYER_TTL: Duration = Duration::from_secs(10);
+
+/// What stats remember between calls, per container.
+#[derive(Default)]
+pub struct StatsCache {
+    /// The last CPU sample: (time ns, usage ns).
+    cpu: HashMap<String, (i64, u64)>,
+    /// The writable layer: (measured at, bytes, inodes).
+    layer: HashMap<String, (Instant, u64, u64)>,
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+fn u64v(v: u64) -> Option<UInt64Value> {
+    Some(UInt64Value { value: v })
+}
+
+impl Manager {
+    pub async fn container_stats(&self, query: &str) -> Result<ContainerStats> {
+        let c = self.ctr(query)?;
+        let mut v = self.stats_of(vec![c]).await;
+        Ok(v.remove(0))
+    }
+
+    pub async fn list_container_stats(
+        &self,
+        filter: Option<&ContainerStatsFilter>,
+    ) -> Vec<ContainerStats> {
+        let ctrs: Vec<Arc<Ctr>> = {
+            let all = crate::sync::read(&self.containers);
+            all.values()
+                .filter(|c| match filter {
+                    None => true,
+                    Some(f) => {
+                        filters::id_matches(&f.id, &c.id)
+                            && filters::id_matches(&f.pod_sandbox_id, &c.pod_id)
+                            && filters::labels_match(&f.label_selector, &c.config.labels)
+                    }
+                })
+                .cloned()
+                .collect()
+        };
+        // Exited containers have no usage left to report.
+        let live: Vec<Arc<Ctr>> = ctrs
+            .into_iter()
+            .filter(|c| {
+                c.with(|r| matches!(r.phase, ContainerPhase::Created | ContainerPhase::Running))
+            })
+            .collect();
+        self.stats_of(live).await
+    }
+
+    async fn stats_of(&self, ctrs: Vec<Arc<Ctr>>) -> Vec<ContainerStats> {
+        let cache = self.stats_cache.clone();
+        let items: Vec<(Arc<Ctr>, String, std::path::PathBuf, bool)> = ctrs
+            .into_iter()
+            .map(|c| {
+                let (cg, dir, running) = c.with(|r| {
+                    (
+                        r.cgroups_path.clone(),
+                        r.dir.clone(),
+                        r.phase == ContainerPhase::Running,
+                    )
+                });
+                (c, cg, dir, running)
+            })
+            .collect();
+        blocking(move || {
+            Ok(items
+                .iter()
+                .map(|(c, cg, dir, running)| one(&cache, c, cg, dir, *running))
+                .collect())
+        })
+        .await
+        .unwrap_or_default()
+    }
+}
+
+fn one(
+    cache: &Mutex<StatsCache>,
+    c: &Ctr,
+    cgroups_path: &str,
+    dir: &std::path::Path,
+    running: bool,
+) -> ContainerStats {
+    let ts = now_ns();
+    let s = if running {
+        crius_oci_runtime::stats::read(cgroups_path)
+    } else {
+        Default::default()
+    };
+    let mut cpu = CpuUsage {
+        timestamp: ts,
+        ..Default::default()
+    };
+    if let Some(usage) = s.cpu_usage_ns {
+        cpu.usage_core_nano_seconds = u64v(usage);
+        let mut g = crate::sync::lock(cache);
+        cpu.usage_nano_cores =
+            crius_oci_runtime::stats::nano_cores(g.cpu.get(&c.id).copied(), (ts, usage))
+                .and_then(u64v);
+        g.cpu.insert(c.id.clone(), (ts, usage));
+    }
+    let mut memory = MemoryUsage {
+        timestamp: ts,
+        ..Default::default()
+    };
+    if let Some(m) = s.memory {
+        memory.working_set_bytes = u64v(m.working_set_bytes);
+        memory.usage_bytes = u64v(m.usage_bytes);
+        memory.rss_bytes = u64v(m.rss_bytes);
+        memory.page_faults = u64v(m.page_faults);
+        memory.major_page_faults = u64v(m.major_page_faults);
+        memory.available_bytes = m
+            .limit_bytes
+            .map(|l| l.saturating_sub(m.working_set_bytes))
+            .and_then(u64v);
+    }
+    let upper = dir.join("fs/upper");
+    let layer = {
+        let cached = crate::sync::lock(cache).layer.get(&c.id).copied();
+        match cached {
+            Some((at, b, i)) if at.elapsed() < LAYER_TTL => Some((b, i)),
+            _ => crius_image_store::usage::usage(&upper).ok().map(|u| {
+                crate::sync::lock(cache)
+                    .layer
+                    .insert(c.id.clone(), (Instant::now(), u.bytes, u.inodes));
+                (u.bytes, u.inodes)
+            }),
+        }
+    };
+    ContainerStats {
+        attributes: Some(ContainerAttributes {
+            id: c.id.clone(),
+            metadata: c.config.metadata.clone(),
+            labels: c.config.labels.clone(),
+            annotations: c.config.annotations.clone(),
+        }),
+        cpu: Some(cpu),
+        memory: Some(memory),
+        writable_layer: layer.map(|(b, i)| FilesystemUsage {
+            timestamp: ts,
+            fs_id: Some(FilesystemIdentifier {
+                mountpoint: upper.display().to_string(),
+            }),
+            used_bytes: u64v(b),
+            inodes_used: u64v(i),
+        }),
+        swap: None,
+        io: None,
+    }
+}
+
+impl Manager {
+    /// Forgets what stats kept of a removed container.
+    pub fn forget_stats(&self, id: &str) {
+        let mut g = crate::sync::lock(&self.stats_cache);
+        g.cpu.remove(id);
+        g.layer.remove(id);
+    }
+}

@@ -182,6 +182,75 @@ async fn container_stats_follow_the_cgroup() {
         .await,
         vec![fill.clone()]
     );
+    // The pod: its cgroup's totals, its containers, its loopback traffic.
+    let pod_stats = |c: &mut CriClient| {
+        let mut c = c.clone();
+        let pod = pod.clone();
+        async move {
+            c.runtime
+                .pod_sandbox_stats(PodSandboxStatsRequest {
+                    pod_sandbox_id: pod,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .stats
+                .unwrap()
+                .linux
+                .unwrap()
+        }
+    };
+    let lo_rx = |l: &LinuxPodSandboxStats| {
+        l.network
+            .as_ref()
+            .unwrap()
+            .interfaces
+            .iter()
+            .find(|i| i.name == "lo")
+            .unwrap()
+            .rx_bytes
+            .unwrap()
+            .value
+    };
+    let before = pod_stats(&mut c).await;
+    let mut ids: Vec<String> = before
+        .containers
+        .iter()
+        .map(|s| s.attributes.as_ref().unwrap().id.clone())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, all);
+    let out = exec(
+        &mut c,
+        &fill,
+        &["sh", "-c", "mkdir -p /w && head -c 200000 /dev/zero > /w/f && httpd -p 127.0.0.1:9999 -h /w && printf 'GET /f HTTP/1.0\\r\\n\\r\\n' | nc 127.0.0.1 9999 | wc -c"],
+    )
+    .await;
+    assert_eq!(out.exit_code, 0, "{out:?}");
+    let after = pod_stats(&mut c).await;
+    assert!(
+        lo_rx(&after) >= lo_rx(&before) + 200_000,
+        "{} -> {}",
+        lo_rx(&before),
+        lo_rx(&after)
+    );
+    assert!(after
+        .process
+        .unwrap()
+        .process_count
+        .is_some_and(|n| n.value >= 2));
+    let listed: Vec<String> = c
+        .runtime
+        .list_pod_sandbox_stats(ListPodSandboxStatsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .into_iter()
+        .map(|s| s.attributes.unwrap().id)
+        .collect();
+    assert_eq!(listed, vec![pod.clone()]);
+
     // An unknown id: NOT_FOUND.
     let e = c
         .runtime

@@ -22,6 +22,7 @@ pub mod config;
 pub mod exec;
 pub mod result;
 pub mod runtime;
+pub mod stats;
 pub mod version;
 pub mod watch;
 

@@ -23,6 +23,7 @@ pub mod filters;
 pub(crate) mod host;
 pub mod hostmounts;
 pub mod ids;
+pub mod podstats;
 pub mod portforward;
 mod recover;
 pub mod sandbox;

@@ -415,6 +415,16 @@ cri_service! {
             Ok(Response::new(ListContainerStatsResponse { stats }))
         }
 
+        async fn pod_sandbox_stats(&self, request: Request<PodSandboxStatsRequest>) -> Result<Response<PodSandboxStatsResponse>, Status> {
+            let stats = self.manager.pod_sandbox_stats(&request.get_ref().pod_sandbox_id).await.map_err(manager_error)?;
+            Ok(Response::new(PodSandboxStatsResponse { stats: Some(stats) }))
+        }
+
+        async fn list_pod_sandbox_stats(&self, request: Request<ListPodSandboxStatsRequest>) -> Result<Response<ListPodSandboxStatsResponse>, Status> {
+            let stats = self.manager.list_pod_sandbox_stats(request.get_ref().filter.as_ref()).await;
+            Ok(Response::new(ListPodSandboxStatsResponse { stats }))
+        }
+
         async fn exec(&self, request: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
             let req = request.into_inner();
             if req.container_id.is_empty() {
@@ -462,8 +472,6 @@ cri_service! {
         }
     }
     not_built {
-        PodSandboxStats => pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse;
-        ListPodSandboxStats => list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse;
         CheckpointContainer => checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse;
         CheckpointPod => checkpoint_pod(CheckpointPodRequest) -> CheckpointPodResponse;
         RestorePod => restore_pod(RestorePodRequest) -> RestorePodResponse;

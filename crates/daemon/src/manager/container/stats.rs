@@ -30,14 +30,14 @@ pub struct StatsCache {
     layer: HashMap<String, (Instant, u64, u64)>,
 }
 
-fn now_ns() -> i64 {
+pub(crate) fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
         .unwrap_or(0)
 }
 
-fn u64v(v: u64) -> Option<UInt64Value> {
+pub(crate) fn u64v(v: u64) -> Option<UInt64Value> {
     Some(UInt64Value { value: v })
 }
 
@@ -76,7 +76,7 @@ impl Manager {
         self.stats_of(live).await
     }
 
-    async fn stats_of(&self, ctrs: Vec<Arc<Ctr>>) -> Vec<ContainerStats> {
+    pub(crate) async fn stats_of(&self, ctrs: Vec<Arc<Ctr>>) -> Vec<ContainerStats> {
         let cache = self.stats_cache.clone();
         let items: Vec<(Arc<Ctr>, String, std::path::PathBuf, bool)> = ctrs
             .into_iter()
@@ -102,19 +102,14 @@ impl Manager {
     }
 }
 
-fn one(
+/// CPU and memory of one cgroup read at `ts`; the CPU sample is kept
+/// under `key` for the next call's nanocores.
+pub(crate) fn cpu_memory(
     cache: &Mutex<StatsCache>,
-    c: &Ctr,
-    cgroups_path: &str,
-    dir: &std::path::Path,
-    running: bool,
-) -> ContainerStats {
-    let ts = now_ns();
-    let s = if running {
-        crius_oci_runtime::stats::read(cgroups_path)
-    } else {
-        Default::default()
-    };
+    key: &str,
+    s: &crius_oci_runtime::stats::CgroupStats,
+    ts: i64,
+) -> (CpuUsage, MemoryUsage) {
     let mut cpu = CpuUsage {
         timestamp: ts,
         ..Default::default()
@@ -123,9 +118,9 @@ fn one(
         cpu.usage_core_nano_seconds = u64v(usage);
         let mut g = crate::sync::lock(cache);
         cpu.usage_nano_cores =
-            crius_oci_runtime::stats::nano_cores(g.cpu.get(&c.id).copied(), (ts, usage))
+            crius_oci_runtime::stats::nano_cores(g.cpu.get(key).copied(), (ts, usage))
                 .and_then(u64v);
-        g.cpu.insert(c.id.clone(), (ts, usage));
+        g.cpu.insert(key.to_string(), (ts, usage));
     }
     let mut memory = MemoryUsage {
         timestamp: ts,
@@ -142,6 +137,23 @@ fn one(
             .map(|l| l.saturating_sub(m.working_set_bytes))
             .and_then(u64v);
     }
+    (cpu, memory)
+}
+
+fn one(
+    cache: &Mutex<StatsCache>,
+    c: &Ctr,
+    cgroups_path: &str,
+    dir: &std::path::Path,
+    running: bool,
+) -> ContainerStats {
+    let ts = now_ns();
+    let s = if running {
+        crius_oci_runtime::stats::read(cgroups_path)
+    } else {
+        Default::default()
+    };
+    let (cpu, memory) = cpu_memory(cache, &c.id, &s, ts);
     let upper = dir.join("fs/upper");
     let layer = {
         let cached = crate::sync::lock(cache).layer.get(&c.id).copied();

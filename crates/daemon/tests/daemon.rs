@@ -79,11 +79,15 @@ async fn unbuilt_rpcs_are_unimplemented_naming_the_rpc() {
     let mut c = d.client().await.unwrap();
     let e = c
         .runtime
-        .container_stats(ContainerStatsRequest::default())
+        .list_metric_descriptors(ListMetricDescriptorsRequest::default())
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unimplemented);
-    assert!(e.message().contains("ContainerStats"), "{}", e.message());
+    assert!(
+        e.message().contains("ListMetricDescriptors"),
+        "{}",
+        e.message()
+    );
     let e = c
         .image
         .stream_images(StreamImagesRequest::default())
@@ -106,7 +110,7 @@ async fn unbuilt_rpcs_are_unimplemented_naming_the_rpc() {
     c.runtime.version(VersionRequest::default()).await.unwrap();
     let log = d.log();
     assert!(
-        log.contains("rpc{rpc=ContainerStats}"),
+        log.contains("rpc{rpc=ListMetricDescriptors}"),
         "no RPC span in log:\n{log}"
     );
     assert!(log.contains("elapsed_us"), "no RPC duration in log:\n{log}");

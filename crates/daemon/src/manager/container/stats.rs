@@ -44,8 +44,16 @@ pub(crate) fn u64v(v: u64) -> Option<UInt64Value> {
 impl Manager {
     pub async fn container_stats(&self, query: &str) -> Result<ContainerStats> {
         let c = self.ctr(query)?;
-        let mut v = self.stats_of(vec![c]).await;
-        Ok(v.remove(0))
+        let id = c.id.clone();
+        self.stats_of(vec![c])
+            .await
+            .into_iter()
+            .next()
+            .ok_or_else(|| {
+                crate::manager::ManagerError::Internal(format!(
+                    "reading container {id}'s stats failed"
+                ))
+            })
     }
 
     pub async fn list_container_stats(

@@ -122,6 +122,14 @@ pub struct Config {
     /// A session with nothing moving either way for this long is closed
     /// (0: never), as kubelet's `--streaming-connection-idle-timeout`.
     pub stream_idle_timeout_seconds: u64,
+    /// GetContainerEvents: events kept for a subscriber that is behind;
+    /// one further behind loses the oldest (kubelet relists on a gap).
+    pub container_events_buffer: usize,
+    /// The Prometheus endpoint (`/metrics`), off by default as CRI-O's:
+    /// the address and port it listens on (0: an ephemeral port).
+    pub enable_metrics: bool,
+    pub metrics_address: String,
+    pub metrics_port: u16,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -180,6 +188,10 @@ impl Default for Config {
             stream_tls_ca: PathBuf::new(),
             stream_token_ttl_seconds: 60,
             stream_idle_timeout_seconds: 4 * 3600,
+            container_events_buffer: crate::manager::events::EVENT_BUFFER,
+            enable_metrics: false,
+            metrics_address: "127.0.0.1".into(),
+            metrics_port: 9090,
         }
     }
 }
@@ -418,6 +430,18 @@ impl Config {
                 reason: "must be positive".into(),
             });
         }
+        if self.container_events_buffer == 0 || self.container_events_buffer > 1 << 20 {
+            return Err(ConfigError::Invalid {
+                key: "container_events_buffer",
+                reason: "must be between 1 and 1048576".into(),
+            });
+        }
+        if self.metrics_address.parse::<std::net::IpAddr>().is_err() {
+            return Err(ConfigError::Invalid {
+                key: "metrics_address",
+                reason: format!("{:?} is not an IP address", self.metrics_address),
+            });
+        }
         if self.root == self.runroot {
             return Err(ConfigError::Invalid {
                 key: "runroot",
@@ -473,6 +497,8 @@ mod tests {
                 "stream_tls_cert",
             ),
             ("stream_token_ttl_seconds = 0", "stream_token_ttl_seconds"),
+            ("container_events_buffer = 0", "container_events_buffer"),
+            ("metrics_address = \"localhost\"", "metrics_address"),
         ] {
             let e = Config::from_toml_str(doc).unwrap_err();
             assert!(e.to_string().contains(key), "{doc}: {e}");
@@ -534,6 +560,10 @@ mod tests {
             stream_tls_ca: "/etc/crius/ca.pem".into(),
             stream_token_ttl_seconds: 30,
             stream_idle_timeout_seconds: 0,
+            container_events_buffer: 16,
+            enable_metrics: true,
+            metrics_address: "::".into(),
+            metrics_port: 9537,
         };
         assert_eq!(Config::from_toml_str(&c.to_toml()).unwrap(), c);
     }

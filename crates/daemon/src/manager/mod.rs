@@ -19,6 +19,8 @@
 //! - `ids`, `filters`, `hostmounts`, `validate`: pure helpers.
 
 pub mod container;
+pub mod events;
+mod exits;
 pub mod filters;
 pub(crate) mod host;
 pub mod hostmounts;
@@ -221,6 +223,18 @@ impl Ctr {
     fn set(&self, r: ContainerRecord) {
         *crate::sync::lock(&self.rec) = r;
     }
+
+    /// Replaces the record if `pred` holds for the current one: of two
+    /// observers of the same exit (an RPC, the exit watcher) one wins.
+    fn replace_if(&self, pred: impl FnOnce(&ContainerRecord) -> bool, r: ContainerRecord) -> bool {
+        let mut cur = crate::sync::lock(&self.rec);
+        if pred(&cur) {
+            *cur = r;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// Facts about the daemon's own process, read once.
@@ -261,6 +275,10 @@ pub struct Manager {
     /// Pod and container start-ups in flight (RunPodSandbox,
     /// CreateContainer, StartContainer): the pools refill between them.
     starting: Arc<AtomicUsize>,
+    /// GetContainerEvents' subscribers (`events`).
+    events: tokio::sync::broadcast::Sender<Arc<events::Event>>,
+    /// Held while an observed exit is recorded and published.
+    event_order: Mutex<()>,
 }
 
 /// Counts one start-up RPC in flight while it lives.
@@ -441,6 +459,7 @@ impl Manager {
         .map_err(|e| format!("CNI ({}): {e}", cfg.cni_config_dir.display()))?;
         crius_network::watch::start(&network)
             .map_err(|e| format!("watching {}: {e}", cfg.cni_config_dir.display()))?;
+        let event_tx = events::channel(cfg.container_events_buffer);
         let m = Arc::new(Manager {
             cfg,
             db: Arc::new(db),
@@ -462,6 +481,8 @@ impl Manager {
             stats_cache: Arc::default(),
             refill,
             starting,
+            events: event_tx,
+            event_order: Mutex::new(()),
         });
         m.recover().map_err(|e| format!("recovering state: {e}"))?;
         m.refill_pools();

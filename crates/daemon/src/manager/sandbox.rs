@@ -1,6 +1,7 @@
 //! Pod sandboxes: RunPodSandbox, StopPodSandbox, RemovePodSandbox,
 //! PodSandboxStatus, ListPodSandbox.
 
+use super::events::EventKind;
 use super::host::{detach_network, remove_dir, teardown_pod as teardown};
 use super::{blocking, filters, ids, now_ns, validate, Manager, ManagerError, Pod, Result};
 use crate::state::{encode_config, PodPhase, PodRecord, RECORD_VERSION};
@@ -432,8 +433,11 @@ impl Manager {
                 Ok(rec) => {
                     tracing::info!("pod sandbox ready");
                     self.refill_pools();
-                    crate::sync::write(&self.pods)
-                        .insert(id.clone(), Arc::new(Pod::new(rec, config)));
+                    let pod = Arc::new(Pod::new(rec, config));
+                    crate::sync::write(&self.pods).insert(id.clone(), pod.clone());
+                    // The sandbox is made and running in one step.
+                    self.publish_for(EventKind::Created, &id, &id, Some(&pod));
+                    self.publish_for(EventKind::Started, &id, &id, Some(&pod));
                     Ok(id)
                 }
                 Err(e) => {
@@ -490,10 +494,14 @@ impl Manager {
             Ok(())
         })
         .await?;
+        let was_ready = rec.phase == PodPhase::Ready;
         rec.phase = PodPhase::NotReady;
         rec.ips.clear();
         pod.set(rec);
         tracing::info!(pod = %pod.id, "pod sandbox stopped");
+        if was_ready {
+            self.publish_for(EventKind::Stopped, &pod.id, &pod.id, Some(&pod));
+        }
         Ok(())
     }
 
@@ -528,6 +536,7 @@ impl Manager {
             self.release(&key, &pod.id);
         }
         tracing::info!(pod = %pod.id, "pod sandbox removed");
+        self.publish_for(EventKind::Deleted, &pod.id, &pod.id, Some(&pod));
         Ok(())
     }
 

@@ -128,6 +128,8 @@ impl Server {
             socket_ino,
             _lock,
         } = self;
+        // Exits are observed (recorded, published) as they happen.
+        manager.watch_exits();
         // SIGHUP re-probes the runtime handlers.
         let hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             Ok(mut sig) => {

@@ -54,6 +54,52 @@ impl RuntimeServiceImpl {
     }
 }
 
+/// GetContainerEvents' stream: one subscriber's events, converted as they
+/// are sent.
+pub type ContainerEventStream = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<ContainerEventResponse, Status>> + Send + 'static>,
+>;
+
+fn container_events(
+    rx: tokio::sync::broadcast::Receiver<Arc<crate::manager::events::Event>>,
+) -> ContainerEventStream {
+    use crate::manager::events::EventKind;
+    use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+    use tokio_stream::StreamExt;
+    tracing::info!("GetContainerEvents: a subscriber joined");
+    let stream = tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(|item| match item {
+        Ok(e) => {
+            let kind = match e.kind {
+                EventKind::Created => ContainerEventType::ContainerCreatedEvent,
+                EventKind::Started => ContainerEventType::ContainerStartedEvent,
+                EventKind::Stopped => ContainerEventType::ContainerStoppedEvent,
+                EventKind::Deleted => ContainerEventType::ContainerDeletedEvent,
+            };
+            Some(Ok(ContainerEventResponse {
+                container_id: e.id.clone(),
+                container_event_type: kind as i32,
+                created_at: e.at,
+                pod_sandbox_status: e.pod.as_ref().map(|(c, r)| pod_status(c, r)),
+                containers_statuses: e
+                    .containers
+                    .iter()
+                    .filter_map(|r| container_status(r).ok())
+                    .collect(),
+            }))
+        }
+        Err(BroadcastStreamRecvError::Lagged(n)) => {
+            // The subscriber did not read: the oldest events went so that
+            // no RPC ever waits for it (kubelet relists on a gap).
+            tracing::warn!(
+                dropped = n,
+                "GetContainerEvents: a slow subscriber lost its oldest events"
+            );
+            None
+        }
+    });
+    Box::pin(stream)
+}
+
 fn json<T: serde::Serialize>(v: &T) -> Result<String, Status> {
     serde_json::to_string(v).map_err(|e| Status::internal(format!("encoding info: {e}")))
 }
@@ -425,6 +471,12 @@ cri_service! {
             Ok(Response::new(ListPodSandboxStatsResponse { stats }))
         }
 
+        type GetContainerEventsStream = ContainerEventStream;
+
+        async fn get_container_events(&self, _request: Request<GetEventsRequest>) -> Result<Response<Self::GetContainerEventsStream>, Status> {
+            Ok(Response::new(container_events(self.manager.subscribe_events())))
+        }
+
         async fn exec(&self, request: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
             let req = request.into_inner();
             if req.container_id.is_empty() {
@@ -484,7 +536,6 @@ cri_service! {
         StreamContainers => stream_containers(StreamContainersRequest) -> StreamContainersStream<StreamContainersResponse>;
         StreamContainerStats => stream_container_stats(StreamContainerStatsRequest) -> StreamContainerStatsStream<StreamContainerStatsResponse>;
         StreamPodSandboxStats => stream_pod_sandbox_stats(StreamPodSandboxStatsRequest) -> StreamPodSandboxStatsStream<StreamPodSandboxStatsResponse>;
-        GetContainerEvents => get_container_events(GetEventsRequest) -> GetContainerEventsStream<ContainerEventResponse>;
         StreamPodSandboxMetrics => stream_pod_sandbox_metrics(StreamPodSandboxMetricsRequest) -> StreamPodSandboxMetricsStream<StreamPodSandboxMetricsResponse>;
     }
 }

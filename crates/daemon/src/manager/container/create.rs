@@ -3,6 +3,7 @@
 //! bundle, and the record. The runtime is not called (see
 //! `create_blocking`).
 use super::{container_key, log_file, stop_signal};
+use crate::manager::events::EventKind;
 use crate::manager::host::{check_host_mounts, cleanup_dir, read_in_root};
 use crate::manager::validate::{check_recursive_read_only, rro_unsupported};
 use crate::manager::{blocking, ids, now_ns, Ctr, Manager, ManagerError, Result};
@@ -368,6 +369,7 @@ impl Manager {
                     tracing::info!("container created");
                     let ctr = Arc::new(Ctr::new(rec, config));
                     crate::sync::write(&self.containers).insert(id.clone(), ctr.clone());
+                    self.publish(EventKind::Created, &id, &pod.id);
                     // A StopPodSandbox that began meanwhile may have listed the
                     // pod's containers before this one was there: it must not
                     // stay behind in a pod on its way down.

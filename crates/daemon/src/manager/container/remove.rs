@@ -2,6 +2,7 @@
 //! image volumes released, the rootfs and directory removed, the record
 //! deleted and the name released.
 use super::container_key;
+use crate::manager::events::EventKind;
 use crate::manager::host::cleanup_dir;
 use crate::manager::{blocking, Ctr, Manager, ManagerError, Result};
 use std::sync::Arc;
@@ -47,6 +48,7 @@ impl Manager {
             self.release(&key, &c.id);
         }
         tracing::info!(container = %c.id, "container removed");
+        self.publish(EventKind::Deleted, &c.id, &c.pod_id);
         Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! StartContainer: the container's monitor (a pooled standby, or a fresh
 //! one) makes the runtime create and start it in one call.
 use super::{files_of, MAX_LOG_LINE, START_ERROR_EXIT_CODE, START_ERROR_REASON};
+use crate::manager::events::EventKind;
 use crate::manager::{blocking, now_ns, Manager, ManagerError, Result};
 use crate::state::ContainerPhase;
 use std::sync::Arc;
@@ -111,10 +112,15 @@ impl Manager {
         match result {
             Ok(()) => {
                 tracing::info!(container = %c.id, "container started");
+                self.publish(EventKind::Started, &c.id, &c.pod_id);
+                // An exit before the start was recorded found the container
+                // still created, and left it to the start: observed now.
+                self.refresh(&c).await;
                 Ok(())
             }
             Err(e) => {
                 tracing::warn!(container = %c.id, error = %e, "container failed to start");
+                self.publish(EventKind::Stopped, &c.id, &c.pod_id);
                 Err(ManagerError::FailedPrecondition(e.to_string()))
             }
         }

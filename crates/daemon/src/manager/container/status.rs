@@ -1,6 +1,7 @@
 //! ContainerStatus and ListContainers, and `refresh`: how every look at a
 //! live container observes the exit its monitor recorded.
 use super::{cri_state, exited_record};
+use crate::manager::events::EventKind;
 use crate::manager::{blocking, filters, Ctr, Manager, ManagerError, Result};
 use crate::state::{ContainerPhase, ContainerRecord};
 use crius_cri_api::v1::ContainerFilter;
@@ -19,7 +20,16 @@ impl Manager {
         let Some(new) = exited_record(&self.host, &rec, &c.config) else {
             return rec;
         };
-        c.set(new.clone());
+        {
+            // The exit is recorded and published in one step: the losing
+            // observer (which then lets its RPC go on, to a removal say)
+            // returns only after the stopped event is out.
+            let _order = crate::sync::lock(&self.event_order);
+            if !c.replace_if(|cur| cur.phase == ContainerPhase::Running, new.clone()) {
+                return c.record();
+            }
+            self.publish(EventKind::Stopped, &c.id, &c.pod_id);
+        }
         let db = self.db.clone();
         let r2 = new.clone();
         if let Err(e) = blocking(move || Ok(db.put_container_lazily(&r2)?)).await {

@@ -1,6 +1,7 @@
 //! StopContainer: the stop signal, a grace period, then SIGKILL; a
 //! container never started ends as one killed would.
 use super::{files_of, NEVER_STARTED_EXIT_CODE};
+use crate::manager::events::EventKind;
 use crate::manager::{blocking, now_ns, Ctr, Manager, ManagerError, Result};
 use crate::state::ContainerPhase;
 use crius_oci_runtime::runtime::{exit_status, ContainerFiles, OciRuntime};
@@ -38,6 +39,7 @@ impl Manager {
             blocking(move || Ok(db.put_container(&r2)?)).await?;
             c.set(r);
             tracing::info!(container = %c.id, "container stopped before it was started");
+            self.publish(EventKind::Stopped, &c.id, &c.pod_id);
             return Ok(());
         }
         if rec.phase != ContainerPhase::Running {

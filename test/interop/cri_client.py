@@ -85,7 +85,7 @@ def run(args, pb, rpc):
     result["stop_pod"] = code_of(runtime.StopPodSandbox, pb.StopPodSandboxRequest(pod_sandbox_id=pod.pod_sandbox_id))
     result["remove_pod"] = code_of(runtime.RemovePodSandbox, pb.RemovePodSandboxRequest(pod_sandbox_id=pod.pod_sandbox_id))
     result["container_stats"] = code_of(runtime.ContainerStats, pb.ContainerStatsRequest(container_id="x"))
-    result["unbuilt"] = code_of(runtime.ListMetricDescriptors, pb.ListMetricDescriptorsRequest())
+    result["unbuilt"] = code_of(runtime.CheckpointContainer, pb.CheckpointContainerRequest(container_id="x"))
     result["list_images"] = code_of(image.ListImages, pb.ListImagesRequest())
     result["pull_invalid"] = code_of(image.PullImage, pb.PullImageRequest(image=pb.ImageSpec(image="Bad:Ref:x")))
     print(json.dumps(result))

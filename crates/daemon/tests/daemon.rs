@@ -79,12 +79,12 @@ async fn unbuilt_rpcs_are_unimplemented_naming_the_rpc() {
     let mut c = d.client().await.unwrap();
     let e = c
         .runtime
-        .list_metric_descriptors(ListMetricDescriptorsRequest::default())
+        .checkpoint_container(CheckpointContainerRequest::default())
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unimplemented);
     assert!(
-        e.message().contains("ListMetricDescriptors"),
+        e.message().contains("CheckpointContainer"),
         "{}",
         e.message()
     );
@@ -97,20 +97,16 @@ async fn unbuilt_rpcs_are_unimplemented_naming_the_rpc() {
     assert!(e.message().contains("StreamImages"), "{}", e.message());
     let e = c
         .runtime
-        .get_container_events(GetEventsRequest::default())
+        .stream_containers(StreamContainersRequest::default())
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unimplemented);
-    assert!(
-        e.message().contains("GetContainerEvents"),
-        "{}",
-        e.message()
-    );
+    assert!(e.message().contains("StreamContainers"), "{}", e.message());
     // The daemon is still healthy afterwards, and logged each RPC in a span.
     c.runtime.version(VersionRequest::default()).await.unwrap();
     let log = d.log();
     assert!(
-        log.contains("rpc{rpc=ListMetricDescriptors}"),
+        log.contains("rpc{rpc=CheckpointContainer}"),
         "no RPC span in log:\n{log}"
     );
     assert!(log.contains("elapsed_us"), "no RPC duration in log:\n{log}");

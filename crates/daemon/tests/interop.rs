@@ -100,7 +100,7 @@ async fn reference_built_client_interoperates() {
     assert!(r["unbuilt"]["details"]
         .as_str()
         .unwrap()
-        .contains("ListMetricDescriptors"));
+        .contains("CheckpointContainer"));
     assert_eq!(r["list_images"]["code"], "OK");
     assert_eq!(r["pull_invalid"]["code"], "INVALID_ARGUMENT");
     assert!(r["pull_invalid"]["details"]

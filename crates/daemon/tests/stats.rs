@@ -261,3 +261,198 @@ async fn container_stats_follow_the_cgroup() {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound);
 }
+
+/// The critest's list of the metrics a runtime must fill, less those it
+/// lets runtimes leave out (hugetlb, pressure, ulimits, the memory
+/// reservation) and those it lets hosts leave empty (block I/O).
+const REQUIRED_METRICS: &[&str] = &[
+    "container_cpu_cfs_periods_total",
+    "container_cpu_cfs_throttled_periods_total",
+    "container_cpu_cfs_throttled_seconds_total",
+    "container_cpu_system_seconds_total",
+    "container_cpu_usage_seconds_total",
+    "container_cpu_user_seconds_total",
+    "container_file_descriptors",
+    "container_fs_inodes_free",
+    "container_fs_inodes_total",
+    "container_fs_limit_bytes",
+    "container_fs_usage_bytes",
+    "container_last_seen",
+    "container_memory_cache",
+    "container_memory_failcnt",
+    "container_memory_failures_total",
+    "container_memory_kernel_usage",
+    "container_memory_mapped_file",
+    "container_memory_max_usage_bytes",
+    "container_memory_rss",
+    "container_memory_swap",
+    "container_memory_usage_bytes",
+    "container_memory_working_set_bytes",
+    "container_network_receive_bytes_total",
+    "container_network_receive_errors_total",
+    "container_network_receive_packets_dropped_total",
+    "container_network_receive_packets_total",
+    "container_network_transmit_bytes_total",
+    "container_network_transmit_errors_total",
+    "container_network_transmit_packets_dropped_total",
+    "container_network_transmit_packets_total",
+    "container_oom_events_total",
+    "container_processes",
+    "container_sockets",
+    "container_spec_cpu_period",
+    "container_spec_cpu_shares",
+    "container_spec_memory_limit_bytes",
+    "container_spec_memory_swap_limit_bytes",
+    "container_start_time_seconds",
+    "container_threads",
+    "container_threads_max",
+];
+
+fn metric<'a>(ms: &'a [Metric], name: &str, extra: &[&str]) -> Option<&'a Metric> {
+    ms.iter().find(|m| {
+        m.name == name
+            && m.label_values
+                .ends_with(&extra.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    })
+}
+
+#[tokio::test]
+async fn pod_sandbox_metrics_are_cadvisors_set_and_follow_the_cgroup() {
+    let env = env("").await;
+    let mut c = env.client().await;
+    let descs = c
+        .runtime
+        .list_metric_descriptors(ListMetricDescriptorsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .descriptors;
+    let keys: HashMap<String, usize> = descs
+        .iter()
+        .map(|d| (d.name.clone(), d.label_keys.len()))
+        .collect();
+    for name in REQUIRED_METRICS {
+        assert!(keys.contains_key(*name), "no descriptor for {name}");
+    }
+
+    let pc = pod_config("metrics", &env.logs);
+    let pod = run_pod(&mut c, pc.clone(), "").await;
+    let mut cc = container_config(
+        "work",
+        &env.image,
+        &[
+            "sh",
+            "-c",
+            "head -c 10485760 /dev/zero > /big; while :; do :; done",
+        ],
+    );
+    cc.linux.as_mut().unwrap().resources = Some(LinuxContainerResources {
+        cpu_period: 100_000,
+        cpu_quota: 50_000,
+        cpu_shares: 512,
+        memory_limit_in_bytes: 128 << 20,
+        memory_swap_limit_in_bytes: 128 << 20,
+        ..Default::default()
+    });
+    let id = create(&mut c, &pod, &pc, cc).await.unwrap();
+    start(&mut c, &id).await;
+    // Traffic on the pod's loopback.
+    exec(
+        &mut c,
+        &id,
+        &[
+            "sh",
+            "-c",
+            "head -c 100000 /dev/zero | nc 127.0.0.1 1 || true",
+        ],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    let all = c
+        .runtime
+        .list_pod_sandbox_metrics(ListPodSandboxMetricsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_metrics;
+    let pm = all.iter().find(|p| p.pod_sandbox_id == pod).unwrap();
+    assert_eq!(pm.container_metrics.len(), 1);
+    let cm = &pm.container_metrics[0];
+    assert_eq!(cm.container_id, id);
+    // Every metric is described, with as many label values as keys.
+    for m in pm.metrics.iter().chain(cm.metrics.iter()) {
+        assert_eq!(keys.get(&m.name), Some(&m.label_values.len()), "{m:?}");
+    }
+    let names: std::collections::HashSet<&str> = pm
+        .metrics
+        .iter()
+        .chain(cm.metrics.iter())
+        .map(|m| m.name.as_str())
+        .collect();
+    for name in REQUIRED_METRICS {
+        assert!(names.contains(name), "{name} missing");
+    }
+    // cAdvisor's labels: container, id, image, name, namespace, pod.
+    let m = metric(&cm.metrics, "container_spec_cpu_shares", &[]).unwrap();
+    let meta = pc.metadata.as_ref().unwrap();
+    assert_eq!(
+        m.label_values,
+        [
+            "work",
+            id.as_str(),
+            env.image.as_str(),
+            id.as_str(),
+            meta.namespace.as_str(),
+            meta.name.as_str()
+        ]
+    );
+    let v = |name: &str, extra: &[&str]| {
+        metric(&cm.metrics, name, extra)
+            .unwrap_or_else(|| panic!("{name}"))
+            .value
+            .as_ref()
+            .unwrap()
+            .value
+    };
+    assert_eq!(v("container_spec_cpu_shares", &[]), 512);
+    assert_eq!(v("container_spec_cpu_quota", &[]), 50_000);
+    assert_eq!(v("container_spec_memory_limit_bytes", &[]), 128 << 20);
+    // Half a core for 2.5 s: at least a second, and throttled.
+    assert!(v("container_cpu_usage_seconds_total", &[]) >= 1);
+    assert!(v("container_cpu_cfs_throttled_periods_total", &[]) > 0);
+    assert!(v("container_cpu_cfs_periods_total", &[]) >= 20);
+    assert!(v("container_processes", &[]) >= 1);
+    assert!(v("container_file_descriptors", &[]) >= 3);
+    let fs = metric(&cm.metrics, "container_fs_usage_bytes", &[]).unwrap();
+    assert!(fs.value.as_ref().unwrap().value >= 10 << 20, "{fs:?}");
+    let ws = v("container_memory_working_set_bytes", &[]);
+    assert!(ws > 0 && ws <= 128 << 20, "{ws}");
+    // The pod's own: its loopback carried the traffic.
+    let lo = metric(
+        &pm.metrics,
+        "container_network_transmit_bytes_total",
+        &["lo"],
+    )
+    .unwrap();
+    assert_eq!(lo.label_values[0], "POD");
+    assert_eq!(lo.label_values[1], pod);
+    assert!(lo.value.as_ref().unwrap().value > 0, "{lo:?}");
+
+    // A stopped pod has no metrics.
+    c.runtime
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap();
+    let all = c
+        .runtime
+        .list_pod_sandbox_metrics(ListPodSandboxMetricsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_metrics;
+    assert!(all.iter().all(|p| p.pod_sandbox_id != pod));
+    remove_pod(&mut c, &pod).await;
+}

@@ -9,14 +9,18 @@ use std::path::{Path, PathBuf};
 pub struct Interface {
     pub name: String,
     pub rx_bytes: u64,
+    pub rx_packets: u64,
     pub rx_errors: u64,
+    pub rx_dropped: u64,
     pub tx_bytes: u64,
+    pub tx_packets: u64,
     pub tx_errors: u64,
+    pub tx_dropped: u64,
 }
 
 /// Parses `/proc/net/dev`: two header lines, then `name: rx… tx…` with
-/// receive bytes, packets, errs (fields 0–2) and transmit bytes, packets,
-/// errs (fields 8–10).
+/// receive bytes, packets, errs, drop (fields 0–3) and transmit bytes,
+/// packets, errs, drop (fields 8–11).
 pub fn parse_net_dev(text: &str) -> Vec<Interface> {
     text.lines()
         .skip(2)
@@ -26,12 +30,16 @@ pub fn parse_net_dev(text: &str) -> Vec<Interface> {
                 .split_whitespace()
                 .map(|v| v.parse().unwrap_or(0))
                 .collect();
-            (f.len() >= 11).then(|| Interface {
+            (f.len() >= 12).then(|| Interface {
                 name: name.trim().to_string(),
                 rx_bytes: f[0],
+                rx_packets: f[1],
                 rx_errors: f[2],
+                rx_dropped: f[3],
                 tx_bytes: f[8],
+                tx_packets: f[9],
                 tx_errors: f[10],
+                tx_dropped: f[11],
             })
         })
         .collect()
@@ -74,7 +82,7 @@ mod tests {
     const DEV: &str = "Inter-|   Receive                                                |  Transmit
  face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
     lo:    1000      10    0    0    0     0          0         0     1000      10    0    0    0     0       0          0
-  eth0: 123456     100    2    0    0     0          0         0   654321      90    3    0    0     0       0          0
+  eth0: 123456     100    2    5    0     0          0         0   654321      90    3    6    0     0       0          0
 ";
 
     #[test]
@@ -87,9 +95,13 @@ mod tests {
             &Interface {
                 name: "eth0".into(),
                 rx_bytes: 123456,
+                rx_packets: 100,
                 rx_errors: 2,
+                rx_dropped: 5,
                 tx_bytes: 654321,
+                tx_packets: 90,
                 tx_errors: 3,
+                tx_dropped: 6,
             }
         );
         assert!(parse_net_dev("h\nh\ngarbage\nx: 1 2\n").is_empty());

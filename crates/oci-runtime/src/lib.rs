@@ -18,6 +18,7 @@
 //!   exec`; `standby`: monitors started ahead of their containers, and
 //!   their pool; `error`: what all of them return.
 
+pub mod cgmetrics;
 pub mod cgroups;
 pub mod error;
 pub mod exec;

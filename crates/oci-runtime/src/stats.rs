@@ -20,6 +20,8 @@ pub struct Memory {
     pub major_page_faults: u64,
     /// The limit, when one is set.
     pub limit_bytes: Option<u64>,
+    /// Swap in use (None: not accounted).
+    pub swap_bytes: Option<u64>,
 }
 
 /// What one read of a cgroup found; None where the files are absent (the
@@ -85,6 +87,7 @@ pub fn read_under(root: &Path, cgroups_path: &str) -> CgroupStats {
                 page_faults: stat_value(&stat, "total_pgfault").unwrap_or(0),
                 major_page_faults: stat_value(&stat, "total_pgmajfault").unwrap_or(0),
                 limit_bytes: limit,
+                swap_bytes: stat_value(&stat, "total_swap"),
             })
         }
         None => v2_dirs.iter().find_map(|b| {
@@ -99,6 +102,7 @@ pub fn read_under(root: &Path, cgroups_path: &str) -> CgroupStats {
                 major_page_faults: stat_value(&stat, "pgmajfault").unwrap_or(0),
                 // "max" does not parse: no limit.
                 limit_bytes: text(at(b, "memory.max")).and_then(|t| single(&t)),
+                swap_bytes: text(at(b, "memory.swap.current")).and_then(|t| single(&t)),
             })
         }),
     };
@@ -150,7 +154,7 @@ mod tests {
         write(
             r,
             "sys/fs/cgroup/memory/kp/c1/memory.stat",
-            "cache 5\nrss 1\ntotal_rss 3000\ntotal_inactive_file 2500\ntotal_pgfault 70\ntotal_pgmajfault 2\n",
+            "cache 5\nrss 1\ntotal_rss 3000\ntotal_inactive_file 2500\ntotal_pgfault 70\ntotal_pgmajfault 2\ntotal_swap 8\n",
         );
         write(
             r,
@@ -169,6 +173,7 @@ mod tests {
                 page_faults: 70,
                 major_page_faults: 2,
                 limit_bytes: None,
+                swap_bytes: Some(8),
             })
         );
         assert_eq!(s.pids, Some(4));

@@ -25,6 +25,7 @@ pub mod filters;
 pub(crate) mod host;
 pub mod hostmounts;
 pub mod ids;
+pub mod metrics;
 pub mod podstats;
 pub mod portforward;
 mod recover;

@@ -471,6 +471,14 @@ cri_service! {
             Ok(Response::new(ListPodSandboxStatsResponse { stats }))
         }
 
+        async fn list_metric_descriptors(&self, _request: Request<ListMetricDescriptorsRequest>) -> Result<Response<ListMetricDescriptorsResponse>, Status> {
+            Ok(Response::new(ListMetricDescriptorsResponse { descriptors: crate::manager::metrics::descriptors() }))
+        }
+
+        async fn list_pod_sandbox_metrics(&self, _request: Request<ListPodSandboxMetricsRequest>) -> Result<Response<ListPodSandboxMetricsResponse>, Status> {
+            Ok(Response::new(ListPodSandboxMetricsResponse { pod_metrics: self.manager.list_pod_sandbox_metrics().await }))
+        }
+
         type GetContainerEventsStream = ContainerEventStream;
 
         async fn get_container_events(&self, _request: Request<GetEventsRequest>) -> Result<Response<Self::GetContainerEventsStream>, Status> {
@@ -527,8 +535,6 @@ cri_service! {
         CheckpointContainer => checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse;
         CheckpointPod => checkpoint_pod(CheckpointPodRequest) -> CheckpointPodResponse;
         RestorePod => restore_pod(RestorePodRequest) -> RestorePodResponse;
-        ListMetricDescriptors => list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse;
-        ListPodSandboxMetrics => list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse;
         UpdatePodSandboxResources => update_pod_sandbox_resources(UpdatePodSandboxResourcesRequest) -> UpdatePodSandboxResourcesResponse;
     }
     not_built_streams {

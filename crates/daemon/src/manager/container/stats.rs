@@ -12,7 +12,7 @@ use crate::manager::{blocking, Ctr, Manager, Result};
 use crate::state::ContainerPhase;
 use crius_cri_api::v1::{
     ContainerAttributes, ContainerStats, ContainerStatsFilter, CpuUsage, FilesystemIdentifier,
-    FilesystemUsage, MemoryUsage, UInt64Value,
+    FilesystemUsage, MemoryUsage, SwapUsage, UInt64Value,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -163,18 +163,7 @@ fn one(
     };
     let (cpu, memory) = cpu_memory(cache, &c.id, &s, ts);
     let upper = dir.join("fs/upper");
-    let layer = {
-        let cached = crate::sync::lock(cache).layer.get(&c.id).copied();
-        match cached {
-            Some((at, b, i)) if at.elapsed() < LAYER_TTL => Some((b, i)),
-            _ => crius_image_store::usage::usage(&upper).ok().map(|u| {
-                crate::sync::lock(cache)
-                    .layer
-                    .insert(c.id.clone(), (Instant::now(), u.bytes, u.inodes));
-                (u.bytes, u.inodes)
-            }),
-        }
-    };
+    let layer = layer_usage(cache, &c.id, &upper);
     ContainerStats {
         attributes: Some(ContainerAttributes {
             id: c.id.clone(),
@@ -192,8 +181,31 @@ fn one(
             used_bytes: u64v(b),
             inodes_used: u64v(i),
         }),
-        swap: None,
+        swap: s.memory.and_then(|m| m.swap_bytes).map(|used| SwapUsage {
+            timestamp: ts,
+            swap_usage_bytes: u64v(used),
+            swap_available_bytes: None,
+        }),
         io: None,
+    }
+}
+
+/// The writable layer's bytes and inodes, walked at most every
+/// [`LAYER_TTL`] per container.
+pub(crate) fn layer_usage(
+    cache: &Mutex<StatsCache>,
+    id: &str,
+    upper: &std::path::Path,
+) -> Option<(u64, u64)> {
+    let cached = crate::sync::lock(cache).layer.get(id).copied();
+    match cached {
+        Some((at, b, i)) if at.elapsed() < LAYER_TTL => Some((b, i)),
+        _ => crius_image_store::usage::usage(upper).ok().map(|u| {
+            crate::sync::lock(cache)
+                .layer
+                .insert(id.to_string(), (Instant::now(), u.bytes, u.inodes));
+            (u.bytes, u.inodes)
+        }),
     }
 }
 

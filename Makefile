@@ -28,7 +28,7 @@ BENCH_PACKAGES := skopeo conmon
 # A Python client generated from the reference CRI proto (grpcio-tools from
 # PyPI) stands in for crictl in the interop test. Rebuilt from PyPI when absent.
 PYENV := target/pyenv
-PY_PACKAGES := grpcio grpcio-tools
+PY_PACKAGES := grpcio grpcio-tools prometheus-client
 
 # What `make conformance` needs beyond the test packages: a static libc for
 # the stand-ins that must be binaries (pause, and nonewprivs's setuid nnp).
@@ -59,7 +59,7 @@ deps:
 	fi
 
 pyenv:
-	@$(PYENV)/bin/python -c 'import grpc, grpc_tools' 2>/dev/null || \
+	@$(PYENV)/bin/python -c 'import grpc, grpc_tools, prometheus_client' 2>/dev/null || \
 		{ python3 -m venv $(PYENV) && $(PYENV)/bin/pip install -q --disable-pip-version-check $(PY_PACKAGES); }
 
 # crun cannot run containers on a hybrid cgroup layout with controllers on

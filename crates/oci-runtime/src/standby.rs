@@ -179,6 +179,11 @@ impl MonitorPool {
         }
     }
 
+    /// Takes so far that found a ready one, and that found none.
+    pub fn hits_misses(&self) -> (u64, u64) {
+        self.pool.hits_misses()
+    }
+
     /// Standbys ready to be taken.
     pub fn available(&self) -> usize {
         self.pool.available()

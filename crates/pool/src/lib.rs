@@ -7,7 +7,7 @@
 //! preempted while holding the lock would wait for an idle CPU. A busy
 //! pool counts as empty; the caller makes one itself.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, TryLockError};
 
 #[derive(Debug)]
@@ -17,6 +17,9 @@ pub struct Pool<T> {
     filling: AtomicBool,
     /// Drained: nothing more is made.
     closed: AtomicBool,
+    /// Takes that found a ready thing, and that did not (the metrics).
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 impl<T> Pool<T> {
@@ -27,6 +30,8 @@ impl<T> Pool<T> {
             ready: Mutex::new(Vec::new()),
             filling: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
         }
     }
 
@@ -87,11 +92,26 @@ impl<T> Pool<T> {
     /// A ready thing, or None when the pool is empty or its lock is held
     /// (by the filler): never waits.
     pub fn try_take(&self) -> Option<T> {
-        match self.ready.try_lock() {
+        let got = match self.ready.try_lock() {
             Ok(mut ready) => ready.pop(),
             Err(TryLockError::Poisoned(p)) => p.into_inner().pop(),
             Err(TryLockError::WouldBlock) => None,
-        }
+        };
+        let counter = if got.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        got
+    }
+
+    /// Takes so far that found a ready thing, and that did not.
+    pub fn hits_misses(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
     }
 
     /// Drops every ready thing and makes no more (daemon shutdown); a fill
@@ -121,6 +141,10 @@ mod tests {
         assert!(pool.needs_fill());
         pool.fill_with(|| {}, make).unwrap();
         assert_eq!(pool.inspect(|r| r.to_vec()), vec![0, 1, 3]);
+        assert_eq!(pool.hits_misses(), (1, 0));
+        pool.drain();
+        assert_eq!(pool.try_take(), None);
+        assert_eq!(pool.hits_misses(), (1, 1));
     }
 
     #[test]

@@ -323,6 +323,11 @@ impl NsPool {
         })
     }
 
+    /// Takes so far that found a ready one, and that found none.
+    pub fn hits_misses(&self) -> (u64, u64) {
+        self.pool.hits_misses()
+    }
+
     /// Namespace sets ready to be claimed.
     pub fn available(&self) -> usize {
         self.pool.available()

@@ -502,6 +502,44 @@ impl Manager {
         }
     }
 
+    /// Pods (ready, not ready) and containers (created, running, exited),
+    /// as the metrics endpoint reports them (records as they are: no exit
+    /// is looked for).
+    pub fn counts_by_state(&self) -> ((usize, usize), (usize, usize, usize)) {
+        let (mut ready, mut notready) = (0, 0);
+        for p in crate::sync::read(&self.pods).values() {
+            if p.record().phase == crate::state::PodPhase::Ready {
+                ready += 1;
+            } else {
+                notready += 1;
+            }
+        }
+        let (mut created, mut running, mut exited) = (0, 0, 0);
+        for c in crate::sync::read(&self.containers).values() {
+            match c.with(|r| r.phase) {
+                crate::state::ContainerPhase::Creating | crate::state::ContainerPhase::Created => {
+                    created += 1
+                }
+                crate::state::ContainerPhase::Running => running += 1,
+                crate::state::ContainerPhase::Exited => exited += 1,
+            }
+        }
+        ((ready, notready), (created, running, exited))
+    }
+
+    /// The pools' takes so far: (pool, (hits, misses)); a pool of size 0
+    /// is not listed.
+    pub fn pool_hits_misses(&self) -> Vec<(&'static str, (u64, u64))> {
+        let mut out = Vec::new();
+        if let Some(p) = &self.monitor_pool {
+            out.push(("monitor", p.hits_misses()));
+        }
+        if let Some(p) = &self.ns_pool {
+            out.push(("namespace", p.hits_misses()));
+        }
+        out
+    }
+
     /// Marks a pod or container start-up in flight until dropped.
     pub(crate) fn starting(&self) -> Starting {
         self.starting.fetch_add(1, Ordering::AcqRel);

@@ -107,12 +107,18 @@ cri_service! {
             let req = request.into_inner();
             let image = image_name(req.image.as_ref(), "image.image")?;
             let auth = cri_auth(req.auth.as_ref())?;
-            let record = self
+            let started = std::time::Instant::now();
+            let pulled = self
                 .store
                 .pull(&image, auth)
                 .instrument(tracing::info_span!("pull", image = %image))
                 .await
-                .map_err(image_error)?;
+                .map_err(image_error);
+            crate::metrics::observe_pull(
+                pulled.as_ref().map(|r| r.size).map_err(|s| s.code()),
+                started.elapsed().as_secs_f64(),
+            );
+            let record = pulled?;
             Ok(Response::new(PullImageResponse { image_ref: record.id }))
         }
 

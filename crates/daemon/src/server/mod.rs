@@ -130,6 +130,11 @@ impl Server {
         } = self;
         // Exits are observed (recorded, published) as they happen.
         manager.watch_exits();
+        let metrics = if config.enable_metrics {
+            Some(start_metrics(&config, manager.clone(), images.clone()).await?)
+        } else {
+            None
+        };
         // SIGHUP re-probes the runtime handlers.
         let hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             Ok(mut sig) => {
@@ -215,6 +220,9 @@ impl Server {
         if let Some(h) = hup {
             h.abort();
         }
+        if let Some(h) = metrics {
+            h.abort();
+        }
         remove_socket_if_ours(&config.listen, socket_ino);
         let m = manager.clone();
         let _ = tokio::task::spawn_blocking(move || m.shutdown()).await;
@@ -226,6 +234,35 @@ impl Server {
             }),
         }
     }
+}
+
+/// Binds the metrics endpoint and serves it on a task of its own.
+async fn start_metrics(
+    config: &Config,
+    manager: Arc<crate::manager::Manager>,
+    images: Arc<ImageStore>,
+) -> Result<tokio::task::JoinHandle<()>, ServerError> {
+    let ip: std::net::IpAddr = config
+        .metrics_address
+        .parse()
+        .map_err(|_| ServerError::Io {
+            what: format!("metrics_address {:?}", config.metrics_address),
+            source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        })?;
+    let addr = std::net::SocketAddr::new(ip, config.metrics_port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| ServerError::Io {
+            what: format!("binding the metrics endpoint on {addr}"),
+            source: e,
+        })?;
+    let bound = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    tracing::info!(address = %bound, "serving Prometheus metrics at http://{bound}/metrics");
+    let registry = Arc::new(crate::metrics::registry(manager, images));
+    Ok(tokio::spawn(crate::metrics::serve(listener, registry)))
 }
 
 /// The image store under `<root>/images`, with the registries.conf and auth

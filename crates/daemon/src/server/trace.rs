@@ -48,7 +48,8 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let span = tracing::info_span!("rpc", rpc = %rpc_name(req.uri().path()));
+        let name = rpc_name(req.uri().path()).to_string();
+        let span = tracing::info_span!("rpc", rpc = %name);
         let start = Instant::now();
         let fut = {
             let _enter = span.enter();
@@ -57,7 +58,15 @@ where
         Box::pin(
             async move {
                 let result = fut.await;
-                let elapsed_us = start.elapsed().as_micros() as u64;
+                let elapsed = start.elapsed();
+                let elapsed_us = elapsed.as_micros() as u64;
+                let code = match &result {
+                    Ok(resp) => tonic::Status::from_header_map(resp.headers())
+                        .map(|s| s.code())
+                        .unwrap_or(tonic::Code::Ok),
+                    Err(_) => tonic::Code::Unavailable,
+                };
+                crate::metrics::observe_rpc(&name, code, elapsed.as_secs_f64());
                 // Errors from handlers arrive as "trailers-only" responses, the
                 // status in the headers. Success is reported in the trailers,
                 // after the body, so no status in the headers means OK.

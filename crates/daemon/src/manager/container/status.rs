@@ -30,6 +30,9 @@ impl Manager {
             }
             self.publish(EventKind::Stopped, &c.id, &c.pod_id);
         }
+        if new.reason == "OOMKilled" {
+            crate::metrics::global().oom_kills.inc();
+        }
         let db = self.db.clone();
         let r2 = new.clone();
         if let Err(e) = blocking(move || Ok(db.put_container_lazily(&r2)?)).await {

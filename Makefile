@@ -34,7 +34,7 @@ PY_PACKAGES := grpcio grpcio-tools prometheus-client
 # the stand-ins that must be binaries (pause, and nonewprivs's setuid nnp).
 CONFORMANCE_PACKAGES := gcc libc6-dev python3 util-linux
 
-.PHONY: all build build-deps run test deps pyenv cgroup-prep lint deny bench conformance soak fuzz install clean
+.PHONY: all build build-deps run test deps pyenv cgroup-prep lint deny bench conformance soak fuzz install install-files clean
 
 all: build
 
@@ -143,11 +143,23 @@ conformance:
 	BUSYBOX=$$(test -x $(CONFORMANCE_BUSYBOX) && realpath $(CONFORMANCE_BUSYBOX) || echo /bin/busybox) \
 		test/conformance/run.sh $(CRITEST_FLAGS)
 
-install: build
-	install -D -m 0755 target/release/crius $(DESTDIR)$(PREFIX)/bin/crius
-	install -D -m 0755 target/release/crius-monitor $(DESTDIR)$(PREFIX)/bin/crius-monitor
+# The binaries, a working config (kept if one is already there: it is the
+# operator's; the shipped one also goes to crius.toml.example), the systemd
+# unit (Type=notify) with PREFIX's paths, the README the unit points to.
+# `install-files` copies what BINARIES holds (tests/install.rs installs
+# its own debug build into a DESTDIR with it).
+BINARIES ?= target/release
+install: build install-files
+
+install-files:
+	install -D -m 0755 $(BINARIES)/crius $(DESTDIR)$(PREFIX)/bin/crius
+	install -D -m 0755 $(BINARIES)/crius-monitor $(DESTDIR)$(PREFIX)/bin/crius-monitor
 	install -D -m 0644 conf/crius.toml $(DESTDIR)/etc/crius/crius.toml.example
-	install -D -m 0644 contrib/systemd/crius.service $(DESTDIR)/etc/systemd/system/crius.service
+	test -e $(DESTDIR)/etc/crius/crius.toml || install -D -m 0644 conf/crius.toml $(DESTDIR)/etc/crius/crius.toml
+	install -d $(DESTDIR)/etc/systemd/system
+	sed 's|/usr/local|$(PREFIX)|g' contrib/systemd/crius.service > $(DESTDIR)/etc/systemd/system/crius.service
+	chmod 0644 $(DESTDIR)/etc/systemd/system/crius.service
+	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/crius/README.md
 
 clean:
 	$(CARGO) clean

@@ -8,6 +8,7 @@ pub mod config;
 pub mod logging;
 pub mod manager;
 pub mod metrics;
+pub mod notify;
 pub mod runtimes;
 pub mod server;
 pub mod state;

@@ -72,7 +72,7 @@ fn effective_config(cli: &Cli) -> anyhow::Result<Config> {
     })?)
 }
 
-fn run_daemon(config: Config) -> anyhow::Result<()> {
+fn run_daemon(config: Config, notifier: crius::notify::Notifier) -> anyhow::Result<()> {
     crius::logging::init(config.log_level, config.log_format);
     // glibc gives every thread that allocates its own arena (up to 8 per
     // core), and the blocking pool has many threads: two arenas keep the
@@ -99,20 +99,22 @@ fn run_daemon(config: Config) -> anyhow::Result<()> {
             };
             tracing::info!(signal = sig, "received shutdown signal");
         };
-        server.run(shutdown).await?;
+        server.run(shutdown, &notifier).await?;
         tracing::info!("crius stopped");
         Ok(())
     })
 }
 
 fn main() -> ExitCode {
+    // Before any thread exists: it edits the environment.
+    let notifier = crius::notify::Notifier::from_env();
     let cli = Cli::parse();
     let result = effective_config(&cli).and_then(|config| match cli.command {
         Some(Command::Config) => {
             print!("{}", config.to_toml());
             Ok(())
         }
-        None => run_daemon(config),
+        None => run_daemon(config, notifier),
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -118,7 +118,11 @@ impl Server {
     /// Serves until `shutdown` resolves, then stops accepting connections and
     /// lets in-flight RPCs finish for at most `shutdown_timeout_seconds`.
     /// Containers are not touched: they outlive the daemon.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()>,
+        notifier: &crate::notify::Notifier,
+    ) -> Result<(), ServerError> {
         let Server {
             config,
             images,
@@ -191,6 +195,12 @@ impl Server {
             },
         ));
 
+        // Recovered (in `bind`), bound, and now serving: systemd may start
+        // what waits for crius.
+        notifier.notify(&format!(
+            "READY=1\nSTATUS=serving CRI on {}",
+            config.listen.display()
+        ));
         let early = tokio::select! {
             () = shutdown => None,
             result = &mut serve => Some(result),
@@ -198,6 +208,7 @@ impl Server {
         let result = match early {
             Some(result) => result,
             None => {
+                notifier.notify("STOPPING=1\nSTATUS=shutting down");
                 let grace = Duration::from_secs(config.shutdown_timeout_seconds);
                 tracing::info!(
                     grace_seconds = grace.as_secs(),

@@ -429,3 +429,108 @@ async fn namespace_pool_hands_out_fresh_namespaces() {
     }
     env.daemon.stop().await.unwrap();
 }
+
+/// The verbose PodSandboxStatus's `info` JSON.
+async fn pod_info(c: &mut crius_test_support::CriClient, pod: &str) -> serde_json::Value {
+    let r = c
+        .runtime
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod.into(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    serde_json::from_str(&r.info["info"]).unwrap()
+}
+
+#[tokio::test]
+async fn update_pod_sandbox_resources_is_checked_recorded_and_kept() {
+    let mut env = env("").await;
+    let mut c = env.client().await;
+    let pc = pod_config("resize", &env.logs);
+    let pod = run_pod(&mut c, pc.clone(), "").await;
+    let update =
+        |overhead: Option<LinuxContainerResources>, resources| UpdatePodSandboxResourcesRequest {
+            pod_sandbox_id: pod.clone(),
+            overhead,
+            resources,
+        };
+    let resources = LinuxContainerResources {
+        cpu_period: 100_000,
+        cpu_quota: 150_000,
+        cpu_shares: 1536,
+        memory_limit_in_bytes: 256 << 20,
+        ..Default::default()
+    };
+    let overhead = LinuxContainerResources {
+        cpu_shares: 10,
+        memory_limit_in_bytes: 8 << 20,
+        ..Default::default()
+    };
+
+    // Bad input names the field and changes nothing.
+    let e = c
+        .runtime
+        .update_pod_sandbox_resources(update(
+            None,
+            Some(LinuxContainerResources {
+                memory_limit_in_bytes: -5,
+                ..Default::default()
+            }),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("resources"), "{}", e.message());
+    assert!(pod_info(&mut c, &pod).await["resources"]["resources"].is_null());
+    let e = c
+        .runtime
+        .update_pod_sandbox_resources(UpdatePodSandboxResourcesRequest {
+            pod_sandbox_id: "0123456789abcdef".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+
+    c.runtime
+        .update_pod_sandbox_resources(update(Some(overhead), Some(resources.clone())))
+        .await
+        .unwrap();
+    let check = |info: &serde_json::Value| {
+        let r = &info["resources"];
+        assert_eq!(r["resources"]["cpu"]["quota"], 150_000, "{r}");
+        assert_eq!(r["resources"]["cpu"]["shares"], 1536, "{r}");
+        assert_eq!(r["resources"]["memory"]["limit"], 256 << 20, "{r}");
+        assert_eq!(r["overhead"]["memory"]["limit"], 8 << 20, "{r}");
+    };
+    check(&pod_info(&mut c, &pod).await);
+    // Only the resources given change: the overhead stays.
+    c.runtime
+        .update_pod_sandbox_resources(update(None, Some(resources)))
+        .await
+        .unwrap();
+    check(&pod_info(&mut c, &pod).await);
+
+    // Kept across a daemon killed and restarted.
+    env.daemon.kill().unwrap();
+    env.daemon.start().await.unwrap();
+    let mut c = env.client().await;
+    check(&pod_info(&mut c, &pod).await);
+
+    // A stopped pod is not resized.
+    c.runtime
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap();
+    let e = c
+        .runtime
+        .update_pod_sandbox_resources(update(None, Some(LinuxContainerResources::default())))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    remove_pod(&mut c, &pod).await;
+}

@@ -4,8 +4,10 @@
 use super::events::EventKind;
 use super::host::{detach_network, remove_dir, teardown_pod as teardown};
 use super::{blocking, filters, ids, now_ns, validate, Manager, ManagerError, Pod, Result};
-use crate::state::{encode_config, PodPhase, PodRecord, RECORD_VERSION};
-use crius_cri_api::v1::{NamespaceMode, PodSandboxConfig, PodSandboxFilter, Protocol};
+use crate::state::{decode_config, encode_config, PodPhase, PodRecord, RECORD_VERSION};
+use crius_cri_api::v1::{
+    LinuxContainerResources, NamespaceMode, PodSandboxConfig, PodSandboxFilter, Protocol,
+};
 use crius_network::runtime::{Dns, PodNetwork, PortMapping};
 use crius_network::Cni;
 use crius_sandbox::{files, ns, shm};
@@ -564,6 +566,52 @@ impl Manager {
         self.network
             .attachment(pod_id)
             .and_then(|a| serde_json::to_value(a).ok())
+    }
+
+    /// UpdatePodSandboxResources (KEP-1287, in-place pod resize): kubelet
+    /// has already resized the pod's cgroup and tells the runtime the pod's
+    /// new overhead and resources, which crius checks and records in the
+    /// pod's stored config (kept across restarts, shown in the verbose
+    /// status). Only a ready pod is resized.
+    pub async fn update_pod_resources(
+        &self,
+        query: &str,
+        overhead: Option<LinuxContainerResources>,
+        resources: Option<LinuxContainerResources>,
+    ) -> Result<()> {
+        let pod = self.pod(query)?;
+        let _op = pod.op.lock().await;
+        let mut rec = pod.record();
+        if rec.phase != PodPhase::Ready {
+            return Err(ManagerError::FailedPrecondition(format!(
+                "pod sandbox {} is not ready: only a ready pod can be resized",
+                pod.id
+            )));
+        }
+        for (field, r) in [("overhead", &overhead), ("resources", &resources)] {
+            if let Some(r) = r {
+                crius_oci_runtime::spec::resources(Some(r))
+                    .map_err(|e| ManagerError::InvalidArgument(format!("{field}: {e}")))?;
+            }
+        }
+        if overhead.is_none() && resources.is_none() {
+            return Ok(());
+        }
+        let mut config: PodSandboxConfig = decode_config(&rec.id, &rec.config)?;
+        let linux = config.linux.get_or_insert_with(Default::default);
+        if overhead.is_some() {
+            linux.overhead = overhead;
+        }
+        if resources.is_some() {
+            linux.resources = resources;
+        }
+        rec.config = encode_config(&config);
+        let db = self.db.clone();
+        let r2 = rec.clone();
+        blocking(move || Ok(db.put_pod(&r2)?)).await?;
+        pod.set(rec);
+        tracing::info!(pod = %pod.id, "pod sandbox resources updated");
+        Ok(())
     }
 
     pub fn pod_status(&self, query: &str) -> Result<(Arc<Pod>, PodRecord)> {

@@ -100,6 +100,21 @@ fn container_events(
     Box::pin(stream)
 }
 
+/// The pod's recorded overhead and resources (UpdatePodSandboxResources),
+/// as OCI resources.
+fn pod_resources(rec: &PodRecord) -> Result<serde_json::Value, Status> {
+    let config: PodSandboxConfig =
+        decode_config(&rec.id, &rec.config).map_err(|e| Status::internal(e.to_string()))?;
+    let linux = config.linux.unwrap_or_default();
+    let oci = |r: Option<&LinuxContainerResources>| {
+        r.and_then(|r| crius_oci_runtime::spec::resources(Some(r)).ok())
+    };
+    Ok(serde_json::json!({
+        "overhead": oci(linux.overhead.as_ref()),
+        "resources": oci(linux.resources.as_ref()),
+    }))
+}
+
 fn json<T: serde::Serialize>(v: &T) -> Result<String, Status> {
     serde_json::to_string(v).map_err(|e| Status::internal(format!("encoding info: {e}")))
 }
@@ -360,6 +375,7 @@ cri_service! {
                     "network": rec.network,
                     "ips": rec.ips,
                     "cni": self.manager.network_attachment(&rec.id),
+                    "resources": pod_resources(&rec)?,
                 }))?);
             }
             Ok(Response::new(PodSandboxStatusResponse {
@@ -471,6 +487,12 @@ cri_service! {
             Ok(Response::new(ListPodSandboxStatsResponse { stats }))
         }
 
+        async fn update_pod_sandbox_resources(&self, request: Request<UpdatePodSandboxResourcesRequest>) -> Result<Response<UpdatePodSandboxResourcesResponse>, Status> {
+            let req = request.into_inner();
+            self.manager.update_pod_resources(&req.pod_sandbox_id, req.overhead, req.resources).await.map_err(manager_error)?;
+            Ok(Response::new(UpdatePodSandboxResourcesResponse {}))
+        }
+
         async fn list_metric_descriptors(&self, _request: Request<ListMetricDescriptorsRequest>) -> Result<Response<ListMetricDescriptorsResponse>, Status> {
             Ok(Response::new(ListMetricDescriptorsResponse { descriptors: crate::manager::metrics::descriptors() }))
         }
@@ -535,7 +557,6 @@ cri_service! {
         CheckpointContainer => checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse;
         CheckpointPod => checkpoint_pod(CheckpointPodRequest) -> CheckpointPodResponse;
         RestorePod => restore_pod(RestorePodRequest) -> RestorePodResponse;
-        UpdatePodSandboxResources => update_pod_sandbox_resources(UpdatePodSandboxResourcesRequest) -> UpdatePodSandboxResourcesResponse;
     }
     not_built_streams {
         StreamPodSandboxes => stream_pod_sandboxes(StreamPodSandboxesRequest) -> StreamPodSandboxesStream<StreamPodSandboxesResponse>;

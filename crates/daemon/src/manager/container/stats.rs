@@ -65,11 +65,10 @@ impl Manager {
             all.values()
                 .filter(|c| match filter {
                     None => true,
-                    Some(f) => {
-                        filters::id_matches(&f.id, &c.id)
-                            && filters::id_matches(&f.pod_sandbox_id, &c.pod_id)
-                            && filters::labels_match(&f.label_selector, &c.config.labels)
-                    }
+                    Some(f) => filters::container_matches(
+                        (&c.id, &c.pod_id, &c.config.labels),
+                        (&f.id, &f.pod_sandbox_id, &f.label_selector),
+                    ),
                 })
                 .cloned()
                 .collect()

@@ -188,7 +188,7 @@ impl Default for Config {
             stream_tls_ca: PathBuf::new(),
             stream_token_ttl_seconds: 60,
             stream_idle_timeout_seconds: 4 * 3600,
-            container_events_buffer: crate::manager::events::EVENT_BUFFER,
+            container_events_buffer: 1024,
             enable_metrics: false,
             metrics_address: "127.0.0.1".into(),
             metrics_port: 9090,

@@ -81,6 +81,7 @@ fn run_daemon(config: Config, notifier: crius::notify::Notifier) -> anyhow::Resu
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
+    raise_nofile();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("crius")
@@ -103,6 +104,22 @@ fn run_daemon(config: Config, notifier: crius::notify::Notifier) -> anyhow::Resu
         tracing::info!("crius stopped");
         Ok(())
     })
+}
+
+/// Lifts the soft RLIMIT_NOFILE to the hard one (as Go's runtime does for
+/// containerd and CRI-O): the daemon holds descriptors per running
+/// container (its stats readers) and per connection, and a 1024 soft limit
+/// outside systemd would run out. Children get their own limits (the OCI
+/// spec sets the containers').
+fn raise_nofile() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(error = %e, soft, hard, "raising RLIMIT_NOFILE");
+            }
+        }
+    }
 }
 
 fn main() -> ExitCode {

@@ -5,10 +5,9 @@
 //! described without it; a deleted pod, as it last was).
 //!
 //! Fan-out is a `tokio::sync::broadcast` channel: publishing never waits
-//! for a subscriber, and one that falls more than [`EVENT_BUFFER`] events
-//! behind (`container_events_buffer`) loses the oldest (its stream logs
-//! how many). Nothing is built
-//! while nobody subscribes.
+//! for a subscriber, and one that falls more than `container_events_buffer`
+//! events behind loses the oldest (its stream logs how many). Nothing is
+//! built while nobody subscribes.
 //!
 //! Exits are published as they happen, not only when an RPC looks: the
 //! exit watcher (`exits`) sees the monitor's exit file appear.
@@ -18,10 +17,6 @@ use crate::state::{ContainerRecord, PodRecord};
 use crius_cri_api::v1::PodSandboxConfig;
 use std::sync::Arc;
 use tokio::sync::broadcast;
-
-/// Events kept for a subscriber that is behind (kubelet reads them as they
-/// come; a burst of a thousand containers' changes fits).
-pub const EVENT_BUFFER: usize = 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
@@ -47,6 +42,9 @@ pub struct Event {
     pub containers: Vec<ContainerRecord>,
 }
 
+/// The channel, keeping `capacity` events for a subscriber that is behind
+/// (`container_events_buffer`, 1024 by default: kubelet reads them as they
+/// come, and a burst of a thousand containers' changes fits).
 pub(crate) fn channel(capacity: usize) -> broadcast::Sender<Arc<Event>> {
     broadcast::channel(capacity.max(1)).0
 }

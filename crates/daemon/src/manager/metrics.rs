@@ -370,7 +370,12 @@ fn container_metrics(m: &Manager, c: &Ctr, pod: &Pod, ts: i64) -> ContainerMetri
         meta.namespace,
         meta.name,
     ]);
-    let s = crius_oci_runtime::stats::read(&rec.cgroups_path);
+    let s = crate::manager::container::stats::read_cgroup(
+        &m.stats_cache,
+        &c.id,
+        &rec.cgroups_path,
+        false,
+    );
     let d = crius_oci_runtime::cgmetrics::read(&rec.cgroups_path);
     o.put(
         "container_cpu_usage_seconds_total",

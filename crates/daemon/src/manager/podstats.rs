@@ -71,7 +71,12 @@ impl Manager {
         let (cpu, memory, process, network) = blocking(move || {
             let ts = now_ns();
             let s = if ready && !cgroup.is_empty() {
-                crius_oci_runtime::stats::read(&cgroup)
+                crate::manager::container::stats::read_cgroup(
+                    &cache,
+                    &format!("pod:{id}"),
+                    &cgroup,
+                    true,
+                )
             } else {
                 Default::default()
             };

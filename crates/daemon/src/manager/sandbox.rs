@@ -501,6 +501,7 @@ impl Manager {
         rec.ips.clear();
         pod.set(rec);
         tracing::info!(pod = %pod.id, "pod sandbox stopped");
+        self.forget_stats(&format!("pod:{}", pod.id));
         if was_ready {
             self.publish_for(EventKind::Stopped, &pod.id, &pod.id, Some(&pod));
         }
@@ -538,6 +539,7 @@ impl Manager {
             self.release(&key, &pod.id);
         }
         tracing::info!(pod = %pod.id, "pod sandbox removed");
+        self.forget_stats(&format!("pod:{}", pod.id));
         self.publish_for(EventKind::Deleted, &pod.id, &pod.id, Some(&pod));
         Ok(())
     }

@@ -14,6 +14,7 @@ use crius_cri_api::v1::{
     ContainerAttributes, ContainerStats, ContainerStatsFilter, CpuUsage, FilesystemIdentifier,
     FilesystemUsage, MemoryUsage, SwapUsage, UInt64Value,
 };
+use crius_oci_runtime::stats::Reader;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,6 +29,42 @@ pub struct StatsCache {
     cpu: HashMap<String, (i64, u64)>,
     /// The writable layer: (measured at, bytes, inodes).
     layer: HashMap<String, (Instant, u64, u64)>,
+    /// Each running container's (and ready pod's) cgroup files, held open.
+    readers: HashMap<String, Reader>,
+}
+
+/// Cgroups whose files are held open (3-4 descriptors each); beyond them
+/// files are opened per call.
+pub const MAX_READERS: usize = 4096;
+
+/// A cgroup's figures through its cached reader (`key`: a container id, or
+/// `pod:<id>`), opening one if there is none or the old one fails.
+pub(crate) fn read_cgroup(
+    cache: &Mutex<StatsCache>,
+    key: &str,
+    cgroups_path: &str,
+    with_pids: bool,
+) -> crius_oci_runtime::stats::CgroupStats {
+    // Taken out while it is read: the lock is not held over the reads.
+    let cached = crate::sync::lock(cache).readers.remove(key);
+    let (reader, stats) = match cached.map(|r| r.read().map(|s| (r, s))) {
+        Some(Ok(ok)) => ok,
+        _ => {
+            let r = Reader::open(cgroups_path, with_pids);
+            if r.is_empty() {
+                return Default::default();
+            }
+            match r.read() {
+                Ok(s) => (r, s),
+                Err(_) => return Default::default(),
+            }
+        }
+    };
+    let mut g = crate::sync::lock(cache);
+    if g.readers.len() < MAX_READERS {
+        g.readers.insert(key.to_string(), reader);
+    }
+    stats
 }
 
 pub(crate) fn now_ns() -> i64 {
@@ -99,10 +136,9 @@ impl Manager {
             })
             .collect();
         blocking(move || {
-            Ok(items
-                .iter()
-                .map(|(c, cg, dir, running)| one(&cache, c, cg, dir, *running))
-                .collect())
+            Ok(par_map(&items, |(c, cg, dir, running)| {
+                one(&cache, c, cg, dir, *running)
+            }))
         })
         .await
         .unwrap_or_default()
@@ -156,7 +192,7 @@ fn one(
 ) -> ContainerStats {
     let ts = now_ns();
     let s = if running {
-        crius_oci_runtime::stats::read(cgroups_path)
+        read_cgroup(cache, &c.id, cgroups_path, false)
     } else {
         Default::default()
     };
@@ -189,6 +225,48 @@ fn one(
     }
 }
 
+/// Below this many items one thread does them all (a thread's start costs
+/// more than a few cgroup reads).
+const PAR_MIN: usize = 32;
+
+/// `f` over `items`, in order, split across the machine's cores (at most
+/// 4) when there are many: reading cgroup files is kernel work that
+/// scales with cores, and ListContainerStats of 100 containers is mostly
+/// that.
+pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    // Asked once: the answer reads the cgroup's CPU quota files, which
+    // cost as much as a container's stats.
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let threads = *THREADS.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(4)
+    });
+    if threads < 2 || items.len() < PAR_MIN {
+        return items.iter().map(f).collect();
+    }
+    let per = items.len().div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|s| {
+        let mut chunks = items.chunks(per);
+        let first = chunks.next().unwrap_or(&[]);
+        let others: Vec<_> = chunks
+            .map(|c| s.spawn(move || c.iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        let mut out: Vec<R> = first.iter().map(f).collect();
+        for h in others {
+            match h.join() {
+                Ok(v) => out.extend(v),
+                // A panic in a reader (a bug) fails the blocking task as
+                // it would have on one thread.
+                Err(p) => std::panic::resume_unwind(p),
+            }
+        }
+        out
+    })
+}
+
 /// The writable layer's bytes and inodes, walked at most every
 /// [`LAYER_TTL`] per container.
 pub(crate) fn layer_usage(
@@ -214,5 +292,20 @@ impl Manager {
         let mut g = crate::sync::lock(&self.stats_cache);
         g.cpu.remove(id);
         g.layer.remove(id);
+        g.readers.remove(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn par_map_keeps_order() {
+        for n in [0, 1, PAR_MIN - 1, PAR_MIN, 101] {
+            let items: Vec<usize> = (0..n).collect();
+            let out = par_map(&items, |i| i * 2);
+            assert_eq!(out, items.iter().map(|i| i * 2).collect::<Vec<_>>());
+        }
     }
 }

@@ -188,18 +188,9 @@ async fn memory_limit_oom_killed() {
     let mut c = env.client().await;
     let pc = pod_config("oom", &env.logs);
     let pod = run_pod(&mut c, pc.clone(), "runc").await;
-    let mut cc = container_config(
-        "hog",
-        &env.image,
-        // Grow a shell variable until the 32 MiB limit kills the process.
-        &["sh", "-c", "x=0123456789; while true; do x=$x$x; done"],
-    );
-    cc.linux.as_mut().unwrap().resources = Some(LinuxContainerResources {
-        memory_limit_in_bytes: 32 << 20,
-        memory_swap_limit_in_bytes: 32 << 20,
-        ..Default::default()
-    });
-    let id = create(&mut c, &pod, &pc, cc).await.unwrap();
+    let id = create(&mut c, &pod, &pc, memory_hog("hog", &env.image))
+        .await
+        .unwrap();
     start(&mut c, &id).await;
     let s = wait_exited(&mut c, &id, Duration::from_secs(60)).await;
     assert_eq!(s.reason, "OOMKilled", "{s:?}");

@@ -88,17 +88,9 @@ async fn events_follow_another_clients_pods_and_containers() {
         &["sh", "-c", "sleep 1; exit 3"],
     )
     .await;
-    let mut hog = container_config(
-        "hog",
-        &env.image,
-        &["sh", "-c", "x=0123456789; while true; do x=$x$x; done"],
-    );
-    hog.linux.as_mut().unwrap().resources = Some(LinuxContainerResources {
-        memory_limit_in_bytes: 32 << 20,
-        memory_swap_limit_in_bytes: 32 << 20,
-        ..Default::default()
-    });
-    let hog = create(&mut c, &pod, &pc, hog).await.unwrap();
+    let hog = create(&mut c, &pod, &pc, memory_hog("hog", &env.image))
+        .await
+        .unwrap();
     start(&mut c, &quits).await;
     start(&mut c, &hog).await;
 

@@ -133,17 +133,9 @@ async fn metrics_count_what_the_daemon_did() {
     // A container killed by the OOM killer.
     let pc = pod_config("metrics", &env.logs);
     let pod = run_pod(&mut c, pc.clone(), "").await;
-    let mut hog = container_config(
-        "hog",
-        &env.image,
-        &["sh", "-c", "x=0123456789; while true; do x=$x$x; done"],
-    );
-    hog.linux.as_mut().unwrap().resources = Some(LinuxContainerResources {
-        memory_limit_in_bytes: 32 << 20,
-        memory_swap_limit_in_bytes: 32 << 20,
-        ..Default::default()
-    });
-    let hog = create(&mut c, &pod, &pc, hog).await.unwrap();
+    let hog = create(&mut c, &pod, &pc, memory_hog("hog", &env.image))
+        .await
+        .unwrap();
     start(&mut c, &hog).await;
     let s = wait_exited(&mut c, &hog, Duration::from_secs(60)).await;
     assert_eq!(s.reason, "OOMKilled");

@@ -259,12 +259,7 @@ pub fn open_files_under(proc_root: &Path, procs: &[i32]) -> (u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn write(root: &Path, rel: &str, text: &str) {
-        let p = root.join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, text).unwrap();
-    }
+    use crate::stats::tests::write;
 
     #[test]
     fn v1_files() {

@@ -167,6 +167,24 @@ pub fn container_config(name: &str, image: &str, command: &[&str]) -> ContainerC
     }
 }
 
+/// A container the OOM killer kills: a shell variable grows until the
+/// 32 MiB limit (swap included) is reached.
+pub fn memory_hog(name: &str, image: &str) -> ContainerConfig {
+    let mut cc = container_config(
+        name,
+        image,
+        &["sh", "-c", "x=0123456789; while true; do x=$x$x; done"],
+    );
+    if let Some(l) = cc.linux.as_mut() {
+        l.resources = Some(LinuxContainerResources {
+            memory_limit_in_bytes: 32 << 20,
+            memory_swap_limit_in_bytes: 32 << 20,
+            ..Default::default()
+        });
+    }
+    cc
+}
+
 pub async fn run_pod(c: &mut CriClient, config: PodSandboxConfig, handler: &str) -> String {
     c.runtime
         .run_pod_sandbox(RunPodSandboxRequest {

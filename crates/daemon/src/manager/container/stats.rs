@@ -7,7 +7,6 @@
 //! A container not started yet has no cgroup: it is listed with
 //! timestamps and no figures, as kubelet expects of created containers.
 
-use crate::manager::filters;
 use crate::manager::{blocking, Ctr, Manager, Result};
 use crate::state::ContainerPhase;
 use crius_cri_api::v1::{
@@ -97,19 +96,8 @@ impl Manager {
         &self,
         filter: Option<&ContainerStatsFilter>,
     ) -> Vec<ContainerStats> {
-        let ctrs: Vec<Arc<Ctr>> = {
-            let all = crate::sync::read(&self.containers);
-            all.values()
-                .filter(|c| match filter {
-                    None => true,
-                    Some(f) => filters::container_matches(
-                        (&c.id, &c.pod_id, &c.config.labels),
-                        (&f.id, &f.pod_sandbox_id, &f.label_selector),
-                    ),
-                })
-                .cloned()
-                .collect()
-        };
+        let ctrs =
+            self.containers_matching(filter.map(|f| (&f.id, &f.pod_sandbox_id, &f.label_selector)));
         // Exited containers have no usage left to report.
         let live: Vec<Arc<Ctr>> = ctrs
             .into_iter()

@@ -5,6 +5,7 @@ use crate::manager::events::EventKind;
 use crate::manager::{blocking, filters, Ctr, Manager, ManagerError, Result};
 use crate::state::{ContainerPhase, ContainerRecord};
 use crius_cri_api::v1::ContainerFilter;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 impl Manager {
@@ -71,19 +72,8 @@ impl Manager {
     /// Callers read each record in place (`Ctr::with`): with a thousand
     /// containers, copying every record would dominate the call.
     pub async fn list_containers(&self, filter: Option<&ContainerFilter>) -> Vec<Arc<Ctr>> {
-        let all: Vec<Arc<Ctr>> = {
-            let ctrs = crate::sync::read(&self.containers);
-            ctrs.values()
-                .filter(|c| match filter {
-                    None => true,
-                    Some(f) => filters::container_matches(
-                        (&c.id, &c.pod_id, &c.config.labels),
-                        (&f.id, &f.pod_sandbox_id, &f.label_selector),
-                    ),
-                })
-                .cloned()
-                .collect()
-        };
+        let all =
+            self.containers_matching(filter.map(|f| (&f.id, &f.pod_sandbox_id, &f.label_selector)));
         let mut out = Vec::with_capacity(all.len());
         for c in all {
             let live =
@@ -101,6 +91,27 @@ impl Manager {
         }
         out.sort_by_key(|(t, _)| *t);
         out.into_iter().map(|(_, c)| c).collect()
+    }
+}
+
+impl Manager {
+    /// The containers the id, pod and label parts of a list filter match
+    /// (ListContainers' and ListContainerStats'; None: all), unordered.
+    pub(super) fn containers_matching(
+        &self,
+        filter: Option<(&String, &String, &HashMap<String, String>)>,
+    ) -> Vec<Arc<Ctr>> {
+        crate::sync::read(&self.containers)
+            .values()
+            .filter(|c| match filter {
+                None => true,
+                Some((id, pod, labels)) => filters::container_matches(
+                    (&c.id, &c.pod_id, &c.config.labels),
+                    (id, pod, labels),
+                ),
+            })
+            .cloned()
+            .collect()
     }
 }
 

@@ -126,6 +126,23 @@ async fn metrics_count_what_the_daemon_did() {
             .unwrap_err();
         assert_eq!(e.code(), tonic::Code::NotFound);
     }
+    // A method the CRI does not have (any client can send one).
+    let channel = crius_cri_api::connect_unix(&env.daemon.socket)
+        .await
+        .unwrap();
+    let mut raw = tonic::client::Grpc::new(channel);
+    raw.ready().await.unwrap();
+    let e = raw
+        .unary(
+            tonic::Request::new(VersionRequest::default()),
+            tonic::codegen::http::uri::PathAndQuery::from_static(
+                "/runtime.v1.RuntimeService/NoSuchRpc",
+            ),
+            tonic_prost::ProstCodec::<VersionRequest, VersionResponse>::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unimplemented);
     // A pull that succeeds (again) and one that fails.
     pull(&mut c, &env.image).await;
     let missing = env.registry.reference("busybox:nosuchtag");
@@ -193,10 +210,17 @@ async fn metrics_count_what_the_daemon_did() {
         "{start} vs {now}"
     );
     // An RPC name the CRI does not have is not a series of its own.
+    assert_eq!(
+        delta(
+            "crius_rpc_requests_total",
+            &[("rpc", "unknown"), ("code", "Unimplemented")]
+        ),
+        1.0
+    );
     assert!(after
         .iter()
         .filter(|s| s["name"] == "crius_rpc_requests_total")
-        .all(|s| s["labels"]["rpc"] != "nosuch"));
+        .all(|s| s["labels"]["rpc"] != "NoSuchRpc"));
 
     let (status, _, _) = get(port, "/other");
     assert!(status.contains("404"), "{status}");
